@@ -1,0 +1,5 @@
+"""Allow ``python -m dicomnode``."""
+
+from dicomnode.cli import main
+
+raise SystemExit(main())

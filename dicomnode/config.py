@@ -1,0 +1,242 @@
+"""The node's configuration: frozen pydantic models loaded from one YAML file.
+
+Every key has a default, so no file at all is a valid configuration (the embedded
+default). Unknown keys are errors, and every error names the file, line and key.
+Relative paths are resolved against the configuration file's folder, or against the
+working directory when no file is given.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from dicomnode.errors import ConfigError
+from dicomnode.sourcemap import build_source_map
+
+_AE_TITLE_FORBIDDEN = re.compile(r"[\\\x00-\x1f\x7f]")
+
+
+def _check_ae_title(value: str) -> str:
+    """PS3.5 6.2: AE is at most 16 characters, no backslash or control characters."""
+    stripped = value.strip()
+    if not stripped:
+        raise ValueError("an AE title must not be empty or only spaces")
+    if len(value) > 16:
+        raise ValueError(f"an AE title has at most 16 characters, got {len(value)}")
+    if _AE_TITLE_FORBIDDEN.search(value):
+        raise ValueError("an AE title must not contain a backslash or control characters")
+    return stripped
+
+
+AETitle = Annotated[str, AfterValidator(_check_ae_title)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NodeConfig(_Frozen):
+    """The DICOM listener: who we are and how much we take at once."""
+
+    ae_title: AETitle = "DICOMNODE"
+    host: str = "0.0.0.0"
+    port: Annotated[int, Field(ge=0, le=65535)] = 11112
+    max_associations: Annotated[int, Field(ge=1, le=1000)] = 16
+    # 128 KiB PDUs keep each read bounded; larger PDUs only save a little per-PDU work.
+    max_pdu_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 128 * 1024
+    idle_timeout_seconds: PositiveSeconds = 60.0
+    acse_timeout_seconds: PositiveSeconds = 30.0
+    dimse_timeout_seconds: PositiveSeconds = 60.0
+
+
+class StorageConfig(_Frozen):
+    """Where received instances are spooled; the SQLite index lives here by default."""
+
+    path: Path = Path("var")
+
+
+class DatabaseConfig(_Frozen):
+    """The index database; ``None`` means SQLite inside ``storage.path``."""
+
+    url: str | None = None
+
+
+class CompletionOverride(_Frozen):
+    """Per-modality completion timings; keys left out keep the general value."""
+
+    quiet_seconds: PositiveSeconds | None = None
+    settle_seconds: PositiveSeconds | None = None
+    max_wait_seconds: PositiveSeconds | None = None
+
+
+class CompletionPolicy(_Frozen):
+    """When a series counts as complete (see ``store.completion``)."""
+
+    quiet_seconds: PositiveSeconds = 30.0
+    settle_seconds: PositiveSeconds = 2.0
+    max_wait_seconds: PositiveSeconds = 3600.0
+
+
+class CompletionConfig(CompletionPolicy):
+    by_modality: Mapping[str, CompletionOverride] = Field(default_factory=dict)
+
+    def policy_for(self, modality: str | None) -> CompletionPolicy:
+        """The timings for a series of ``modality``."""
+        override = self.by_modality.get(modality or "")
+        base = CompletionPolicy(
+            quiet_seconds=self.quiet_seconds,
+            settle_seconds=self.settle_seconds,
+            max_wait_seconds=self.max_wait_seconds,
+        )
+        if override is None:
+            return base
+        return base.model_copy(update=override.model_dump(exclude_none=True))
+
+
+def _caller_from_string(value: Any) -> Any:
+    """Accept ``"AE"`` and ``"AE@HOST"`` as short forms of a caller mapping."""
+    if isinstance(value, str):
+        ae_title, _, host = value.partition("@")
+        return {"ae_title": ae_title, "host": host or None}
+    return value
+
+
+class Caller(_Frozen):
+    """A peer allowed to send to us: its AE title and, optionally, its host address."""
+
+    ae_title: AETitle
+    host: str | None = None
+
+    def allows(self, ae_title: str, host: str) -> bool:
+        return ae_title.strip() == self.ae_title and (self.host is None or self.host == host)
+
+
+class Destination(_Frozen):
+    """A DICOM node we send to."""
+
+    ae_title: AETitle
+    host: str
+    port: Port
+
+
+class LoggingConfig(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": JSON lines unless standard error is a terminal.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Frozen):
+    """The whole, validated configuration of one node."""
+
+    node: NodeConfig = NodeConfig()
+    storage: StorageConfig = StorageConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    completion: CompletionConfig = CompletionConfig()
+    callers: tuple[Annotated[Caller, BeforeValidator(_caller_from_string)], ...] = ()
+    destinations: Mapping[str, Destination] = Field(default_factory=dict)
+    rules_dir: Path = Path("rules")
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _check_destination_names(self) -> Config:
+        for name in self.destinations:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+                raise ValueError(
+                    f"destination name {name!r} may only use letters, digits, '_', '.', '-'"
+                )
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL of the index."""
+        if self.database.url is not None:
+            return self.database.url
+        return f"sqlite:///{self.storage.path / 'dicomnode.db'}"
+
+    def resolved(self, base: Path) -> Config:
+        """A copy whose relative paths are taken from ``base``."""
+        storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
+        return self.model_copy(
+            update={"storage": storage, "rules_dir": _under(base, self.rules_dir)}
+        )
+
+    def allows_caller(self, ae_title: str, host: str) -> bool:
+        """Whether a calling AE title from ``host`` may associate (any, when unset)."""
+        return not self.callers or any(c.allows(ae_title, host) for c in self.callers)
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def load_config(path: Path | None) -> Config:
+    """Load and validate ``path``; ``None`` gives the embedded default.
+
+    Raises ConfigError whose message lists every problem as ``file:line: key: message``.
+    """
+    if path is None:
+        return Config().resolved(Path.cwd())
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    return parse_config(text, path)
+
+
+def parse_config(text: str, path: Path) -> Config:
+    """Validate configuration ``text`` that was read from ``path``."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: the configuration must be a mapping of keys to values")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, text, path)) from exc
+    return config.resolved(path.parent.resolve())
+
+
+def _describe(exc: ValidationError, text: str, path: Path) -> str:
+    source = build_source_map(text)
+    problems = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if not _is_validator_tag(part)]
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        line = source.line_of(loc)
+        where = f"{path}:{line}" if line is not None else str(path)
+        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+        problems.append(f"{where}: {key}: {message}")
+    return "\n".join(problems)
+
+
+def _is_validator_tag(part: str | int) -> bool:
+    """Pydantic puts validator names such as ``function-before[...]`` into locations."""
+    return isinstance(part, str) and ("[" in part or part.startswith("function-"))
+
+
+def dump_default_config() -> str:
+    """The embedded default as YAML, for documentation and ``config show``."""
+    data = Config().model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

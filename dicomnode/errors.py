@@ -1,0 +1,52 @@
+"""The one exception tree of dicomnode.
+
+::
+
+    DicomNodeError
+     +-- ConfigError          invalid configuration; names the file and the key
+     +-- StorageError         the spool or the index could not persist something
+     |    +-- SpoolFullError  no space left (answered as 0xA700)
+     +-- InstanceError        a received dataset cannot be accepted as it is
+     |    +-- UIDMismatchError      dataset UIDs differ from the command's (0xA900)
+     |    +-- UnreadableDatasetError cannot parse or lacks identifying keys (0xC000 range)
+     +-- PeerError            a remote DICOM node could not be reached or refused us
+     +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
+"""
+
+from __future__ import annotations
+
+
+class DicomNodeError(Exception):
+    """Root of every error dicomnode raises on purpose."""
+
+
+class ConfigError(DicomNodeError):
+    """The configuration is invalid; the message names the file and key."""
+
+
+class StorageError(DicomNodeError):
+    """The spool or the index could not durably persist an instance."""
+
+
+class SpoolFullError(StorageError):
+    """The spool's file system has no space left."""
+
+
+class InstanceError(DicomNodeError):
+    """A received dataset cannot be accepted as it is."""
+
+
+class UIDMismatchError(InstanceError):
+    """The dataset's SOP Class/Instance UID differs from the C-STORE command's."""
+
+
+class UnreadableDatasetError(InstanceError):
+    """The dataset cannot be parsed or lacks valid identifying attributes."""
+
+
+class PeerError(DicomNodeError):
+    """A remote DICOM node could not be reached or refused the association."""
+
+
+class AddressError(DicomNodeError):
+    """An ``AE@HOST:PORT`` address or destination name is invalid."""
