@@ -1,0 +1,268 @@
+"""The ``dicomnode`` command: parses arguments and calls the node; no logic of its own.
+
+Exit codes: 0 success; 1 the operation failed (a peer refused, a file was not stored);
+2 bad usage or an invalid configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    command: Command | None = getattr(args, "run", None)
+    if command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from dicomnode.errors import DicomNodeError
+
+    try:
+        return command(args)
+    except DicomNodeError as exc:
+        print(f"dicomnode: {exc}", file=sys.stderr)
+        return EXIT_USAGE if _is_usage_error(exc) else EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    from dicomnode.errors import AddressError, ConfigError
+
+    return isinstance(exc, ConfigError | AddressError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicomnode",
+        description="A DICOM node beside the PACS: receive, route, run models, send back.",
+        epilog="Exit codes: 0 success, 1 operation failed, 2 usage or configuration error.",
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.set_defaults(run=_version_or_help(parser))
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the node (works with no configuration at all)")
+    _config_option(serve)
+    serve.set_defaults(run=_serve)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(title="config commands", metavar="COMMAND")
+    check = config_sub.add_parser("check", help="validate the configuration; exit 2 on errors")
+    _config_option(check)
+    check.set_defaults(run=_config_check)
+    show = config_sub.add_parser("show", help="print the effective configuration as YAML")
+    _config_option(show)
+    show.set_defaults(run=_config_show)
+    config.set_defaults(run=lambda _a: _help(config))
+
+    echo = sub.add_parser("echo", help="C-ECHO a DICOM node: AE@HOST:PORT")
+    echo.add_argument("address", help="AE@HOST:PORT")
+    echo.add_argument("--calling-ae", default="DICOMNODE", help="our AE title (default DICOMNODE)")
+    echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    echo.set_defaults(run=_echo)
+
+    send = sub.add_parser("send", help="C-STORE files and folders (recursive) to AE@HOST:PORT")
+    send.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    send.add_argument("--to", required=True, help="AE@HOST:PORT")
+    send.add_argument("--calling-ae", default="DICOMNODE", help="our AE title (default DICOMNODE)")
+    send.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
+    send.set_defaults(run=_send)
+
+    series = sub.add_parser("series", help="list received series")
+    _config_option(series)
+    series.add_argument("--json", action="store_true", help="machine-readable output")
+    series.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    series.set_defaults(run=_series)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, help="YAML configuration (default: built-in defaults)"
+    )
+
+
+def _version_or_help(parser: argparse.ArgumentParser) -> Command:
+    def run(args: argparse.Namespace) -> int:
+        if args.version:
+            from dicomnode import __version__
+
+            print(__version__)
+            return EXIT_OK
+        return _help(parser)
+
+    return run
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return EXIT_USAGE
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.logs import configure_logging
+    from dicomnode.node import Node
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    Node(config).run_until_signalled()
+    return EXIT_OK
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+
+    config = load_config(args.config)
+    source = args.config or "built-in defaults"
+    print(
+        f"{source}: OK (AE {config.node.ae_title} on port {config.node.port}, "
+        f"storage {config.storage.path}, {len(config.destinations)} destinations)"
+    )
+    return EXIT_OK
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from dicomnode.config import load_config
+
+    config = load_config(args.config)
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _echo(args: argparse.Namespace) -> int:
+    from dicomnode.dicom.address import parse_address
+    from dicomnode.dicom.scu import ScuSettings, echo
+    from dicomnode.dicom.status import describe, is_success
+
+    address = parse_address(args.address)
+    settings = ScuSettings(
+        calling_ae=args.calling_ae,
+        connect_timeout_seconds=args.timeout,
+        network_timeout_seconds=args.timeout,
+    )
+    result = echo(address, settings)
+    verdict = "OK" if is_success(result.status) else describe(result.status)
+    print(f"{address}: C-ECHO {verdict} (0x{result.status:04X}) in {result.seconds * 1000:.0f} ms")
+    return EXIT_OK if is_success(result.status) else EXIT_FAILED
+
+
+def _send(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from dicomnode.dicom.address import parse_address
+    from dicomnode.dicom.scu import (
+        FileResult,
+        ScuSettings,
+        SendableFile,
+        SkippedFile,
+        find_files,
+        inspect_file,
+        send_files,
+    )
+
+    address = parse_address(args.to)
+    console = Console(stderr=True)
+    sendable: list[SendableFile] = []
+    skipped: list[SkippedFile] = []
+    for path in find_files(args.paths):
+        found = inspect_file(path)
+        (sendable if isinstance(found, SendableFile) else skipped).append(found)  # type: ignore[arg-type]
+    for item in skipped:
+        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}")
+    if not sendable:
+        console.print("nothing to send")
+        return EXIT_FAILED
+    total = sum(item.size for item in sendable)
+    columns = (
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=args.quiet) as progress:
+        task = progress.add_task("send", total=total)
+        files = progress.add_task("files", total=len(sendable), visible=False)
+
+        def advance(_result: FileResult, sent: int) -> None:
+            progress.advance(task, sent)
+            progress.advance(files, 1)
+
+        results = send_files(sendable, address, ScuSettings(calling_ae=args.calling_ae), advance)
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        console.print(f"[red]failed[/] {result.path}: {result.note}")
+    ok = len(results) - len(failed)
+    print(f"{address}: {ok} of {len(results)} sent, {len(failed)} failed, {len(skipped)} skipped")
+    return EXIT_OK if not failed else EXIT_FAILED
+
+
+def _series(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.store.index import Index
+
+    config = load_config(args.config)
+    index = Index(config.database_url)
+    try:
+        index.open()
+        rows = index.list_series(limit=args.limit)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([_series_json(row) for row in rows], indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} series")
+    for column in (
+        "series UID",
+        "modality",
+        "description",
+        "instances",
+        "version",
+        "state",
+        "last arrival",
+    ):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            row.series_uid,
+            row.modality or "",
+            row.description or "",
+            str(row.instance_count),
+            str(row.version),
+            row.state,
+            row.last_arrival_at.isoformat(timespec="seconds"),
+        )
+    Console().print(table)
+    return EXIT_OK
+
+
+def _series_json(row: object) -> dict[str, object]:
+    from dataclasses import asdict
+    from datetime import datetime
+
+    data = asdict(row)  # type: ignore[call-overload]  # a SeriesSummary dataclass
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}

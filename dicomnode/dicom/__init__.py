@@ -1,0 +1,1 @@
+"""The DICOM network layer: the only home of pynetdicom."""

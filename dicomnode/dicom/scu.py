@@ -1,0 +1,224 @@
+"""The SCU side: C-ECHO and sending files by C-STORE, the way an administrator does.
+
+Files are sent as they are stored: pynetdicom streams each file's dataset bytes without
+decoding them (chunked sending), so a presentation context is proposed for every
+(SOP class, transfer syntax) pair found, and the batches are split so that no
+association proposes more than the 128 contexts PS3.8 allows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pynetdicom import AE, evt
+from pynetdicom.presentation import build_context
+
+from dicomnode.dicom import sockets
+from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.contexts import VERIFICATION_SOP_CLASS
+from dicomnode.dicom.status import describe, is_success, is_warning
+from dicomnode.errors import PeerError
+
+MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
+DEFAULT_CALLING_AE = "DICOMNODE"
+
+
+@dataclass(frozen=True, slots=True)
+class EchoResult:
+    status: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendableFile:
+    """A DICOM file and what its presentation context must be."""
+
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """What happened to one file: a DIMSE status, or a reason it was never sent."""
+
+    path: Path
+    status: int | None
+    note: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and (is_success(self.status) or is_warning(self.status))
+
+
+ProgressCallback = Callable[[FileResult, int], None]  # (result, bytes sent)
+
+
+@dataclass(frozen=True, slots=True)
+class ScuSettings:
+    calling_ae: str = DEFAULT_CALLING_AE
+    connect_timeout_seconds: float = 10.0
+    network_timeout_seconds: float = 60.0
+    max_pdu_bytes: int = 0  # 0: no limit; lets the peer receive in as few PDUs as it likes
+
+
+def echo(address: DicomAddress, settings: ScuSettings = ScuSettings()) -> EchoResult:
+    """C-ECHO ``address``; raises PeerError when it cannot be associated."""
+    ae = _make_ae(settings)
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    started = time.perf_counter()
+    assoc = _associate(ae, address, settings)
+    try:
+        response = assoc.send_c_echo()
+        status = int(getattr(response, "Status", -1)) if response else -1
+    finally:
+        assoc.release()
+    if status < 0:
+        raise PeerError(f"{address}: no C-ECHO response (timeout or aborted)")
+    return EchoResult(status=status, seconds=time.perf_counter() - started)
+
+
+def find_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Every file under ``paths`` (folders recursively), sorted for a stable order."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+def inspect_file(path: Path) -> SendableFile | SkippedFile:
+    """Read a file's meta and identity, or say why it cannot be sent."""
+    try:
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "SOPInstanceUID"])
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        return SkippedFile(path, f"not a DICOM file ({type(exc).__name__})")
+    meta = ds.file_meta
+    sop_class = str(meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
+    sop_instance = str(meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID") or "")
+    syntax = str(meta.get("TransferSyntaxUID") or "")
+    if not sop_class or not sop_instance:
+        return SkippedFile(path, "no SOP Class/Instance UID: not a storable instance")
+    if not syntax:
+        return SkippedFile(path, "no transfer syntax in the file meta")
+    return SendableFile(path, sop_class, sop_instance, syntax, path.stat().st_size)
+
+
+def batches(files: Sequence[SendableFile], limit: int = MAX_CONTEXTS) -> list[list[SendableFile]]:
+    """Split ``files`` so that each batch needs at most ``limit`` presentation contexts."""
+    result: list[list[SendableFile]] = []
+    current: list[SendableFile] = []
+    pairs: set[tuple[str, str]] = set()
+    for item in files:
+        pair = (item.sop_class_uid, item.transfer_syntax_uid)
+        if pair not in pairs and len(pairs) == limit:
+            result.append(current)
+            current, pairs = [], set()
+        pairs.add(pair)
+        current.append(item)
+    if current:
+        result.append(current)
+    return result
+
+
+def send_files(
+    files: Sequence[SendableFile],
+    address: DicomAddress,
+    settings: ScuSettings = ScuSettings(),
+    progress: ProgressCallback | None = None,
+) -> list[FileResult]:
+    """C-STORE ``files`` to ``address``, one association per batch.
+
+    Returns one result per file; raises PeerError only when no association at all
+    could be made for a batch (every file of it is reported as unsent otherwise).
+    """
+    results: list[FileResult] = []
+    for batch in batches(files):
+        results.extend(_send_batch(batch, address, settings, progress))
+    return results
+
+
+def _send_batch(
+    batch: Sequence[SendableFile],
+    address: DicomAddress,
+    settings: ScuSettings,
+    progress: ProgressCallback | None,
+) -> list[FileResult]:
+    ae = _make_ae(settings)
+    pairs = dict.fromkeys((f.sop_class_uid, f.transfer_syntax_uid) for f in batch)
+    ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in pairs]
+    assoc = _associate(ae, address, settings)
+    accepted = {
+        (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
+    }
+    results: list[FileResult] = []
+    try:
+        for item in batch:
+            result = _send_one(assoc, item, accepted)
+            results.append(result)
+            if progress is not None:
+                progress(result, item.size)
+            if not assoc.is_established:
+                break
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    for item in batch[len(results) :]:
+        result = FileResult(item.path, None, "not sent: the association ended early")
+        results.append(result)
+        if progress is not None:
+            progress(result, 0)
+    return results
+
+
+def _send_one(assoc: Any, item: SendableFile, accepted: set[tuple[str, str]]) -> FileResult:
+    if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted:
+        return FileResult(
+            item.path, None, "refused: the peer did not accept its SOP class/transfer syntax"
+        )
+    response = assoc.send_c_store(item.path)
+    status = getattr(response, "Status", None) if response else None
+    if status is None:
+        return FileResult(item.path, None, "no response (timeout or aborted)")
+    comment = str(getattr(response, "ErrorComment", "") or "")
+    note = describe(int(status)) + (f": {comment}" if comment else "")
+    return FileResult(item.path, int(status), note)
+
+
+def _make_ae(settings: ScuSettings) -> AE:
+    sockets.apply_library_settings()
+    ae = AE(ae_title=settings.calling_ae)
+    ae.connection_timeout = settings.connect_timeout_seconds
+    ae.network_timeout = settings.network_timeout_seconds
+    ae.acse_timeout = settings.network_timeout_seconds
+    ae.dimse_timeout = settings.network_timeout_seconds
+    ae.maximum_pdu_size = settings.max_pdu_bytes
+    return ae
+
+
+def _associate(ae: AE, address: DicomAddress, settings: ScuSettings) -> Any:
+    handlers: list[Any] = [(evt.EVT_CONN_OPEN, sockets.tune, [settings.network_timeout_seconds])]
+    assoc = ae.associate(
+        address.host, address.port, ae_title=address.ae_title, evt_handlers=handlers
+    )
+    if assoc.is_established:
+        return assoc
+    if assoc.is_rejected:
+        raise PeerError(f"{address}: association rejected")
+    if assoc.is_aborted:
+        raise PeerError(f"{address}: association aborted")
+    raise PeerError(f"{address}: cannot connect")

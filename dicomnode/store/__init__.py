@@ -1,0 +1,1 @@
+"""Durable state: the spool of received files, the index database, series completion."""

@@ -1,0 +1,107 @@
+"""Series completion timers: apscheduler fires them, the database holds their state.
+
+A timer is armed when a series (or a new version) starts receiving and when its
+association is released; each further instance only moves the deadline in the database.
+When a timer fires early (because later instances pushed the deadline out) it re-arms
+itself for the stored deadline. After a restart every receiving series is re-armed from
+the database, so none is forgotten and none waits longer than its policy says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.date import DateTrigger
+
+from dicomnode.config import CompletionConfig
+from dicomnode.errors import StorageError
+from dicomnode.logs import get_logger
+from dicomnode.store.deadline import Deadline
+from dicomnode.store.index import Completion, Index
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+CompletionListener = Callable[[Completion], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CompletionTracker:
+    """Declares series complete at the right moment, durably."""
+
+    def __init__(
+        self,
+        index: Index,
+        config: CompletionConfig,
+        scheduler: BaseScheduler,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._index = index
+        self._config = config
+        self._scheduler = scheduler
+        self._clock = clock
+        self._listeners: list[CompletionListener] = []
+
+    def subscribe(self, listener: CompletionListener) -> None:
+        """Call ``listener`` after each completion has been committed."""
+        self._listeners.append(listener)
+
+    def resume(self) -> int:
+        """Re-arm the timers of every series still receiving; returns how many."""
+        pending = self._index.receiving_deadlines()
+        for series_id, deadline in pending:
+            self._arm(series_id, deadline)
+        if pending:
+            log.info("series_completion_resumed", count=len(pending))
+        return len(pending)
+
+    def watch(self, series_id: int, deadline: Deadline) -> None:
+        """A series started receiving: arm its timer."""
+        self._arm(series_id, deadline.at)
+
+    def association_released(self, association_id: int) -> None:
+        """Start the settle clock of the series this association delivered."""
+        moved = self._index.close_association(
+            association_id, True, self._clock(), self._config.policy_for
+        )
+        for series_id, deadline in moved:
+            self._arm(series_id, deadline.at)
+
+    def _arm(self, series_id: int, when: datetime) -> None:
+        self._scheduler.add_job(
+            self._fire,
+            trigger=DateTrigger(run_date=when, timezone=UTC),
+            args=(series_id,),
+            id=f"series-complete-{series_id}",
+            replace_existing=True,
+            misfire_grace_time=None,  # a late timer still completes its series
+            coalesce=True,
+        )
+
+    def _fire(self, series_id: int) -> None:
+        try:
+            result = self._index.complete_if_due(series_id, self._clock(), self._config.policy_for)
+        except StorageError:
+            log.exception("series_completion_failed", series_id=series_id)
+            self._arm(series_id, self._clock() + timedelta(seconds=1))
+            return
+        if isinstance(result, Deadline):
+            self._arm(series_id, result.at)
+        elif isinstance(result, Completion):
+            log.info(
+                "series_completed",
+                series_id=result.series_id,
+                study_uid=result.study_uid,
+                series_uid=result.series_uid,
+                version=result.version,
+                instance_count=result.instance_count,
+                reason=result.reason,
+                modality=result.modality,
+            )
+            for listener in self._listeners:
+                listener(result)

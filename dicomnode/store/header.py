@@ -1,0 +1,168 @@
+"""Read what the index needs from a received dataset, without touching its pixel data.
+
+Also checks that the dataset is the one the command announced (PS3.4 B.2.3: a mismatch
+is 0xA900) and that its identifying UIDs are usable. A UID that breaks PS3.5 9.1 syntax
+but is otherwise usable (printable, at most 64 characters) is accepted with a warning:
+real scanners send such UIDs, and refusing them would lose studies a PACS forwards.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import IS, DSfloat, PersonName
+
+from dicomnode.domain import ReceivedInstance
+from dicomnode.errors import UIDMismatchError, UnreadableDatasetError
+
+# Attributes kept in the index for every series: what rules and operators look at.
+ROUTING_KEYWORDS = (
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "BodyPartExamined",
+    "ProtocolName",
+    "StudyDescription",
+    "SliceThickness",
+    "ImageType",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "StationName",
+    "InstitutionName",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImageOrientationPatient",
+    "ConvolutionKernel",
+    "ContrastBolusAgent",
+    "KVP",
+    "SOPClassUID",
+    "FrameOfReferenceUID",
+    "NumberOfFrames",
+    "Units",
+    "Radiopharmaceutical",
+    "SeriesDate",
+    "StudyDate",
+)
+_PIXEL_DATA = BaseTag(0x7FE00010)
+_LAST_NEEDED = BaseTag(0x7FDFFFFF)
+_UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_UID_USABLE = re.compile(r"[\x21-\x5b\x5d-\x7e]{1,64}")  # printable, no space or backslash
+
+JSONValue = str | int | float | list[Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceHeader:
+    """The identifying and routing attributes of one received instance."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_uid: str
+    series_uid: str
+    modality: str | None
+    attributes: dict[str, JSONValue]
+    warnings: tuple[str, ...] = ()
+
+
+def read_header(instance: ReceivedInstance) -> InstanceHeader:
+    """Parse and check ``instance``'s dataset.
+
+    Raises UnreadableDatasetError (0xC000 range) or UIDMismatchError (0xA900).
+    """
+    dataset = _decode(instance)
+    warnings: list[str] = []
+    sop_class = _uid(dataset, "SOPClassUID", warnings)
+    sop_instance = _uid(dataset, "SOPInstanceUID", warnings)
+    if sop_class != instance.sop_class_uid.strip():
+        raise UIDMismatchError("SOP Class UID in the dataset differs from the C-STORE request")
+    if sop_instance != instance.sop_instance_uid.strip():
+        raise UIDMismatchError("SOP Instance UID in the dataset differs from the C-STORE request")
+    study = _uid(dataset, "StudyInstanceUID", warnings)
+    series = _uid(dataset, "SeriesInstanceUID", warnings)
+    attributes = {kw: _json_value(dataset, kw) for kw in ROUTING_KEYWORDS if kw in dataset}
+    modality = attributes.get("Modality")
+    return InstanceHeader(
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_uid=study,
+        series_uid=series,
+        modality=modality if isinstance(modality, str) and modality else None,
+        attributes=attributes,
+        warnings=tuple(warnings),
+    )
+
+
+def _decode(instance: ReceivedInstance) -> Dataset:
+    syntax = UID(instance.transfer_syntax_uid)
+    raw: bytes | memoryview = instance.dataset
+    try:
+        if syntax == DeflatedExplicitVRLittleEndian:
+            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw)
+        return read_dataset(
+            BytesIO(raw),
+            is_implicit_VR=syntax.is_implicit_VR,
+            is_little_endian=syntax.is_little_endian,
+            stop_when=_stop_at_pixels,
+            defer_size=4096,
+        )
+    except Exception as exc:
+        raise UnreadableDatasetError(f"cannot parse the dataset: {type(exc).__name__}") from exc
+
+
+def _stop_at_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
+    return bool(tag >= _PIXEL_DATA)
+
+
+def _uid(dataset: Dataset, keyword: str, warnings: list[str]) -> str:
+    try:
+        value = dataset.get(keyword)
+    except Exception as exc:
+        raise UnreadableDatasetError(f"{keyword} cannot be read") from exc
+    if value is None or str(value).strip("\x00 ") == "":
+        raise UnreadableDatasetError(f"{keyword} is missing: not a storable instance")
+    if isinstance(value, MultiValue):
+        raise UnreadableDatasetError(f"{keyword} has several values")
+    text = str(value).strip("\x00 ")
+    if not _UID_USABLE.fullmatch(text):
+        raise UnreadableDatasetError(f"{keyword} is not a usable UID")
+    if not _UID_SYNTAX.fullmatch(text):
+        warnings.append(f"{keyword} does not follow the UID syntax of PS3.5 9.1")
+    return text
+
+
+def _json_value(dataset: Dataset, keyword: str) -> JSONValue:
+    """A JSON-friendly copy of a simple element; numbers stay numbers."""
+    try:
+        element: DataElement = dataset[keyword]
+        return None if element.VR == "SQ" else _plain(element.value)
+    except Exception:  # noqa: BLE001 - a malformed optional element is simply not indexed
+        return None
+
+
+def _plain(value: Any) -> JSONValue:
+    if isinstance(value, MultiValue | list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, DSfloat):
+        return float(value)
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, PersonName):
+        return None  # never index a person's name
+    if isinstance(value, bytes):
+        return None
+    if isinstance(value, Dataset):
+        return None
+    return str(value)[:256]

@@ -1,0 +1,460 @@
+"""The index: every stored instance, its series and associations, in one database.
+
+Writes go through one lock: SQLite has a single writer, and serialising here avoids
+its lock-upgrade deadlocks between association threads. Every method that changes
+state commits before it returns, so what it reports is durable.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from dicomnode.config import CompletionPolicy
+from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
+from dicomnode.errors import StorageError
+from dicomnode.store.deadline import Deadline, completion_deadline
+from dicomnode.store.header import InstanceHeader, JSONValue
+from dicomnode.store.spool import SpooledFile
+from dicomnode.store.tables import (
+    AssociationRow,
+    Base,
+    CompletionRow,
+    InstanceRow,
+    SeriesRow,
+)
+
+PolicyLookup = Callable[[str | None], CompletionPolicy]
+_MAX_DISTINCT_VALUES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording an instance changed."""
+
+    instance_id: int
+    series_id: int
+    outcome: StoreOutcome
+    opened: bool  # a series (or a new version of one) started receiving
+    deadline: Deadline
+    obsolete_file: str | None  # a spool file no longer referenced, to delete
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A series version that just completed."""
+
+    series_id: int
+    study_uid: str
+    series_uid: str
+    version: int
+    instance_count: int
+    reason: str
+    modality: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """A series as operators see it in ``dicomnode series``."""
+
+    id: int
+    study_uid: str
+    series_uid: str
+    modality: str | None
+    description: str | None
+    body_part: str | None
+    instance_count: int
+    version: int
+    state: str
+    first_arrival_at: datetime
+    last_arrival_at: datetime
+    deadline_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSummary:
+    id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+    spool_name: str
+    series_version: int
+
+
+class Index:
+    """The database of stored instances and series."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine = _make_engine(url)
+        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
+        self._write_lock = threading.Lock()
+
+    def open(self) -> None:
+        """Create the schema where missing."""
+        Base.metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._write_lock, self._sessions() as session:
+            try:
+                with session.begin():
+                    yield session
+            except SQLAlchemyError as exc:
+                raise StorageError(f"index write failed: {type(exc).__name__}") from exc
+
+    # -- associations ---------------------------------------------------------------
+
+    def open_association(self, peer: Peer, now: datetime) -> int:
+        with self._writing() as session:
+            row = AssociationRow(
+                calling_ae=peer.calling_ae,
+                called_ae=peer.called_ae,
+                peer_host=peer.host,
+                peer_port=peer.port,
+                started_at=now,
+                state="open",
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def close_association(
+        self, association_id: int, released: bool, now: datetime, policy: PolicyLookup
+    ) -> list[tuple[int, Deadline]]:
+        """Record the end of an association; a release starts the settle clock.
+
+        Returns the receiving series whose last instance came over it, with their new
+        deadlines.
+        """
+        moved: list[tuple[int, Deadline]] = []
+        with self._writing() as session:
+            row = session.get(AssociationRow, association_id)
+            if row is None or row.state != "open":
+                return moved
+            row.state = "released" if released else "aborted"
+            row.ended_at = now
+            if not released:
+                return moved
+            rows = session.scalars(
+                select(SeriesRow).where(
+                    SeriesRow.state == "receiving",
+                    SeriesRow.last_association_id == association_id,
+                )
+            )
+            for series in rows:
+                series.released_at = now
+                deadline = _deadline(series, policy)
+                series.deadline_at, series.deadline_reason = deadline.at, deadline.reason
+                moved.append((series.id, deadline))
+        return moved
+
+    def abort_open_associations(self, now: datetime) -> int:
+        """Mark associations left open by a crash as aborted; returns how many."""
+        with self._writing() as session:
+            result = session.execute(
+                update(AssociationRow)
+                .where(AssociationRow.state == "open")
+                .values(state="aborted", ended_at=now)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    # -- instances ------------------------------------------------------------------
+
+    def record_instance(
+        self,
+        header: InstanceHeader,
+        spooled: SpooledFile,
+        received: ReceivedInstance,
+        now: datetime,
+        policy: PolicyLookup,
+    ) -> Recorded:
+        """Index a spooled instance and move its series' completion clock."""
+        with self._writing() as session:
+            series = session.scalar(
+                select(SeriesRow).where(SeriesRow.series_uid == header.series_uid)
+            )
+            existing = session.scalar(
+                select(InstanceRow).where(InstanceRow.sop_instance_uid == header.sop_instance_uid)
+            )
+            if existing is not None and existing.sha256 == spooled.sha256 and series is not None:
+                return Recorded(
+                    instance_id=existing.id,
+                    series_id=existing.series_id,
+                    outcome=StoreOutcome.DUPLICATE,
+                    opened=False,
+                    deadline=_deadline(series, policy),
+                    obsolete_file=spooled.name,
+                )
+            opened = False
+            if series is None:
+                series = _new_series(header, now)
+                session.add(series)
+                session.flush()
+                opened = True
+            elif series.state == "complete":
+                series.version += 1
+                series.version_started_at = now
+                series.state = "receiving"
+                series.completed_at = None
+                opened = True
+            obsolete = None
+            if existing is None:
+                row = InstanceRow(sop_instance_uid=header.sop_instance_uid)
+                session.add(row)
+                series.instance_count += 1
+                outcome = StoreOutcome.STORED
+            else:
+                row, obsolete, outcome = existing, existing.spool_name, StoreOutcome.REPLACED
+            _fill_instance(row, header, spooled, received, series, now)
+            series.last_arrival_at = now
+            series.last_association_id = received.association_id
+            series.released_at = None
+            series.attributes = _merge_attributes(series.attributes, header.attributes)
+            deadline = _deadline(series, policy)
+            series.deadline_at, series.deadline_reason = deadline.at, deadline.reason
+            session.execute(
+                update(AssociationRow)
+                .where(AssociationRow.id == received.association_id)
+                .values(instance_count=AssociationRow.instance_count + 1)
+            )
+            session.flush()
+            return Recorded(
+                instance_id=row.id,
+                series_id=series.id,
+                outcome=outcome,
+                opened=opened,
+                deadline=deadline,
+                obsolete_file=obsolete,
+            )
+
+    # -- completion -----------------------------------------------------------------
+
+    def complete_if_due(
+        self, series_id: int, now: datetime, policy: PolicyLookup
+    ) -> Completion | Deadline | None:
+        """Complete the series if its deadline has passed.
+
+        Returns the Completion, or the later Deadline to wait for, or None when the
+        series is not receiving (already complete or unknown).
+        """
+        with self._writing() as session:
+            series = session.get(SeriesRow, series_id)
+            if series is None or series.state != "receiving":
+                return None
+            deadline = _deadline(series, policy)
+            if deadline.at > now:
+                series.deadline_at, series.deadline_reason = deadline.at, deadline.reason
+                return deadline
+            series.state = "complete"
+            series.completed_at = now
+            series.deadline_at = None
+            session.add(
+                CompletionRow(
+                    series_id=series.id,
+                    version=series.version,
+                    instance_count=series.instance_count,
+                    reason=deadline.reason,
+                    completed_at=now,
+                )
+            )
+            return Completion(
+                series_id=series.id,
+                study_uid=series.study_uid,
+                series_uid=series.series_uid,
+                version=series.version,
+                instance_count=series.instance_count,
+                reason=deadline.reason,
+                modality=series.modality,
+            )
+
+    def receiving_deadlines(self) -> list[tuple[int, datetime]]:
+        """Every series still receiving, with its stored deadline."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(SeriesRow.id, SeriesRow.deadline_at, SeriesRow.last_arrival_at).where(
+                    SeriesRow.state == "receiving"
+                )
+            )
+            return [(sid, deadline or last) for sid, deadline, last in rows]
+
+    def unconsumed_completions(self) -> list[tuple[int, int, int]]:
+        """The durable queue's waiting entries: (entry id, series id, version)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(CompletionRow.id, CompletionRow.series_id, CompletionRow.version)
+                .where(CompletionRow.consumed_at.is_(None))
+                .order_by(CompletionRow.id)
+            )
+            return [(a, b, c) for a, b, c in rows]
+
+    def consume_completion(self, entry_id: int, now: datetime) -> None:
+        with self._writing() as session:
+            session.execute(
+                update(CompletionRow).where(CompletionRow.id == entry_id).values(consumed_at=now)
+            )
+
+    # -- reading --------------------------------------------------------------------
+
+    def list_series(self, limit: int = 1000) -> list[SeriesSummary]:
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(SeriesRow).order_by(SeriesRow.last_arrival_at.desc()).limit(limit)
+            )
+            return [_summary(row) for row in rows]
+
+    def find_series(self, series_uid: str) -> SeriesSummary | None:
+        with self._sessions() as session:
+            row = session.scalar(select(SeriesRow).where(SeriesRow.series_uid == series_uid))
+            return None if row is None else _summary(row)
+
+    def series_attributes(self, series_id: int) -> dict[str, list[JSONValue]]:
+        with self._sessions() as session:
+            row = session.get(SeriesRow, series_id)
+            return {} if row is None else dict(row.attributes)
+
+    def instances_of(self, series_id: int) -> list[InstanceSummary]:
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(InstanceRow)
+                .where(InstanceRow.series_id == series_id)
+                .order_by(InstanceRow.id)
+            )
+            return [
+                InstanceSummary(
+                    id=r.id,
+                    sop_class_uid=r.sop_class_uid,
+                    sop_instance_uid=r.sop_instance_uid,
+                    transfer_syntax_uid=r.transfer_syntax_uid,
+                    size=r.size,
+                    spool_name=r.spool_name,
+                    series_version=r.series_version,
+                )
+                for r in rows
+            ]
+
+    def spool_names(self) -> set[str]:
+        """Every spool file the index references."""
+        with self._sessions() as session:
+            return set(session.scalars(select(InstanceRow.spool_name)))
+
+    def count_instances(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.count(InstanceRow.id))) or 0)
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # WAL lets readers run beside the writer; FULL syncs the WAL on every commit,
+        # which is what makes an acknowledgement durable.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def _new_series(header: InstanceHeader, now: datetime) -> SeriesRow:
+    attrs = header.attributes
+    return SeriesRow(
+        study_uid=header.study_uid,
+        series_uid=header.series_uid,
+        modality=header.modality,
+        description=_text(attrs.get("SeriesDescription")),
+        body_part=_text(attrs.get("BodyPartExamined")),
+        attributes={},
+        instance_count=0,
+        first_arrival_at=now,
+        last_arrival_at=now,
+        version=1,
+        version_started_at=now,
+        state="receiving",
+    )
+
+
+def _fill_instance(
+    row: InstanceRow,
+    header: InstanceHeader,
+    spooled: SpooledFile,
+    received: ReceivedInstance,
+    series: SeriesRow,
+    now: datetime,
+) -> None:
+    row.series_id = series.id
+    row.series_version = series.version
+    row.sop_class_uid = header.sop_class_uid
+    row.study_uid = header.study_uid
+    row.transfer_syntax_uid = received.transfer_syntax_uid
+    row.size = spooled.size
+    row.sha256 = spooled.sha256
+    row.calling_ae = received.peer.calling_ae
+    row.association_id = received.association_id
+    row.received_at = now
+    row.spool_name = spooled.name
+
+
+def _deadline(series: SeriesRow, policy: PolicyLookup) -> Deadline:
+    return completion_deadline(
+        policy(series.modality),
+        series.version_started_at,
+        series.last_arrival_at,
+        series.released_at,
+    )
+
+
+def _merge_attributes(
+    known: dict[str, Any], seen: dict[str, JSONValue]
+) -> dict[str, list[JSONValue]]:
+    """Keep each attribute's distinct values, so rules can tell uniform from mixed."""
+    merged: dict[str, list[JSONValue]] = {k: list(v) for k, v in known.items()}
+    changed = False
+    for keyword, value in seen.items():
+        values = merged.setdefault(keyword, [])
+        if value not in values and len(values) < _MAX_DISTINCT_VALUES:
+            values.append(value)
+            changed = True
+    return merged if changed or not known else known
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _summary(row: SeriesRow) -> SeriesSummary:
+    return SeriesSummary(
+        id=row.id,
+        study_uid=row.study_uid,
+        series_uid=row.series_uid,
+        modality=row.modality,
+        description=row.description,
+        body_part=row.body_part,
+        instance_count=row.instance_count,
+        version=row.version,
+        state=row.state,
+        first_arrival_at=row.first_arrival_at,
+        last_arrival_at=row.last_arrival_at,
+        deadline_at=row.deadline_at,
+        completed_at=row.completed_at,
+    )

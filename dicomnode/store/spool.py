@@ -1,0 +1,122 @@
+"""The spool: received instances as files, written so that an acknowledgement is a promise.
+
+A file is written under ``tmp/``, fsync'ed, renamed atomically into ``objects/`` and its
+folder fsync'ed. Names are random (never a UID or any other received value), so a hostile
+dataset can never choose where its bytes land. Anything left in ``tmp/`` after a crash was
+never acknowledged and is removed at start-up.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dicomnode.errors import SpoolFullError, StorageError
+from dicomnode.logs import get_logger
+
+log = get_logger(__name__)
+
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@dataclass(frozen=True, slots=True)
+class SpooledFile:
+    """A file durably in the spool. ``name`` is relative to the spool's ``objects/``."""
+
+    name: str
+    size: int
+    sha256: str  # of the dataset part only, to recognise a re-sent instance
+
+
+class Spool:
+    """Atomic, fsync'ed files under one root folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+
+    def open(self) -> int:
+        """Create the folders and remove stale temporary files; returns how many."""
+        self.objects.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for stale in self.tmp.iterdir():
+            stale.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            _fsync_dir(self.tmp)
+            log.warning("spool_stale_files_removed", count=removed)
+        return removed
+
+    def path(self, name: str) -> Path:
+        """The absolute path of a spooled file."""
+        return self.objects / name
+
+    def write(self, header: bytes, dataset: bytes | memoryview) -> SpooledFile:
+        """Durably write ``header`` + ``dataset`` as one new file.
+
+        Raises SpoolFullError when the disk is full and StorageError for any other
+        failure; in both cases nothing is left behind.
+        """
+        token = uuid.uuid4().hex
+        tmp_path = self.tmp / f"{token}.part"
+        name = f"{token[:2]}/{token}.dcm"
+        final = self.objects / name
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                _write_all(fd, (header, dataset))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._ensure_parent(final.parent)
+            tmp_path.rename(final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            tmp_path.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
+            if exc.errno in _NO_SPACE:
+                raise SpoolFullError(f"spool is full: {exc.strerror}") from exc
+            raise StorageError(f"cannot write to the spool: {exc.strerror}") from exc
+        digest = hashlib.sha256(dataset).hexdigest()
+        return SpooledFile(name=name, size=len(header) + len(dataset), sha256=digest)
+
+    def remove(self, name: str) -> None:
+        """Delete a spooled file (one that was never acknowledged, or is superseded)."""
+        path = self.objects / name
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def names(self) -> Iterable[str]:
+        """Every file in the spool, as names relative to ``objects/``."""
+        for path in self.objects.glob("*/*.dcm"):
+            yield f"{path.parent.name}/{path.name}"
+
+    def _ensure_parent(self, folder: Path) -> None:
+        if folder.is_dir():
+            return
+        folder.mkdir(exist_ok=True)
+        _fsync_dir(self.objects)
+
+
+def _write_all(fd: int, parts: Iterable[bytes | memoryview]) -> None:
+    for part in parts:
+        view = memoryview(part)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable (POSIX needs the folder synced)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
