@@ -83,6 +83,29 @@ class SeriesSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CompletionRecord:
+    """One entry of the completion queue, as history."""
+
+    series_id: int
+    version: int
+    instance_count: int
+    reason: str
+    completed_at: datetime
+    consumed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AssociationSummary:
+    id: int
+    calling_ae: str
+    peer_host: str
+    state: str
+    started_at: datetime
+    ended_at: datetime | None
+    instance_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceSummary:
     id: int
     sop_class_uid: str
@@ -344,6 +367,43 @@ class Index:
                     size=r.size,
                     spool_name=r.spool_name,
                     series_version=r.series_version,
+                )
+                for r in rows
+            ]
+
+    def completions(self, series_id: int) -> list[CompletionRecord]:
+        """Every completion of a series, oldest first."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(CompletionRow)
+                .where(CompletionRow.series_id == series_id)
+                .order_by(CompletionRow.id)
+            )
+            return [
+                CompletionRecord(
+                    series_id=r.series_id,
+                    version=r.version,
+                    instance_count=r.instance_count,
+                    reason=r.reason,
+                    completed_at=r.completed_at,
+                    consumed_at=r.consumed_at,
+                )
+                for r in rows
+            ]
+
+    def associations(self) -> list[AssociationSummary]:
+        """Every association, oldest first."""
+        with self._sessions() as session:
+            rows = session.scalars(select(AssociationRow).order_by(AssociationRow.id))
+            return [
+                AssociationSummary(
+                    id=r.id,
+                    calling_ae=r.calling_ae,
+                    peer_host=r.peer_host,
+                    state=r.state,
+                    started_at=r.started_at,
+                    ended_at=r.ended_at,
+                    instance_count=r.instance_count,
                 )
                 for r in rows
             ]

@@ -1,0 +1,91 @@
+"""Shared fixtures: nouns for the things tests work with."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dicomnode.config import Config
+from dicomnode.node import Node
+from dicomnode.testing.node import NodeProcess
+from dicomnode.testing.ports import LOOPBACK
+
+REAL_CT_FOLDER = "ct-head-phantom-philips"
+
+# Short clocks so completion tests finish in seconds; each test states what it relies on.
+FAST_COMPLETION = {"quiet_seconds": 4.0, "settle_seconds": 1.0, "max_wait_seconds": 120.0}
+
+
+@pytest.fixture(scope="session")
+def real_ct_dir() -> Path:
+    """The real Philips CT series from ``shared/dicom`` (``DICOMNODE_TEST_DATA``)."""
+    root = os.environ.get("DICOMNODE_TEST_DATA")
+    if not root:
+        pytest.skip("DICOMNODE_TEST_DATA is not set: the real CT series is not available")
+    folder = Path(root) / REAL_CT_FOLDER
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent: the real CT series is not available")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_ct_images(real_ct_dir: Path) -> list[Path]:
+    """The 28 image files of the real CT series (without DIRFILE and LICENSE)."""
+    return sorted(p for p in real_ct_dir.iterdir() if p.name.startswith("I"))
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> Config:
+    """A node configuration on an ephemeral loopback port with fast completion."""
+    data: dict[str, Any] = {
+        "node": {"host": LOOPBACK, "port": 0, "idle_timeout_seconds": 5.0},
+        "storage": {"path": str(tmp_path / "var")},
+        "completion": dict(FAST_COMPLETION),
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Config.model_validate(data)
+
+
+@pytest.fixture
+def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Start in-process nodes (stopped at the end of the test)."""
+    started: list[Node] = []
+
+    def start(**overrides: Any) -> Node:
+        node = Node(make_config(tmp_path, **overrides))
+        node.start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in reversed(started):
+        node.stop()
+
+
+@pytest.fixture
+def node(node_factory: Callable[..., Node]) -> Node:
+    """A running in-process node with fast completion clocks."""
+    return node_factory()
+
+
+@pytest.fixture
+def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """Nodes in their own processes, for tests that crash or restart them."""
+    made: list[NodeProcess] = []
+
+    def make(**settings: Any) -> NodeProcess:
+        merged = {"completion": dict(FAST_COMPLETION), **settings}
+        proc = NodeProcess(tmp_path / f"node{len(made)}", merged)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.stop()
