@@ -125,10 +125,13 @@ class StorageSCP:
 
     def _on_requested(self, event: Event) -> None:
         requestor = event.assoc.requestor
-        calling = str(requestor.ae_title).strip()
+        # The requestor's AE title is filled in only after this event; read the PDU's.
+        calling = str(getattr(requestor.primitive, "calling_ae_title", "") or "").strip()
         if self._allows_caller(calling, str(requestor.address)):
             return
         event.assoc.acse.send_reject(_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_NOT_RECOGNISED)
+        # As pynetdicom does after its own rejections: wait for the PDU to go out.
+        event.assoc.kill()
         log.warning(
             "association_rejected",
             peer_ae=calling,

@@ -20,11 +20,13 @@ def apply_library_settings() -> None:
     """pynetdicom's process-wide switches, set in this one place.
 
     Identifier logging would put patient names into the log; chunked sending streams a
-    stored file's dataset bytes without decoding them.
+    stored file's dataset bytes without decoding them; the unrestricted storage service
+    accepts private and future storage SOP classes, which a PACS forwards too.
     """
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.STORE_SEND_CHUNKED_DATASET = True
+    _config.UNRESTRICTED_STORAGE_SERVICE = True
 
 
 def tune(event: Event, timeout_seconds: float) -> None:
