@@ -235,19 +235,9 @@ def _series(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{len(rows)} series")
-    for column in (
-        "series UID",
-        "modality",
-        "description",
-        "instances",
-        "version",
-        "state",
-        "last arrival",
-    ):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
+    header = ("series UID", "modality", "description", "instances", "version", "state", "last")
+    lines = [
+        (
             row.series_uid,
             row.modality or "",
             row.description or "",
@@ -256,7 +246,20 @@ def _series(args: argparse.Namespace) -> int:
             row.state,
             row.last_arrival_at.isoformat(timespec="seconds"),
         )
-    Console().print(table)
+        for row in rows
+    ]
+    console = Console()
+    if not console.is_terminal:
+        # Piped into grep or a file: whole lines, tab-separated, never wrapped.
+        for line in (header, *lines):
+            print("\t".join(line))
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} series")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
     return EXIT_OK
 
 

@@ -1,0 +1,64 @@
+"""Real DICOM peers on loopback for tests and benchmarks: Orthanc, DCMTK, GDCM.
+
+Every peer is a context manager that owns a temporary directory and ends the one
+process it started, by PID, however the ``with`` block ends.
+"""
+
+from dicomnode.testing.dcmtk import (
+    CODECS,
+    Codec,
+    StoreAttempt,
+    StoreSCP,
+    StoreSCUProcess,
+    acknowledged_uids,
+    association_profile,
+    dcmtk_convert,
+    echoscu,
+    parse_storescu_log,
+    storescu,
+)
+from dicomnode.testing.orthanc import Modality, Orthanc, OrthancRestError, orthanc_binary
+from dicomnode.testing.ports import (
+    LOOPBACK,
+    free_port,
+    listens,
+    port_accepts,
+    require_loopback,
+    wait_for_port,
+)
+from dicomnode.testing.process import (
+    HarnessError,
+    HarnessTimeoutError,
+    ManagedProcess,
+    PeerStartError,
+    poll_until,
+)
+
+__all__ = [
+    "CODECS",
+    "LOOPBACK",
+    "Codec",
+    "HarnessError",
+    "HarnessTimeoutError",
+    "ManagedProcess",
+    "Modality",
+    "Orthanc",
+    "OrthancRestError",
+    "PeerStartError",
+    "StoreAttempt",
+    "StoreSCP",
+    "StoreSCUProcess",
+    "acknowledged_uids",
+    "association_profile",
+    "dcmtk_convert",
+    "echoscu",
+    "free_port",
+    "listens",
+    "orthanc_binary",
+    "parse_storescu_log",
+    "poll_until",
+    "port_accepts",
+    "require_loopback",
+    "storescu",
+    "wait_for_port",
+]

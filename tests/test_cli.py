@@ -1,0 +1,128 @@
+"""The ``dicomnode`` command as an administrator uses it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from dicomnode.node import Node
+from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.testing.dcmtk import StoreSCP
+
+
+def dicomnode(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_help_lists_the_commands_and_does_not_import_tensorflow() -> None:
+    probe = (
+        "import sys; from dicomnode.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('tensorflow', 'pynetdicom', 'sqlalchemy') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    for command in ("serve", "config", "echo", "send", "series"):
+        assert command in result.stdout
+    assert "HEAVY []" in result.stdout
+
+
+def test_every_command_has_help() -> None:
+    for command in (["serve"], ["config", "check"], ["echo"], ["send"], ["series"]):
+        result = dicomnode(*command, "--help")
+        assert result.returncode == 0, command
+        assert "usage: dicomnode" in result.stdout
+
+
+def test_config_check_accepts_a_valid_file_and_names_file_line_and_key_otherwise(
+    tmp_path: Path,
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("node:\n  ae_title: NODE1\n  port: 11113\n")
+    result = dicomnode("config", "check", "--config", str(good))
+    assert result.returncode == 0
+    assert "OK" in result.stdout
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("node:\n  ae_title: NODE1\n  prot: 11113\ndestinations:\n  pacs: {host: x}\n")
+    result = dicomnode("config", "check", "--config", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:3: node.prot: unknown key" in result.stderr
+    assert f"{bad}:5: destinations.pacs.ae_title: Field required" in result.stderr
+
+
+def test_config_check_without_a_file_checks_the_embedded_default(tmp_path: Path) -> None:
+    result = dicomnode("config", "check", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "built-in defaults: OK (AE DICOMNODE on port 11112" in result.stdout
+
+
+def test_echo_reports_success_and_failure(node: Node) -> None:
+    ok = dicomnode("echo", f"DICOMNODE@127.0.0.1:{node.scp.port}")
+    assert ok.returncode == 0
+    assert "C-ECHO OK (0x0000)" in ok.stdout
+
+    wrong_ae = dicomnode("echo", f"SOMEONE@127.0.0.1:{node.scp.port}")
+    assert wrong_ae.returncode == 1
+    assert "association rejected" in wrong_ae.stderr
+
+    malformed = dicomnode("echo", "no-port-here")
+    assert malformed.returncode == 2
+    assert "AE@HOST:PORT" in malformed.stderr
+
+
+def test_send_walks_folders_skips_non_dicom_and_summarises(tmp_path: Path) -> None:
+    folder = tmp_path / "study"
+    write_ct_phantom(folder / "a", CTPhantomSpec(slices=5, rows=32, columns=32))
+    write_ct_phantom(folder / "b" / "deeper", CTPhantomSpec(slices=3, rows=32, columns=32, seed=1))
+    (folder / "notes.txt").write_text("not DICOM")
+    with StoreSCP(output_dir=tmp_path / "received") as scp:
+        result = dicomnode("send", str(folder), "--to", f"{scp.ae_title}@127.0.0.1:{scp.port}")
+        assert result.returncode == 0, result.stderr
+        assert "8 of 8 sent, 0 failed, 1 skipped" in result.stdout
+        assert "notes.txt" in result.stderr
+        scp.wait_for_files(8, timeout=30)
+
+
+def test_send_reports_failures_per_file_and_exits_1(node: Node, tmp_path: Path) -> None:
+    import pydicom
+
+    series = write_ct_phantom(tmp_path / "ct", CTPhantomSpec(slices=2, rows=32, columns=32))
+    broken = pydicom.dcmread(series.paths[0])
+    del broken.StudyInstanceUID
+    broken.save_as(series.paths[0])
+    result = dicomnode("send", str(tmp_path / "ct"), "--to", f"DICOMNODE@127.0.0.1:{node.scp.port}")
+    assert result.returncode == 1
+    assert "1 of 2 sent, 1 failed" in result.stdout
+    assert "StudyInstanceUID is missing" in result.stderr
+
+
+def test_series_lists_what_arrived_as_a_table_and_as_json(node: Node, tmp_path: Path) -> None:
+    series = write_ct_phantom(tmp_path / "ct", CTPhantomSpec(slices=3, rows=32, columns=32))
+    sent = dicomnode("send", str(tmp_path / "ct"), "--to", f"DICOMNODE@127.0.0.1:{node.scp.port}")
+    assert sent.returncode == 0
+    config = tmp_path / "node.yaml"
+    config.write_text(f"storage:\n  path: {node.config.storage.path}\n")
+
+    listed = dicomnode("series", "--config", str(config), "--json")
+    assert listed.returncode == 0
+    (row,) = json.loads(listed.stdout)
+    assert row["series_uid"] == series.series_instance_uid
+    assert row["modality"] == "CT"
+    assert row["instance_count"] == 3
+    assert row["state"] in {"receiving", "complete"}
+
+    table = dicomnode("series", "--config", str(config))
+    assert table.returncode == 0
+    assert "PHANTOM CT ABDOMEN" in table.stdout
