@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,8 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom.scu import ScuSettings, echo
 from dicomnode.dicom.address import parse_address
+from dicomnode.dicom.scu import ScuSettings, echo
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.testing.process import poll_until
@@ -223,13 +224,12 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_gets_0xa700_and_the_node_recovers_when_space_returns(
     node_factory: Callable[..., Node], tiny_tmpfs: Path, tmp_path: Path
 ) -> None:
-    node = node_factory(storage={"path": str(tiny_tmpfs)}, database={"url": f"sqlite:///{tmp_path / 'index.db'}"})
+    node = node_factory(
+        storage={"path": str(tiny_tmpfs)}, database={"url": f"sqlite:///{tmp_path / 'index.db'}"}
+    )
     filler = tiny_tmpfs / "filler"
-    with filler.open("wb") as out:
-        try:
-            out.write(b"\0" * (2 * 1024 * 1024))
-        except OSError:
-            pass
+    with filler.open("wb") as out, contextlib.suppress(OSError):
+        out.write(b"\0" * (2 * 1024 * 1024))
     big = next(ct_phantom_datasets(CTPhantomSpec(slices=1, rows=256, columns=256)))
     response = store(node.scp.port, big)
     assert response.Status == 0xA700
@@ -239,5 +239,7 @@ def test_a_full_disk_gets_0xa700_and_the_node_recovers_when_space_returns(
     assert store(node.scp.port, big).Status == 0
     stored = node.index.instances_of(node.index.list_series()[0].id)
     assert len(stored) == 1
-    assert pydicom.dcmread(node.spool.path(stored[0].spool_name)).SOPInstanceUID == big.SOPInstanceUID
+    assert (
+        pydicom.dcmread(node.spool.path(stored[0].spool_name)).SOPInstanceUID == big.SOPInstanceUID
+    )
     poll_until(lambda: not list(node.spool.tmp.iterdir()), timeout=5, what="no temporary files")
