@@ -113,7 +113,11 @@ class StorageSCP:
             return
         server.shutdown()
         deadline = time.monotonic() + grace_seconds
-        while server.active_associations and time.monotonic() < deadline:
+        # Only established associations can be mid-store; a connection still waiting
+        # for its A-ASSOCIATE-RQ (or already dead) would otherwise hold us for acse_timeout.
+        while time.monotonic() < deadline and any(
+            assoc.is_established for assoc in server.active_associations
+        ):
             time.sleep(0.05)
         for assoc in server.active_associations:
             assoc.abort()

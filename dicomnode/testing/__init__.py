@@ -4,19 +4,7 @@ Every peer is a context manager that owns a temporary directory and ends the one
 process it started, by PID, however the ``with`` block ends.
 """
 
-from dicomnode.testing.dcmtk import (
-    CODECS,
-    Codec,
-    StoreAttempt,
-    StoreSCP,
-    StoreSCUProcess,
-    acknowledged_uids,
-    association_profile,
-    dcmtk_convert,
-    echoscu,
-    parse_storescu_log,
-    storescu,
-)
+from dicomnode.testing.echoscu import echoscu
 from dicomnode.testing.orthanc import Modality, Orthanc, OrthancRestError, orthanc_binary
 from dicomnode.testing.ports import (
     LOOPBACK,
@@ -33,10 +21,15 @@ from dicomnode.testing.process import (
     PeerStartError,
     poll_until,
 )
+from dicomnode.testing.storescp import StoreSCP
+from dicomnode.testing.storescu import StoreSCUProcess, association_profile, storescu
+from dicomnode.testing.storescu_log import StoreAttempt, acknowledged_uids, parse_storescu_log
+from dicomnode.testing.transcode import CODECS, LOSSY_CODECS, Codec, convert_files, dcmtk_convert
 
 __all__ = [
     "CODECS",
     "LOOPBACK",
+    "LOSSY_CODECS",
     "Codec",
     "HarnessError",
     "HarnessTimeoutError",
@@ -50,6 +43,7 @@ __all__ = [
     "StoreSCUProcess",
     "acknowledged_uids",
     "association_profile",
+    "convert_files",
     "dcmtk_convert",
     "echoscu",
     "free_port",
