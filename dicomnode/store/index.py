@@ -1,34 +1,25 @@
-"""The index: every stored instance, its series and associations, in one database.
+"""The index: every stored instance, its series and associations.
 
-Writes go through one lock: SQLite has a single writer, and serialising here avoids
-its lock-upgrade deadlocks between association threads. Every method that changes
-state commits before it returns, so what it reports is durable.
+Every method that changes state commits before it returns, so what it reports is durable.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
-from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy import func, select, update
 
 from dicomnode.config import CompletionPolicy
 from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
-from dicomnode.errors import StorageError
+from dicomnode.store.database import Database
 from dicomnode.store.deadline import Deadline, completion_deadline
 from dicomnode.store.header import InstanceHeader, JSONValue
 from dicomnode.store.spool import SpooledFile
 from dicomnode.store.tables import (
     AssociationRow,
-    Base,
     CompletionRow,
     InstanceRow,
     SeriesRow,
@@ -117,29 +108,19 @@ class InstanceSummary:
 
 
 class Index:
-    """The database of stored instances and series."""
+    """Stored instances, their series and the associations that brought them."""
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._engine: Engine = _make_engine(url)
-        self._sessions = sessionmaker(self._engine, expire_on_commit=False)
-        self._write_lock = threading.Lock()
+    def __init__(self, database: Database | str) -> None:
+        self.database = database if isinstance(database, Database) else Database(database)
+        self._writing = self.database.writing
+        self._sessions = self.database.reading
 
     def open(self) -> None:
         """Create the schema where missing."""
-        Base.metadata.create_all(self._engine)
+        self.database.create_schema()
 
     def close(self) -> None:
-        self._engine.dispose()
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        with self._write_lock, self._sessions() as session:
-            try:
-                with session.begin():
-                    yield session
-            except SQLAlchemyError as exc:
-                raise StorageError(f"index write failed: {type(exc).__name__}") from exc
+        self.database.close()
 
     # -- associations ---------------------------------------------------------------
 
@@ -416,24 +397,6 @@ class Index:
     def count_instances(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.count(InstanceRow.id))) or 0)
-
-
-def _make_engine(url: str) -> Engine:
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
-        # WAL lets readers run beside the writer; FULL syncs the WAL on every commit,
-        # which is what makes an acknowledgement durable.
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    return engine
 
 
 def _new_series(header: InstanceHeader, now: datetime) -> SeriesRow:

@@ -1,0 +1,70 @@
+"""One database for every store: the engine, sessions and the single write lock.
+
+Writes go through one lock: SQLite has a single writer, and serialising here avoids its
+lock-upgrade deadlocks between threads. PostgreSQL would not need it, and loses little.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from dicomnode.errors import StorageError
+from dicomnode.store.tables import Base
+
+
+class Database:
+    """The index database shared by the index, the routing log and the outbox."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = _make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = threading.Lock()
+
+    def create_schema(self) -> None:
+        """Create missing tables (idempotent)."""
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """A transaction that commits on success; failures become StorageError."""
+        with self._write_lock, self._sessions() as session:
+            try:
+                with session.begin():
+                    yield session
+            except SQLAlchemyError as exc:
+                raise StorageError(f"database write failed: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with self._sessions() as session:
+            yield session
+
+
+def _make_engine(url: str) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        # WAL lets readers run beside the writer; FULL syncs the WAL on every commit,
+        # which is what makes an acknowledgement durable.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
