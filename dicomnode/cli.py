@@ -65,11 +65,28 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_config_show)
     config.set_defaults(run=lambda _a: _help(config))
 
-    echo = sub.add_parser("echo", help="C-ECHO a DICOM node: AE@HOST:PORT")
-    echo.add_argument("address", help="AE@HOST:PORT")
-    echo.add_argument("--calling-ae", default="DICOMNODE", help="our AE title (default DICOMNODE)")
+    echo = sub.add_parser(
+        "echo", help="C-ECHO a DICOM node: AE@HOST:PORT or a configured destination's name"
+    )
+    echo.add_argument("address", help="AE@HOST:PORT, or NAME from destinations")
+    echo.add_argument("--calling-ae", default=None, help="our AE title (default node.ae_title)")
     echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    _config_option(echo)
     echo.set_defaults(run=_echo)
+
+    jobs = sub.add_parser("jobs", help="list sends in the outbox (newest first)")
+    _config_option(jobs)
+    jobs.add_argument(
+        "--state", choices=["pending", "sending", "done", "failed"], help="only this state"
+    )
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    jobs.set_defaults(run=_jobs)
+
+    retry = sub.add_parser("retry", help="requeue a failed send now (its maximum age restarts)")
+    _config_option(retry)
+    retry.add_argument("job_id", type=int, help="the id shown by 'dicomnode jobs'")
+    retry.set_defaults(run=_retry)
 
     send = sub.add_parser("send", help="C-STORE files and folders (recursive) to AE@HOST:PORT")
     send.add_argument("paths", nargs="+", type=Path, help="files or folders")
@@ -143,13 +160,26 @@ def _config_show(args: argparse.Namespace) -> int:
 
 
 def _echo(args: argparse.Namespace) -> int:
-    from dicomnode.dicom.address import parse_address
+    from dicomnode.config import load_config
+    from dicomnode.dicom.address import DicomAddress, parse_address
     from dicomnode.dicom.scu import ScuSettings, echo
     from dicomnode.dicom.status import describe, is_success
+    from dicomnode.errors import AddressError
 
-    address = parse_address(args.address)
+    config = load_config(args.config)
+    calling_ae = args.calling_ae or config.node.ae_title
+    if "@" in args.address:
+        address = parse_address(args.address)
+    elif (destination := config.destinations.get(args.address)) is not None:
+        address = DicomAddress(destination.ae_title, destination.host, destination.port)
+        calling_ae = args.calling_ae or destination.calling_ae or calling_ae
+    else:
+        known = ", ".join(sorted(config.destinations)) or "none configured"
+        raise AddressError(
+            f"{args.address!r} is neither AE@HOST:PORT nor a destination (known: {known})"
+        )
     settings = ScuSettings(
-        calling_ae=args.calling_ae,
+        calling_ae=calling_ae,
         connect_timeout_seconds=args.timeout,
         network_timeout_seconds=args.timeout,
     )
@@ -260,6 +290,59 @@ def _series(args: argparse.Namespace) -> int:
     for line in lines:
         table.add_row(*line)
     console.print(table)
+    return EXIT_OK
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.outbox.queue import OutboxQueue
+    from dicomnode.store.database import Database
+
+    database = Database(load_config(args.config).database_url)
+    try:
+        database.create_schema()
+        sends = OutboxQueue(database).list_sends(args.state, args.limit)
+    finally:
+        database.close()
+    if args.json:
+        print(json.dumps([_series_json(send) for send in sends], indent=2))
+        return EXIT_OK
+    header = ("id", "kind", "destination", "series", "state", "sent", "attempts", "reason")
+    print("\t".join(header))
+    for send in sends:
+        line = (
+            str(send.id),
+            "send",
+            send.destination,
+            f"{send.series_id} v{send.series_version}",
+            send.state,
+            f"{send.sent_count}/{send.instance_count}",
+            str(send.attempts),
+            send.reason or "",
+        )
+        print("\t".join(line))
+    return EXIT_OK
+
+
+def _retry(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.outbox.queue import OutboxQueue
+    from dicomnode.store.completion import utc_now
+    from dicomnode.store.database import Database
+
+    database = Database(load_config(args.config).database_url)
+    try:
+        database.create_schema()
+        queue = OutboxQueue(database)
+        summary = queue.retry(args.job_id, utc_now())
+        current = queue.get(args.job_id) if summary is None else summary
+    finally:
+        database.close()
+    if summary is None:
+        state = "does not exist" if current is None else f"is {current.state}, not failed"
+        print(f"dicomnode: job {args.job_id} {state}: nothing to retry", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"job {summary.id}: requeued to {summary.destination} (the node sends it within seconds)")
     return EXIT_OK
 
 

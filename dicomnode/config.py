@@ -127,12 +127,25 @@ class Caller(_Frozen):
         return ae_title.strip() == self.ae_title and (self.host is None or self.host == host)
 
 
+class RetryPolicy(_Frozen):
+    """How the outbox retries a destination: exponential backoff with jitter, then gives up."""
+
+    initial_seconds: PositiveSeconds = 10.0
+    max_seconds: PositiveSeconds = 600.0
+    max_age_seconds: PositiveSeconds = 24 * 3600.0
+    jitter: Annotated[float, Field(ge=0, le=1)] = 0.2  # +/- this fraction of each delay
+
+
 class Destination(_Frozen):
     """A DICOM node we send to."""
 
     ae_title: AETitle
     host: str
     port: Port
+    calling_ae: AETitle | None = None  # our AE title towards it; default node.ae_title
+    retry: RetryPolicy = RetryPolicy()
+    connect_timeout_seconds: PositiveSeconds = 10.0
+    network_timeout_seconds: PositiveSeconds = 60.0
 
 
 class LoggingConfig(_Frozen):

@@ -10,6 +10,9 @@
      |    +-- UIDMismatchError      dataset UIDs differ from the command's (0xA900)
      |    +-- UnreadableDatasetError cannot parse or lacks identifying keys (0xC000 range)
      +-- PeerError            a remote DICOM node could not be reached or refused us
+     |    +-- PeerUnreachableError      connection refused or timed out (temporary)
+     |    +-- AssociationRejectedError  A-ASSOCIATE-RJ; ``permanent`` per its result
+     |    +-- AssociationAbortedError   the peer or the network ended it (temporary)
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
 """
 
@@ -46,6 +49,24 @@ class UnreadableDatasetError(InstanceError):
 
 class PeerError(DicomNodeError):
     """A remote DICOM node could not be reached or refused the association."""
+
+    permanent = False  # whether retrying without a change of configuration is pointless
+
+
+class PeerUnreachableError(PeerError):
+    """The connection was refused or timed out."""
+
+
+class AssociationRejectedError(PeerError):
+    """The peer answered A-ASSOCIATE-RJ; rejected-permanent means our settings are wrong."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class AssociationAbortedError(PeerError):
+    """The association was aborted or the connection dropped."""
 
 
 class AddressError(DicomNodeError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterable
 from datetime import UTC
 from types import FrameType
 
@@ -16,35 +17,65 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from dicomnode.config import Config
 from dicomnode.dicom.scp import StorageSCP
 from dicomnode.logs import get_logger
+from dicomnode.outbox.queue import OutboxQueue
+from dicomnode.outbox.worker import Outbox
+from dicomnode.routing.live_rules import LiveRules
+from dicomnode.routing.router import Router
 from dicomnode.store.completion import CompletionTracker, utc_now
+from dicomnode.store.database import Database
 from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
 from dicomnode.store.spool import Spool
 
 log = get_logger(__name__)
 
+RULES_RELOAD_SECONDS = 2.0
+# Pipelines a rule may name. The AI pipeline stage will fill this from its registry.
+KNOWN_PIPELINES: tuple[str, ...] = ()
+
 
 class Node:
-    """A running dicomnode: SCP, spool, index and completion timers."""
+    """A running dicomnode: SCP, spool, index, completion, routing and outbox."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.database = Database(config.database_url)
         self.spool = Spool(config.storage.path / "spool")
-        self.index = Index(config.database_url)
+        self.index = Index(self.database)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)
         self.ingest = Ingest(self.spool, self.index, self.completion, config.completion)
         self.scp = StorageSCP(config.node, config.allows_caller, self.ingest)
-        self._stopped = threading.Event()
+        self.rules = LiveRules(
+            config.rules_dir, self.database, tuple(config.destinations), KNOWN_PIPELINES, utc_now
+        )
+        self.outbox = Outbox(
+            OutboxQueue(self.database), self.spool, config.destinations, config.node.ae_title
+        )
+        self.router = Router(
+            self.database, self.index, self.spool, self.rules, self._sends_queued, utc_now
+        )
+        self.completion.subscribe(self.router.notify)
 
     def start(self) -> None:
-        """Recover from any previous crash, then start listening."""
+        """Recover from any previous crash, then start every stage, the listener last."""
         self.config.storage.path.mkdir(parents=True, exist_ok=True)
         self.spool.open()
         self.index.open()
+        self.rules.load_initial()
         self._reconcile()
         self.index.abort_open_associations(utc_now())
+        self.outbox.start()
+        self.router.start()
         self.scheduler.start()
+        self.scheduler.add_job(
+            self.rules.refresh,
+            "interval",
+            seconds=RULES_RELOAD_SECONDS,
+            id="rules-reload",
+            coalesce=True,
+            max_instances=1,
+        )
         self.completion.resume()
         self.scp.start()
         log.info(
@@ -52,15 +83,18 @@ class Node:
             ae_title=self.config.node.ae_title,
             port=self.scp.port,
             storage=str(self.config.storage.path),
+            rules_version=self.rules.current.version,
+            destinations=sorted(self.config.destinations),
         )
 
     def stop(self) -> None:
-        """Stop accepting, let in-flight stores finish, stop timers, close the index."""
+        """Stop accepting, let in-flight stores finish, stop the stages, close the index."""
         self.scp.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
-        self.index.close()
-        self._stopped.set()
+        self.router.stop()
+        self.outbox.stop()
+        self.database.close()
         log.info("node_stopped")
 
     def run_until_signalled(self) -> None:
@@ -78,6 +112,10 @@ class Node:
             wake.wait()
         finally:
             self.stop()
+
+    def _sends_queued(self, destinations: Iterable[str]) -> None:
+        for destination in set(destinations):
+            self.outbox.wake(destination)
 
     def _reconcile(self) -> None:
         """Remove spool files the index does not know: written, never acknowledged.

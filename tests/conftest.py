@@ -44,6 +44,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "node": {"host": LOOPBACK, "port": 0, "idle_timeout_seconds": 5.0},
         "storage": {"path": str(tmp_path / "var")},
         "completion": dict(FAST_COMPLETION),
+        "rules_dir": str(tmp_path / "rules"),
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

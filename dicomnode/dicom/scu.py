@@ -16,17 +16,29 @@ from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
 from dicomnode.dicom import sockets
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.contexts import VERIFICATION_SOP_CLASS
-from dicomnode.dicom.status import describe, is_success, is_warning
-from dicomnode.errors import PeerError
+from dicomnode.dicom.status import describe, is_permanent_failure, is_success, is_warning
+from dicomnode.errors import (
+    AssociationAbortedError,
+    AssociationRejectedError,
+    PeerError,
+    PeerUnreachableError,
+)
+from dicomnode.logs import get_logger
+
+log = get_logger(__name__)
 
 MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
 DEFAULT_CALLING_AE = "DICOMNODE"
+# Offered beside a compressed file's own syntax, so a peer that cannot take it still can
+# receive the instance, decompressed.
+_UNCOMPRESSED = (UID(ExplicitVRLittleEndian), UID(ImplicitVRLittleEndian))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +71,16 @@ class FileResult:
     path: Path
     status: int | None
     note: str
+    refused: bool = False  # never sendable to this peer as it is (no acceptable context)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and (is_success(self.status) or is_warning(self.status))
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying this file unchanged cannot succeed."""
+        return self.refused or (self.status is not None and is_permanent_failure(self.status))
 
 
 ProgressCallback = Callable[[FileResult, int], None]  # (result, bytes sent)
@@ -122,17 +140,26 @@ def batches(files: Sequence[SendableFile], limit: int = MAX_CONTEXTS) -> list[li
     """Split ``files`` so that each batch needs at most ``limit`` presentation contexts."""
     result: list[list[SendableFile]] = []
     current: list[SendableFile] = []
-    pairs: set[tuple[str, str]] = set()
+    contexts: set[tuple[str, tuple[str, ...]]] = set()
     for item in files:
-        pair = (item.sop_class_uid, item.transfer_syntax_uid)
-        if pair not in pairs and len(pairs) == limit:
+        needed = set(_contexts_for(item)) - contexts
+        if current and len(contexts) + len(needed) > limit:
             result.append(current)
-            current, pairs = [], set()
-        pairs.add(pair)
+            current, contexts = [], set()
+            needed = set(_contexts_for(item))
+        contexts |= needed
         current.append(item)
     if current:
         result.append(current)
     return result
+
+
+def _contexts_for(item: SendableFile) -> list[tuple[str, tuple[str, ...]]]:
+    """The exact context, plus an uncompressed fallback for a compressed file."""
+    exact = (item.sop_class_uid, (item.transfer_syntax_uid,))
+    if UID(item.transfer_syntax_uid) in _UNCOMPRESSED:
+        return [exact]
+    return [exact, (item.sop_class_uid, _UNCOMPRESSED)]
 
 
 def send_files(
@@ -143,8 +170,9 @@ def send_files(
 ) -> list[FileResult]:
     """C-STORE ``files`` to ``address``, one association per batch.
 
-    Returns one result per file; raises PeerError only when no association at all
-    could be made for a batch (every file of it is reported as unsent otherwise).
+    Returns one result per file. Raises PeerError (with ``permanent`` set from the
+    rejection) when an association cannot be made; files of earlier batches have been
+    reported through ``progress`` by then.
     """
     results: list[FileResult] = []
     for batch in batches(files):
@@ -159,8 +187,8 @@ def _send_batch(
     progress: ProgressCallback | None,
 ) -> list[FileResult]:
     ae = _make_ae(settings)
-    pairs = dict.fromkeys((f.sop_class_uid, f.transfer_syntax_uid) for f in batch)
-    ae.requested_contexts = [build_context(sop, [ts]) for sop, ts in pairs]
+    wanted = dict.fromkeys(ctx for item in batch for ctx in _contexts_for(item))
+    ae.requested_contexts = [build_context(sop, list(syntaxes)) for sop, syntaxes in wanted]
     assoc = _associate(ae, address, settings)
     accepted = {
         (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
@@ -186,17 +214,33 @@ def _send_batch(
 
 
 def _send_one(assoc: Any, item: SendableFile, accepted: set[tuple[str, str]]) -> FileResult:
-    if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted:
-        return FileResult(
-            item.path, None, "refused: the peer did not accept its SOP class/transfer syntax"
+    note = ""
+    if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
+        response = assoc.send_c_store(item.path)  # streamed from the file, not decoded
+    elif any((item.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED):
+        dataset = dcmread(item.path)
+        try:
+            dataset.decompress()
+        except Exception as exc:  # noqa: BLE001 - any codec failure: this file cannot go
+            note = f"cannot decompress: {type(exc).__name__}"
+            return FileResult(item.path, None, note, refused=True)
+        note = f"decompressed from {item.transfer_syntax_uid}"
+        log.info(
+            "transfer_syntax_converted",
+            sop_instance_uid=item.sop_instance_uid,
+            from_syntax=item.transfer_syntax_uid,
+            to_syntax=str(dataset.file_meta.TransferSyntaxUID),
         )
-    response = assoc.send_c_store(item.path)
+        response = assoc.send_c_store(dataset)
+    else:
+        note = "refused: the peer accepts neither its transfer syntax nor ours"
+        return FileResult(item.path, None, note, refused=True)
     status = getattr(response, "Status", None) if response else None
     if status is None:
         return FileResult(item.path, None, "no response (timeout or aborted)")
     comment = str(getattr(response, "ErrorComment", "") or "")
-    note = describe(int(status)) + (f": {comment}" if comment else "")
-    return FileResult(item.path, int(status), note)
+    text = describe(int(status)) + (f": {comment}" if comment else "")
+    return FileResult(item.path, int(status), f"{text}; {note}" if note else text)
 
 
 def _make_ae(settings: ScuSettings) -> AE:
@@ -218,7 +262,11 @@ def _associate(ae: AE, address: DicomAddress, settings: ScuSettings) -> Any:
     if assoc.is_established:
         return assoc
     if assoc.is_rejected:
-        raise PeerError(f"{address}: association rejected")
+        answer = assoc.acceptor.primitive
+        result = getattr(answer, "result", None)
+        reason = f"{getattr(answer, 'result_str', '')}: {getattr(answer, 'reason_str', '')}"
+        # PS3.8 9.3.4: result 1 is rejected-permanent, 2 rejected-transient.
+        raise AssociationRejectedError(f"{address}: association rejected ({reason})", result == 1)
     if assoc.is_aborted:
-        raise PeerError(f"{address}: association aborted")
-    raise PeerError(f"{address}: cannot connect")
+        raise AssociationAbortedError(f"{address}: association aborted")
+    raise PeerUnreachableError(f"{address}: cannot connect")

@@ -41,3 +41,14 @@ def is_success(status: int) -> bool:
 def is_warning(status: int) -> bool:
     """PS3.7 C.4: 0x0001 and 0xBxxx are warnings: the instance was stored."""
     return status == 0x0001 or 0xB000 <= status <= 0xBFFF
+
+
+def is_permanent_failure(status: int) -> bool:
+    """A failure that retrying the same instance will not cure (PS3.4 B.2.3, PS3.7 C).
+
+    0xA7xx (out of resources) is temporary; 0xA9xx (dataset mismatch), 0xCxxx (cannot
+    understand) and 0x01xx (refused: SOP class not supported, not authorised) are not.
+    """
+    if is_success(status) or is_warning(status):
+        return False
+    return not 0xA700 <= status <= 0xA7FF

@@ -327,6 +327,11 @@ class Index:
             row = session.scalar(select(SeriesRow).where(SeriesRow.series_uid == series_uid))
             return None if row is None else _summary(row)
 
+    def series_by_id(self, series_id: int) -> SeriesSummary | None:
+        with self._sessions() as session:
+            row = session.get(SeriesRow, series_id)
+            return None if row is None else _summary(row)
+
     def series_attributes(self, series_id: int) -> dict[str, list[JSONValue]]:
         with self._sessions() as session:
             row = session.get(SeriesRow, series_id)
@@ -388,6 +393,25 @@ class Index:
                 )
                 for r in rows
             ]
+
+    def series_origin(self, series_id: int, version: int) -> dict[str, list[str]]:
+        """Who sent a series version: distinct calling/called AE titles and hosts."""
+        with self._sessions() as session:
+            query = (
+                select(
+                    AssociationRow.calling_ae, AssociationRow.called_ae, AssociationRow.peer_host
+                )
+                .join(InstanceRow, InstanceRow.association_id == AssociationRow.id)
+                .where(InstanceRow.series_id == series_id)
+                .where(InstanceRow.series_version == version)
+                .distinct()
+            )
+            rows = session.execute(query).all()
+        return {
+            "CallingAETitle": sorted({r[0] for r in rows}),
+            "CalledAETitle": sorted({r[1] for r in rows}),
+            "SourceHost": sorted({r[2] for r in rows}),
+        }
 
     def spool_names(self) -> set[str]:
         """Every spool file the index references."""

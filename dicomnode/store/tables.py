@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -108,3 +108,81 @@ class CompletionRow(Base):
     reason: Mapped[str] = mapped_column(String(16))  # quiet | settle | max_wait
     completed_at: Mapped[datetime]
     consumed_at: Mapped[datetime | None]
+
+
+class RulesVersionRow(Base):
+    """A set of rule files that was in force, so any routing can be traced to it."""
+
+    __tablename__ = "rules_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the files
+    loaded_at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(128))  # who changed them, where known
+    files: Mapped[dict[str, Any]]  # file name -> content, for audit
+
+
+class RoutingDecisionRow(Base):
+    """What the rules decided for one completed series version (exactly one per version)."""
+
+    __tablename__ = "routing_decisions"
+    __table_args__ = (UniqueConstraint("series_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    version: Mapped[int]
+    rules_version: Mapped[str] = mapped_column(String(64))
+    decided_at: Mapped[datetime]
+    unrouted: Mapped[bool]
+    # {"matched": [...], "forward_to": [...], "pipelines": [{rule, pipeline, send_to}]}
+    decision: Mapped[dict[str, Any]]
+
+
+class SendRow(Base):
+    """One durable outbox entry: a series version's instances to one destination."""
+
+    __tablename__ = "sends"
+    __table_args__ = (Index("ix_sends_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    series_version: Mapped[int]
+    origin: Mapped[str] = mapped_column(String(128))  # e.g. "rule:ct-forward"
+    state: Mapped[str] = mapped_column(String(16))  # pending | sending | done | failed
+    reason: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime]
+    age_from: Mapped[datetime]  # the maximum age counts from here (a manual retry resets it)
+    next_attempt_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(default=0)
+    finished_at: Mapped[datetime | None]
+    instance_count: Mapped[int]
+    sent_count: Mapped[int] = mapped_column(default=0)
+
+
+class SendItemRow(Base):
+    """One instance of a send, and whether the destination has acknowledged it."""
+
+    __tablename__ = "send_items"
+    __table_args__ = (UniqueConstraint("send_id", "instance_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"))
+    state: Mapped[str] = mapped_column(String(16))  # pending | sent | failed
+    status: Mapped[int | None]
+
+
+class SendAttemptRow(Base):
+    """One attempt at a send: when, how it ended, with which DIMSE status."""
+
+    __tablename__ = "send_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    send_id: Mapped[int] = mapped_column(ForeignKey("sends.id"), index=True)
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))  # delivered | temporary | permanent
+    status: Mapped[int | None]
+    detail: Mapped[str] = mapped_column(String(512))
+    sent: Mapped[int]

@@ -32,6 +32,7 @@ class NodeProcess:
         document: dict[str, Any] = {
             "node": {"ae_title": NODE_AE, "host": LOOPBACK, "port": self.port},
             "storage": {"path": str(workdir / "var")},
+            "rules_dir": str(workdir / "rules"),
             "logging": {"format": "json", "level": "info"},
         }
         for key, value in (settings or {}).items():

@@ -1,0 +1,1 @@
+"""The outbox: a durable, per-destination send queue with retries."""

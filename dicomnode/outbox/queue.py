@@ -1,0 +1,312 @@
+"""The outbox's durable state: sends, their instances and every attempt.
+
+A send moves ``pending -> sending -> done | failed``; a temporary failure puts it back to
+``pending`` with a later ``next_attempt_at``. Instances are marked sent only after the
+destination acknowledged them, so delivery is at least once: after a crash, a send left
+``sending`` goes back to ``pending`` and its unacknowledged instances go again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from dicomnode.config import RetryPolicy
+from dicomnode.outbox.backoff import retry_delay
+from dicomnode.store.database import Database
+from dicomnode.store.tables import InstanceRow, SendAttemptRow, SendItemRow, SendRow
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One instance to send, and where it lies in the spool."""
+
+    item_id: int
+    spool_name: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    transfer_syntax_uid: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendWork:
+    send_id: int
+    destination: str
+    attempt: int
+    items: tuple[WorkItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    item_id: int
+    state: str  # sent | failed | pending (temporary: try again)
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SendSummary:
+    """A send as operators see it in ``dicomnode jobs``."""
+
+    id: int
+    destination: str
+    series_id: int
+    series_version: int
+    origin: str
+    state: str
+    reason: str | None
+    attempts: int
+    instance_count: int
+    sent_count: int
+    created_at: datetime
+    next_attempt_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSummary:
+    started_at: datetime
+    ended_at: datetime
+    outcome: str
+    status: int | None
+    detail: str
+    sent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """How an attempt ended, as the worker saw it."""
+
+    failure: str | None = None  # association-level failure, if any
+    permanent: bool = False  # retrying cannot cure it (e.g. rejected-permanent)
+
+
+class OutboxQueue:
+    """Database operations of the outbox."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @staticmethod
+    def enqueue(
+        session: Session,
+        destination: str,
+        series_id: int,
+        series_version: int,
+        origin: str,
+        now: datetime,
+    ) -> int:
+        """Add a send of a series version's instances, inside the caller's transaction."""
+        instance_ids = list(
+            session.scalars(
+                select(InstanceRow.id).where(
+                    InstanceRow.series_id == series_id,
+                    InstanceRow.series_version == series_version,
+                )
+            )
+        )
+        row = SendRow(
+            destination=destination,
+            series_id=series_id,
+            series_version=series_version,
+            origin=origin,
+            state="pending",
+            created_at=now,
+            age_from=now,
+            next_attempt_at=now,
+            instance_count=len(instance_ids),
+        )
+        session.add(row)
+        session.flush()
+        session.add_all(
+            SendItemRow(send_id=row.id, instance_id=iid, state="pending") for iid in instance_ids
+        )
+        return row.id
+
+    def resume_interrupted(self) -> int:
+        """Sends a crash left ``sending`` go back to ``pending``; returns how many."""
+        with self._db.writing() as session:
+            result = session.execute(
+                update(SendRow).where(SendRow.state == "sending").values(state="pending")
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    def next_due(self, destination: str, now: datetime) -> int | None:
+        with self._db.reading() as session:
+            return session.scalar(
+                select(SendRow.id)
+                .where(
+                    SendRow.destination == destination,
+                    SendRow.state == "pending",
+                    SendRow.next_attempt_at <= now,
+                )
+                .order_by(SendRow.next_attempt_at, SendRow.id)
+                .limit(1)
+            )
+
+    def next_due_at(self, destination: str) -> datetime | None:
+        with self._db.reading() as session:
+            return session.scalar(
+                select(func.min(SendRow.next_attempt_at)).where(
+                    SendRow.destination == destination, SendRow.state == "pending"
+                )
+            )
+
+    def claim(self, send_id: int) -> SendWork | None:
+        """Mark a pending send as being sent and return its unsent instances."""
+        with self._db.writing() as session:
+            send = session.get(SendRow, send_id)
+            if send is None or send.state != "pending":
+                return None
+            send.state = "sending"
+            send.attempts += 1
+            rows = session.execute(
+                select(
+                    SendItemRow.id,
+                    InstanceRow.spool_name,
+                    InstanceRow.sop_class_uid,
+                    InstanceRow.sop_instance_uid,
+                    InstanceRow.transfer_syntax_uid,
+                    InstanceRow.size,
+                )
+                .join(InstanceRow, InstanceRow.id == SendItemRow.instance_id)
+                .where(SendItemRow.send_id == send_id, SendItemRow.state == "pending")
+                .order_by(SendItemRow.id)
+            )
+            items = tuple(WorkItem(*row) for row in rows)
+            return SendWork(send.id, send.destination, send.attempts, items)
+
+    def record_items(self, send_id: int, results: Sequence[ItemResult]) -> None:
+        """Persist per-instance outcomes (called in batches while a send runs)."""
+        if not results:
+            return
+        with self._db.writing() as session:
+            for result in results:
+                session.execute(
+                    update(SendItemRow)
+                    .where(SendItemRow.id == result.item_id)
+                    .values(state=result.state, status=result.status)
+                )
+            sent = session.scalar(
+                select(func.count(SendItemRow.id)).where(
+                    SendItemRow.send_id == send_id, SendItemRow.state == "sent"
+                )
+            )
+            session.execute(update(SendRow).where(SendRow.id == send_id).values(sent_count=sent))
+
+    def finish(
+        self,
+        send_id: int,
+        started_at: datetime,
+        now: datetime,
+        finish: Finish,
+        policy: RetryPolicy,
+        last_status: int | None,
+    ) -> SendSummary:
+        """Decide the send's next state from its instances and the attempt's failure."""
+        with self._db.writing() as session:
+            send = session.get_one(SendRow, send_id)
+            counts = dict(
+                session.execute(
+                    select(SendItemRow.state, func.count(SendItemRow.id))
+                    .where(SendItemRow.send_id == send_id)
+                    .group_by(SendItemRow.state)
+                ).all()
+            )
+            pending, failed = counts.get("pending", 0), counts.get("failed", 0)
+            sent_before = send.sent_count
+            send.sent_count = counts.get("sent", 0)
+            if finish.failure and finish.permanent:
+                outcome, send.state, send.reason = "permanent", "failed", finish.failure
+            elif pending == 0 and failed == 0:
+                outcome, send.state, send.reason = "delivered", "done", None
+            elif pending == 0:
+                outcome, send.state = "permanent", "failed"
+                send.reason = f"{failed} instance(s) refused by the destination" + (
+                    f" (last status 0x{last_status:04X})" if last_status is not None else ""
+                )
+            elif now - send.age_from >= timedelta(seconds=policy.max_age_seconds):
+                last = finish.failure or f"{pending} instance(s) not accepted"
+                outcome, send.state = "temporary", "failed"
+                send.reason = f"gave up after {policy.max_age_seconds:.0f} s: {last}"
+            else:
+                outcome, send.state = "temporary", "pending"
+                send.reason = finish.failure or f"{pending} instance(s) not yet accepted"
+                send.next_attempt_at = now + timedelta(seconds=retry_delay(policy, send.attempts))
+            if send.state in {"done", "failed"}:
+                send.finished_at = now
+            session.add(
+                SendAttemptRow(
+                    send_id=send_id,
+                    started_at=started_at,
+                    ended_at=now,
+                    outcome=outcome,
+                    status=last_status,
+                    detail=(send.reason or "delivered")[:512],
+                    sent=send.sent_count - sent_before,
+                )
+            )
+            session.flush()
+            return _summary(send)
+
+    def retry(self, send_id: int, now: datetime) -> SendSummary | None:
+        """Requeue a failed send now; its maximum age counts afresh. None if not failed."""
+        with self._db.writing() as session:
+            send = session.get(SendRow, send_id)
+            if send is None or send.state != "failed":
+                return None
+            session.execute(
+                update(SendItemRow)
+                .where(SendItemRow.send_id == send_id, SendItemRow.state == "failed")
+                .values(state="pending", status=None)
+            )
+            send.state, send.reason, send.finished_at = "pending", None, None
+            send.age_from = send.next_attempt_at = now
+            session.flush()
+            return _summary(send)
+
+    def get(self, send_id: int) -> SendSummary | None:
+        with self._db.reading() as session:
+            row = session.get(SendRow, send_id)
+            return None if row is None else _summary(row)
+
+    def list_sends(self, state: str | None = None, limit: int = 200) -> list[SendSummary]:
+        with self._db.reading() as session:
+            query = select(SendRow).order_by(SendRow.id.desc()).limit(limit)
+            if state is not None:
+                query = query.where(SendRow.state == state)
+            return [_summary(row) for row in session.scalars(query)]
+
+    def attempts(self, send_id: int) -> list[AttemptSummary]:
+        with self._db.reading() as session:
+            rows = session.scalars(
+                select(SendAttemptRow)
+                .where(SendAttemptRow.send_id == send_id)
+                .order_by(SendAttemptRow.id)
+            )
+            return [
+                AttemptSummary(r.started_at, r.ended_at, r.outcome, r.status, r.detail, r.sent)
+                for r in rows
+            ]
+
+
+def _summary(row: SendRow) -> SendSummary:
+    return SendSummary(
+        id=row.id,
+        destination=row.destination,
+        series_id=row.series_id,
+        series_version=row.series_version,
+        origin=row.origin,
+        state=row.state,
+        reason=row.reason,
+        attempts=row.attempts,
+        instance_count=row.instance_count,
+        sent_count=row.sent_count,
+        created_at=row.created_at,
+        next_attempt_at=row.next_attempt_at,
+        finished_at=row.finished_at,
+    )

@@ -1,0 +1,199 @@
+"""Outbox workers: one thread per destination, so a dead destination delays no other.
+
+Each worker takes the destination's due sends one at a time, sends the unsent instances
+(as stored, streamed from the spool), records every acknowledgement in batches while it
+goes, and lets the queue decide what happens next (done, retry later, failed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from dicomnode.config import Destination
+from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.scu import FileResult, ScuSettings, SendableFile, send_files
+from dicomnode.errors import DicomNodeError, PeerError
+from dicomnode.logs import get_logger
+from dicomnode.outbox.queue import Finish, ItemResult, OutboxQueue, SendWork
+from dicomnode.store.spool import Spool
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_FLUSH_EVERY_ITEMS = 50
+_FLUSH_EVERY_SECONDS = 2.0
+_IDLE_POLL_SECONDS = 5.0  # also how soon a retry made from the CLI is seen
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Stopping(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised from the progress callback to end a send when the node stops."""
+
+
+class Outbox:
+    """Starts, wakes and stops the destination workers."""
+
+    def __init__(
+        self,
+        queue: OutboxQueue,
+        spool: Spool,
+        destinations: Mapping[str, Destination],
+        calling_ae: str,
+        clock: Clock = _utc_now,
+    ) -> None:
+        self.queue = queue
+        self._workers = {
+            name: _DestinationWorker(name, dest, queue, spool, calling_ae, clock)
+            for name, dest in destinations.items()
+        }
+
+    def start(self) -> None:
+        resumed = self.queue.resume_interrupted()
+        if resumed:
+            log.info("sends_resumed", count=resumed)
+        for worker in self._workers.values():
+            worker.start()
+
+    def wake(self, destination: str | None = None) -> None:
+        """New or retried sends are waiting: look now rather than at the next poll."""
+        for name, worker in self._workers.items():
+            if destination is None or name == destination:
+                worker.wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for worker in self._workers.values():
+            worker.stopping.set()
+            worker.wake.set()
+        deadline = time.monotonic() + timeout
+        for worker in self._workers.values():
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+
+
+class _DestinationWorker(threading.Thread):
+    def __init__(
+        self,
+        name: str,
+        destination: Destination,
+        queue: OutboxQueue,
+        spool: Spool,
+        calling_ae: str,
+        clock: Clock,
+    ) -> None:
+        super().__init__(name=f"outbox-{name}", daemon=True)
+        self.destination_name = name
+        self.destination = destination
+        self.address = DicomAddress(destination.ae_title, destination.host, destination.port)
+        self.settings = ScuSettings(
+            calling_ae=destination.calling_ae or calling_ae,
+            connect_timeout_seconds=destination.connect_timeout_seconds,
+            network_timeout_seconds=destination.network_timeout_seconds,
+        )
+        self.queue = queue
+        self.spool = spool
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                busy = self._step()
+            except Exception:
+                # The root of this thread: log, pause, carry on; never die silently.
+                log.exception("outbox_worker_failed", destination=self.destination_name)
+                busy = False
+                self.stopping.wait(5.0)
+            if not busy:
+                self.wake.wait(self._idle_seconds())
+                self.wake.clear()
+
+    def _idle_seconds(self) -> float:
+        due = self.queue.next_due_at(self.destination_name)
+        if due is None:
+            return _IDLE_POLL_SECONDS
+        return min(_IDLE_POLL_SECONDS, max(0.05, (due - self.clock()).total_seconds()))
+
+    def _step(self) -> bool:
+        send_id = self.queue.next_due(self.destination_name, self.clock())
+        if send_id is None:
+            return False
+        work = self.queue.claim(send_id)
+        if work is not None:
+            self._send(work)
+        return True
+
+    def _send(self, work: SendWork) -> None:
+        started = self.clock()
+        by_path = {self.spool.path(item.spool_name): item for item in work.items}
+        files = [
+            SendableFile(path, i.sop_class_uid, i.sop_instance_uid, i.transfer_syntax_uid, i.size)
+            for path, i in by_path.items()
+        ]
+        pending: list[ItemResult] = []
+        last_flush = time.monotonic()
+        last_status: int | None = None
+
+        def on_result(result: FileResult, _size: int) -> None:
+            nonlocal last_flush, last_status
+            item = by_path[result.path]
+            if result.status is not None:
+                last_status = result.status
+            state = "sent" if result.ok else "failed" if result.permanent else "pending"
+            pending.append(ItemResult(item.item_id, state, result.status))
+            if state == "failed":
+                log.warning(
+                    "instance_send_refused",
+                    send_id=work.send_id,
+                    destination=self.destination_name,
+                    sop_instance_uid=item.sop_instance_uid,
+                    note=result.note,
+                )
+            if (
+                len(pending) >= _FLUSH_EVERY_ITEMS
+                or time.monotonic() - last_flush > _FLUSH_EVERY_SECONDS
+            ):
+                self.queue.record_items(work.send_id, pending)
+                pending.clear()
+                last_flush = time.monotonic()
+            if self.stopping.is_set():
+                raise _Stopping
+
+        finish = Finish()
+        try:
+            send_files(files, self.address, self.settings, on_result)
+        except PeerError as exc:
+            finish = Finish(failure=str(exc), permanent=exc.permanent)
+        except _Stopping:
+            finish = Finish(failure="interrupted: the node is stopping")
+        except (DicomNodeError, OSError) as exc:
+            finish = Finish(failure=f"{type(exc).__name__}: {exc}")
+        self.queue.record_items(work.send_id, pending)
+        summary = self.queue.finish(
+            work.send_id, started, self.clock(), finish, self.destination.retry, last_status
+        )
+        event = {
+            "done": "send_delivered",
+            "failed": "send_failed",
+            "pending": "send_retry_scheduled",
+        }.get(summary.state, "send_attempted")
+        log.info(
+            event,
+            send_id=summary.id,
+            destination=self.destination_name,
+            series_id=summary.series_id,
+            attempt=work.attempt,
+            sent=summary.sent_count,
+            instance_count=summary.instance_count,
+            reason=summary.reason,
+            next_attempt_at=summary.next_attempt_at.isoformat()
+            if summary.state == "pending"
+            else None,
+            seconds=round((self.clock() - started).total_seconds(), 3),
+        )

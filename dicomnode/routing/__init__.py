@@ -1,0 +1,1 @@
+"""Routing: the rules in force, and the decision taken for each completed series."""

@@ -1,0 +1,189 @@
+"""The router: each completed series version is routed exactly once.
+
+It consumes the durable completion queue. For each entry it evaluates the rules in force
+on the series' attributes, then, in one transaction, stores the decision (rules version,
+matched rules, actions), queues the sends to each ``forward_to`` destination and marks
+the entry consumed. A crash before the commit routes the entry again after restart; a
+crash after it cannot route it twice (one decision per series version).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pydicom
+from sqlalchemy import select, update
+
+from dicomnode.logs import get_logger
+from dicomnode.outbox.queue import OutboxQueue
+from dicomnode.routing.live_rules import LiveRules
+from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
+from dicomnode.rules.matching import Evaluation, evaluate
+from dicomnode.rules.model import RuleSet
+from dicomnode.store.database import Database
+from dicomnode.store.header import ROUTING_KEYWORDS
+from dicomnode.store.index import Completion, Index
+from dicomnode.store.spool import Spool
+from dicomnode.store.tables import CompletionRow, RoutingDecisionRow
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+DERIVED = frozenset({"ImageCount", "CallingAETitle", "CalledAETitle", "SourceHost"})
+
+
+class Router:
+    """Routes completed series on its own thread, woken by each completion."""
+
+    def __init__(
+        self,
+        database: Database,
+        index: Index,
+        spool: Spool,
+        rules: LiveRules,
+        sends_queued: Callable[[Iterable[str]], None],
+        clock: Clock,
+    ) -> None:
+        self._db = database
+        self._index = index
+        self._spool = spool
+        self._rules = rules
+        self._sends_queued = sends_queued
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="router", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def notify(self, _completion: Completion | None = None) -> None:
+        """A series completed: route it now."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                self.route_pending()
+            except Exception:
+                # The root of this thread: log and try again at the next wake-up.
+                log.exception("routing_failed")
+                self._stopping.wait(5.0)
+            self._wake.wait(10.0)
+
+    def route_pending(self) -> int:
+        """Route every completion not yet consumed; returns how many."""
+        entries = self._index.unconsumed_completions()
+        for entry_id, series_id, version in entries:
+            if self._stopping.is_set():
+                break
+            self._route(entry_id, series_id, version)
+        return len(entries)
+
+    def attributes(self, series_id: int, version: int, ruleset: RuleSet) -> SeriesAttributes:
+        """What the rules see of a stored series version."""
+        summary = self._index.series_by_id(series_id)
+        values: dict[str, Any] = dict(self._index.series_attributes(series_id))
+        values.update(self._index.series_origin(series_id, version))
+        unindexed = [
+            kw for kw in ruleset.keywords() if kw not in DERIVED and kw not in ROUTING_KEYWORDS
+        ]
+        if unindexed:
+            paths = [
+                self._spool.path(row.spool_name)
+                for row in self._index.instances_of(series_id)
+                if row.series_version == version
+            ]
+            values.update(attributes_from_datasets(_headers(paths), unindexed))
+        return SeriesAttributes.from_values(
+            values,
+            image_count=summary.instance_count if summary else None,
+            series_uid=summary.series_uid if summary else None,
+        )
+
+    def decisions(self, series_id: int) -> list[dict[str, Any]]:
+        """Every routing decision of a series, oldest version first."""
+        with self._db.reading() as session:
+            rows = session.scalars(
+                select(RoutingDecisionRow)
+                .where(RoutingDecisionRow.series_id == series_id)
+                .order_by(RoutingDecisionRow.version)
+            )
+            return [
+                {
+                    "version": row.version,
+                    "rules_version": row.rules_version,
+                    "decided_at": row.decided_at.isoformat(),
+                    "unrouted": row.unrouted,
+                    **row.decision,
+                }
+                for row in rows
+            ]
+
+    def _route(self, entry_id: int, series_id: int, version: int) -> None:
+        ruleset = self._rules.current
+        evaluation = evaluate(ruleset, self.attributes(series_id, version, ruleset))
+        decision = evaluation.decision
+        now = self._clock()
+        destinations: list[str] = []
+        with self._db.writing() as session:
+            already = session.scalar(
+                select(RoutingDecisionRow.id).where(
+                    RoutingDecisionRow.series_id == series_id,
+                    RoutingDecisionRow.version == version,
+                )
+            )
+            if already is None:
+                session.add(
+                    RoutingDecisionRow(
+                        series_id=series_id,
+                        version=version,
+                        rules_version=evaluation.version,
+                        decided_at=now,
+                        unrouted=not decision.routed,
+                        decision=decision.as_dict(),
+                    )
+                )
+                for destination in decision.forward_to:
+                    origin = _origin(evaluation, destination)
+                    OutboxQueue.enqueue(session, destination, series_id, version, origin, now)
+                    destinations.append(destination)
+            session.execute(
+                update(CompletionRow).where(CompletionRow.id == entry_id).values(consumed_at=now)
+            )
+        if already is not None:
+            return
+        log.info(
+            "series_routed" if decision.routed else "series_unrouted",
+            series_id=series_id,
+            version=version,
+            rules_version=evaluation.version,
+            matched_rules=list(decision.matched_rules),
+            forward_to=list(decision.forward_to),
+            pipelines=[run.pipeline for run in decision.pipeline_runs],
+        )
+        if destinations:
+            self._sends_queued(destinations)
+
+
+def _origin(evaluation: Evaluation, destination: str) -> str:
+    for verdict in evaluation.verdicts:
+        if verdict.matched and destination in verdict.rule.forward_to:
+            return f"rule:{verdict.rule.name}"
+    return "rules"
+
+
+def _headers(paths: Iterable[Path]) -> Iterable[pydicom.Dataset]:
+    for path in paths:
+        yield pydicom.dcmread(path, stop_before_pixels=True)
