@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -73,6 +74,34 @@ def _parser() -> argparse.ArgumentParser:
     echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
     _config_option(echo)
     echo.set_defaults(run=_echo)
+
+    rules = sub.add_parser("rules", help="check rule files; explain what they do with a series")
+    rules_sub = rules.add_subparsers(title="rules commands", metavar="COMMAND")
+    rules_check = rules_sub.add_parser(
+        "check", help="validate rule files: every problem as file:line: key: message; exit 2"
+    )
+    rules_check.add_argument(
+        "dir", nargs="?", type=Path, default=None, help="rules folder (default: rules_dir)"
+    )
+    _config_option(rules_check)
+    rules_check.set_defaults(run=_rules_check)
+    explain = rules_sub.add_parser(
+        "explain",
+        help="a DICOM file/folder or a stored series: its attributes, the rule that "
+        "matches and why each other rule does not",
+    )
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("path", nargs="?", type=Path, help="a DICOM file or folder")
+    target.add_argument("--series", metavar="SERIES_UID", help="a series stored by the node")
+    explain.add_argument(
+        "--rules", type=Path, default=None, help="rules folder (default: rules_dir)"
+    )
+    explain.add_argument("--calling-ae", help="the calling AE title to assume (files only)")
+    explain.add_argument("--called-ae", help="the called AE title to assume (files only)")
+    explain.add_argument("--source-host", help="the sender's host to assume (files only)")
+    _config_option(explain)
+    explain.set_defaults(run=_rules_explain)
+    rules.set_defaults(run=lambda _a: _help(rules))
 
     jobs = sub.add_parser("jobs", help="list sends in the outbox (newest first)")
     _config_option(jobs)
@@ -291,6 +320,90 @@ def _series(args: argparse.Namespace) -> int:
         table.add_row(*line)
     console.print(table)
     return EXIT_OK
+
+
+def _load_rules(args: argparse.Namespace, folder: Path | None) -> Any:
+    from dicomnode.config import load_config
+    from dicomnode.node import KNOWN_PIPELINES
+    from dicomnode.rules import load_rules
+
+    config = load_config(args.config)
+    # Without --config, checking against the empty default would refuse every forward_to.
+    destinations = tuple(config.destinations) if args.config is not None else None
+    ruleset = load_rules(
+        folder or config.rules_dir, destinations=destinations, pipelines=KNOWN_PIPELINES
+    )
+    unchecked = [
+        what
+        for what, known in (("destination", destinations), ("pipeline", KNOWN_PIPELINES))
+        if known is None
+    ]
+    if unchecked:
+        print(f"note: {' and '.join(unchecked)} names were not checked", file=sys.stderr)
+    return ruleset
+
+
+def _rules_check(args: argparse.Namespace) -> int:
+    from dicomnode.rules import RulesError
+
+    try:
+        ruleset = _load_rules(args, args.dir)
+    except RulesError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' * (count != 1)}: the rules are not valid", file=sys.stderr)
+        return EXIT_USAGE
+    count = len(ruleset)
+    print(
+        f"{args.dir or 'rules_dir'}: OK ({count} rule{'s' * (count != 1)} in "
+        f"{len(ruleset.files)} files, version {ruleset.version[:12]})"
+    )
+    return EXIT_OK
+
+
+def _rules_explain(args: argparse.Namespace) -> int:
+    from dicomnode.rules import explain, read_series_attributes
+
+    ruleset = _load_rules(args, args.rules)
+    if args.series is not None:
+        found = [_stored_series_attributes(args, ruleset)]
+    elif not args.path.exists():
+        print(f"dicomnode: {args.path}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
+    else:
+        found = read_series_attributes(
+            [args.path],
+            ruleset.keywords(),
+            calling_ae=args.calling_ae,
+            called_ae=args.called_ae,
+            source_host=args.source_host,
+        )
+    if not found:
+        print(f"dicomnode: {args.path}: no DICOM series found", file=sys.stderr)
+        return EXIT_FAILED
+    print("\n".join(explain(ruleset, attributes) for attributes in found), end="")
+    return EXIT_OK
+
+
+def _stored_series_attributes(args: argparse.Namespace, ruleset: Any) -> Any:
+    from dicomnode.config import load_config
+    from dicomnode.errors import DicomNodeError
+    from dicomnode.routing.router import stored_series_attributes
+    from dicomnode.store.index import Index
+    from dicomnode.store.spool import Spool
+
+    config = load_config(args.config)
+    index = Index(config.database_url)
+    try:
+        index.open()
+        series = index.find_series(args.series)
+        if series is None:
+            raise DicomNodeError(f"no stored series with UID {args.series}")
+        spool = Spool(config.spool_path)
+        return stored_series_attributes(index, spool, series.id, series.version, ruleset)
+    finally:
+        index.close()
 
 
 def _jobs(args: argparse.Namespace) -> int:

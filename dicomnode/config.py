@@ -182,6 +182,11 @@ class Config(_Frozen):
             return self.database.url
         return f"sqlite:///{self.storage.path / 'dicomnode.db'}"
 
+    @property
+    def spool_path(self) -> Path:
+        """Where received instances are spooled."""
+        return self.storage.path / "spool"
+
     def resolved(self, base: Path) -> Config:
         """A copy whose relative paths are taken from ``base``."""
         storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})

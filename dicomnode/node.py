@@ -30,8 +30,10 @@ from dicomnode.store.spool import Spool
 log = get_logger(__name__)
 
 RULES_RELOAD_SECONDS = 2.0
-# Pipelines a rule may name. The AI pipeline stage will fill this from its registry.
-KNOWN_PIPELINES: tuple[str, ...] = ()
+# Pipelines a rule may name: None means "not checked", until the pipeline stage brings
+# its registry. `dicomnode rules check` uses the same value, so it predicts what the node
+# accepts.
+KNOWN_PIPELINES: tuple[str, ...] | None = None
 
 
 class Node:
@@ -40,7 +42,7 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.database = Database(config.database_url)
-        self.spool = Spool(config.storage.path / "spool")
+        self.spool = Spool(config.spool_path)
         self.index = Index(self.database)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)

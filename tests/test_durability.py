@@ -70,7 +70,7 @@ def test_sigkill_during_a_300_instance_transfer_loses_no_acknowledged_instance(
     assert 100 <= len(acked) < 300, "the kill must land in the middle of the transfer"
 
     node.start()  # recovery: stale temporary files and unacknowledged files go
-    spool = Spool(node.config.storage.path / "spool")
+    spool = Spool(node.config.spool_path)
     stored = {}
     for series_row in index.list_series():
         for row in index.instances_of(series_row.id):

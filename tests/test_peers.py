@@ -304,6 +304,22 @@ def test_each_file_travels_in_its_own_transfer_syntax(
     assert sorted(map(syntax_of, received)) == sorted(map(syntax_of, mixed_folder.iterdir()))
 
 
+def test_storescp_takes_jpeg_process_14_only_through_a_profile(
+    ct_file: Path, tmp_path: Path
+) -> None:
+    process_14 = tmp_path / "process14.dcm"
+    syntax = dcmtk_convert(ct_file, process_14, "jpeg-lossless")
+    sop_class = str(pydicom.dcmread(ct_file, stop_before_pixels=True).SOPClassUID)
+    with StoreSCP(ae_title="PLAIN") as plain:  # +xa: its fixed list lacks Process 14
+        sent = storescu([process_14], ae_title=plain.ae_title, port=plain.port)
+        assert not any(a.acknowledged for a in parse_storescu_log(sent.stdout))
+    with StoreSCP(ae_title="PROFILE", sop_classes=[sop_class], transfer_syntaxes=[syntax]) as scp:
+        sent = storescu([process_14], ae_title=scp.ae_title, port=scp.port)
+        assert all(a.acknowledged for a in parse_storescu_log(sent.stdout)), sent.stdout[-2000:]
+        (received,) = scp.wait_for_files(1)
+        assert syntax_of(received) == syntax == "1.2.840.10008.1.2.4.57"
+
+
 def test_an_uncompressed_proposal_cannot_carry_compressed_files(
     mixed_folder: Path, store_scp: StoreSCP
 ) -> None:

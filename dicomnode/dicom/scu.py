@@ -195,8 +195,9 @@ def _send_batch(
     }
     results: list[FileResult] = []
     try:
-        for item in batch:
-            result = _send_one(assoc, item, accepted)
+        for number, item in enumerate(batch):
+            # PS3.7 9.1.1.1: Message IDs tell requests apart (and make logs readable).
+            result = _send_one(assoc, item, accepted, msg_id=number % 0xFFFF + 1)
             results.append(result)
             if progress is not None:
                 progress(result, item.size)
@@ -213,10 +214,13 @@ def _send_batch(
     return results
 
 
-def _send_one(assoc: Any, item: SendableFile, accepted: set[tuple[str, str]]) -> FileResult:
+def _send_one(
+    assoc: Any, item: SendableFile, accepted: set[tuple[str, str]], msg_id: int
+) -> FileResult:
     note = ""
     if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
-        response = assoc.send_c_store(item.path)  # streamed from the file, not decoded
+        # Streamed from the file, not decoded.
+        response = assoc.send_c_store(item.path, msg_id=msg_id)
     elif any((item.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED):
         dataset = dcmread(item.path)
         try:
@@ -231,7 +235,7 @@ def _send_one(assoc: Any, item: SendableFile, accepted: set[tuple[str, str]]) ->
             from_syntax=item.transfer_syntax_uid,
             to_syntax=str(dataset.file_meta.TransferSyntaxUID),
         )
-        response = assoc.send_c_store(dataset)
+        response = assoc.send_c_store(dataset, msg_id=msg_id)
     else:
         note = "refused: the peer accepts neither its transfer syntax nor ours"
         return FileResult(item.path, None, note, refused=True)
@@ -260,6 +264,7 @@ def _associate(ae: AE, address: DicomAddress, settings: ScuSettings) -> Any:
         address.host, address.port, ae_title=address.ae_title, evt_handlers=handlers
     )
     if assoc.is_established:
+        _return_stolen_responses(assoc)
         return assoc
     if assoc.is_rejected:
         answer = assoc.acceptor.primitive
@@ -270,3 +275,24 @@ def _associate(ae: AE, address: DicomAddress, settings: ScuSettings) -> Any:
     if assoc.is_aborted:
         raise AssociationAbortedError(f"{address}: association aborted")
     raise PeerUnreachableError(f"{address}: cannot connect")
+
+
+def _return_stolen_responses(assoc: Any) -> None:
+    """Work around a race in pynetdicom 3 (pydicom/pynetdicom#435, #875).
+
+    Between two requests, the association's reactor thread can take the next response
+    off the DIMSE queue before ``send_c_store`` waits for it; it then logs "Received
+    unexpected C-STORE service message", drops it, and the sender waits out the DIMSE
+    timeout. A fast peer on a fast link makes this happen every few hundred instances.
+    Here the reactor puts any response back on the queue for the waiting sender.
+    """
+    serve_request = assoc._serve_request
+    queue = assoc.dimse.msg_queue
+
+    def serve(message: Any, context_id: int) -> None:
+        if message.is_valid_request:
+            serve_request(message, context_id)
+        else:
+            queue.put((context_id, message))
+
+    assoc._serve_request = serve

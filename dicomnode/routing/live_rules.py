@@ -44,7 +44,7 @@ class LiveRules:
         folder: Path,
         database: Database,
         destinations: Collection[str],
-        pipelines: Collection[str],
+        pipelines: Collection[str] | None,
         clock: Clock,
     ) -> None:
         self.folder = folder

@@ -93,24 +93,7 @@ class Router:
 
     def attributes(self, series_id: int, version: int, ruleset: RuleSet) -> SeriesAttributes:
         """What the rules see of a stored series version."""
-        summary = self._index.series_by_id(series_id)
-        values: dict[str, Any] = dict(self._index.series_attributes(series_id))
-        values.update(self._index.series_origin(series_id, version))
-        unindexed = [
-            kw for kw in ruleset.keywords() if kw not in DERIVED and kw not in ROUTING_KEYWORDS
-        ]
-        if unindexed:
-            paths = [
-                self._spool.path(row.spool_name)
-                for row in self._index.instances_of(series_id)
-                if row.series_version == version
-            ]
-            values.update(attributes_from_datasets(_headers(paths), unindexed))
-        return SeriesAttributes.from_values(
-            values,
-            image_count=summary.instance_count if summary else None,
-            series_uid=summary.series_uid if summary else None,
-        )
+        return stored_series_attributes(self._index, self._spool, series_id, version, ruleset)
 
     def decisions(self, series_id: int) -> list[dict[str, Any]]:
         """Every routing decision of a series, oldest version first."""
@@ -173,8 +156,45 @@ class Router:
             forward_to=list(decision.forward_to),
             pipelines=[run.pipeline for run in decision.pipeline_runs],
         )
+        for run in decision.pipeline_runs:
+            # The pipeline stage comes next; until then the decision records the request.
+            log.warning(
+                "pipeline_not_available",
+                series_id=series_id,
+                version=version,
+                rule=run.rule,
+                pipeline=run.pipeline,
+            )
         if destinations:
             self._sends_queued(destinations)
+
+
+def stored_series_attributes(
+    index: Index, spool: Spool, series_id: int, version: int, ruleset: RuleSet
+) -> SeriesAttributes:
+    """What the rules see of a stored series version.
+
+    Indexed attributes come from the index; any other keyword a rule uses is read from
+    the headers of the version's spooled instances, so a rule may name any keyword.
+    """
+    summary = index.series_by_id(series_id)
+    values: dict[str, Any] = dict(index.series_attributes(series_id))
+    values.update(index.series_origin(series_id, version))
+    unindexed = [
+        kw for kw in ruleset.keywords() if kw not in DERIVED and kw not in ROUTING_KEYWORDS
+    ]
+    if unindexed:
+        paths = [
+            spool.path(row.spool_name)
+            for row in index.instances_of(series_id)
+            if row.series_version == version
+        ]
+        values.update(attributes_from_datasets(_headers(paths), unindexed))
+    return SeriesAttributes.from_values(
+        values,
+        image_count=summary.instance_count if summary else None,
+        series_uid=summary.series_uid if summary else None,
+    )
 
 
 def _origin(evaluation: Evaluation, destination: str) -> str:

@@ -21,7 +21,7 @@ from dicomnode.testing.process import (
     PeerStartError,
     poll_until,
 )
-from dicomnode.testing.storescp import StoreSCP
+from dicomnode.testing.storescp import StoreSCP, acceptor_profile
 from dicomnode.testing.storescu import StoreSCUProcess, association_profile, storescu
 from dicomnode.testing.storescu_log import StoreAttempt, acknowledged_uids, parse_storescu_log
 from dicomnode.testing.transcode import CODECS, LOSSY_CODECS, Codec, convert_files, dcmtk_convert
@@ -41,6 +41,7 @@ __all__ = [
     "StoreAttempt",
     "StoreSCP",
     "StoreSCUProcess",
+    "acceptor_profile",
     "acknowledged_uids",
     "association_profile",
     "convert_files",

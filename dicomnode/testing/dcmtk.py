@@ -16,7 +16,7 @@ from dicomnode.testing.process import (
     PeerStartError,
     poll_until,
 )
-from dicomnode.testing.storescp import StoreSCP
+from dicomnode.testing.storescp import StoreSCP, acceptor_profile
 from dicomnode.testing.storescu import (
     MAX_PRESENTATION_CONTEXTS,
     Proposal,
@@ -48,6 +48,7 @@ __all__ = [
     "StoreAttempt",
     "StoreSCP",
     "StoreSCUProcess",
+    "acceptor_profile",
     "acknowledged_uids",
     "association_profile",
     "convert_files",
