@@ -14,6 +14,14 @@
      |    +-- AssociationRejectedError  A-ASSOCIATE-RJ; ``permanent`` per its result
      |    +-- AssociationAbortedError   the peer or the network ended it (temporary)
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
+     +-- PipelineError        a pipeline job cannot complete; the job keeps the message
+          +-- VolumeError     the series cannot form one correct volume
+          +-- StepError       a preprocessing step cannot apply (e.g. a missing PET attribute)
+          +-- RunnerError     a model failed to load or to run
+          |    +-- ModelTimeoutError  the model exceeded its time limit
+          +-- ResultError     SEG/SR could not be built from the results
+
+    (RulesError, in dicomnode.rules.model, is a ConfigError.)
 """
 
 from __future__ import annotations
@@ -71,3 +79,27 @@ class AssociationAbortedError(PeerError):
 
 class AddressError(DicomNodeError):
     """An ``AE@HOST:PORT`` address or destination name is invalid."""
+
+
+class PipelineError(DicomNodeError):
+    """A pipeline job cannot complete; the message says why, for the job record."""
+
+
+class VolumeError(PipelineError):
+    """The series cannot form one geometrically correct volume."""
+
+
+class StepError(PipelineError):
+    """A preprocessing step cannot apply to this volume."""
+
+
+class RunnerError(PipelineError):
+    """A model failed to load or to run."""
+
+
+class ModelTimeoutError(RunnerError):
+    """The model exceeded its time limit."""
+
+
+class ResultError(PipelineError):
+    """SEG or SR could not be built from the results."""

@@ -1,0 +1,78 @@
+"""The Volume: a series as a geometrically correct 3-D array, the currency of pipelines.
+
+Index order is (z, y, x): z runs along the slice normal (sorted by position, not by
+InstanceNumber), y down the columns (rows of the image), x along the rows. ``refs[z]``
+names the source instance (and frame, for multi-frame objects) each slice came from, so
+results can reference and align with their sources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class SliceRef:
+    """Where one z index came from."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    frame_number: int | None = None  # 1-based, for multi-frame sources
+
+
+@dataclass(frozen=True, slots=True)
+class Geometry:
+    """Voxel grid in patient coordinates (LPS, mm), as DICOM's image plane module has it."""
+
+    origin: tuple[float, float, float]  # ImagePositionPatient of voxel (0, 0, 0)
+    row_direction: tuple[float, float, float]  # ImageOrientationPatient[0:3]: +x
+    column_direction: tuple[float, float, float]  # ImageOrientationPatient[3:6]: +y
+    slice_direction: tuple[float, float, float]  # unit normal pointing to increasing z
+    spacing: tuple[float, float, float]  # (z, y, x) in mm: slice spacing, row, column
+
+    def affine(self) -> npt.NDArray[np.float64]:
+        """4x4 matrix taking (z, y, x, 1) voxel indices to patient (x, y, z, 1) in mm."""
+        dz, dy, dx = self.spacing
+        matrix = np.eye(4)
+        matrix[:3, 0] = np.asarray(self.slice_direction) * dz
+        matrix[:3, 1] = np.asarray(self.column_direction) * dy
+        matrix[:3, 2] = np.asarray(self.row_direction) * dx
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        dz, dy, dx = self.spacing
+        return dz * dy * dx / 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    """Pixel values in modality units (HU for CT after rescale) on a known grid."""
+
+    array: FloatArray  # (z, y, x)
+    geometry: Geometry
+    refs: tuple[SliceRef, ...]  # one per z index of the *source* grid
+    modality: str
+    units: str  # "HU", "BQML", "SUVbw", "1" (unitless, e.g. after normalisation) ...
+    frame_of_reference_uid: str | None = None
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    # Header values steps need (PET decay/weight, window presets ...), JSON-friendly.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        z, y, x = self.array.shape
+        return int(z), int(y), int(x)
+
+    def with_array(self, array: FloatArray, **changes: Any) -> Volume:
+        """A copy with new voxel values (same grid unless ``geometry`` is given)."""
+        return replace(self, array=array, **changes)
