@@ -55,7 +55,13 @@ class Node:
             OutboxQueue(self.database), self.spool, config.destinations, config.node.ae_title
         )
         self.router = Router(
-            self.database, self.index, self.spool, self.rules, self._sends_queued, utc_now
+            self.database,
+            self.index,
+            self.spool,
+            self.rules,
+            self._sends_queued,
+            self._jobs_queued,
+            utc_now,
         )
         self.completion.subscribe(self.router.notify)
 
@@ -114,6 +120,9 @@ class Node:
             wake.wait()
         finally:
             self.stop()
+
+    def _jobs_queued(self) -> None:
+        """The pipeline workers pick jobs up (wired when the pipeline stage starts)."""
 
     def _sends_queued(self, destinations: Iterable[str]) -> None:
         for destination in set(destinations):

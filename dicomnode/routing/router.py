@@ -2,8 +2,8 @@
 
 It consumes the durable completion queue. For each entry it evaluates the rules in force
 on the series' attributes, then, in one transaction, stores the decision (rules version,
-matched rules, actions), queues the sends to each ``forward_to`` destination and marks
-the entry consumed. A crash before the commit routes the entry again after restart; a
+matched rules, actions), queues the sends to each ``forward_to`` destination and a job
+for each pipeline, and marks the entry consumed. A crash before the commit routes the entry again after restart; a
 crash after it cannot route it twice (one decision per series version).
 """
 
@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
+from dicomnode.pipeline.jobs import JobQueue
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
 from dicomnode.rules.matching import Evaluation, evaluate
@@ -46,6 +47,7 @@ class Router:
         spool: Spool,
         rules: LiveRules,
         sends_queued: Callable[[Iterable[str]], None],
+        jobs_queued: Callable[[], None],
         clock: Clock,
     ) -> None:
         self._db = database
@@ -53,6 +55,7 @@ class Router:
         self._spool = spool
         self._rules = rules
         self._sends_queued = sends_queued
+        self._jobs_queued = jobs_queued
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -142,6 +145,10 @@ class Router:
                     origin = _origin(evaluation, destination)
                     OutboxQueue.enqueue(session, destination, series_id, version, origin, now)
                     destinations.append(destination)
+                for run in decision.pipeline_runs:
+                    JobQueue.enqueue(
+                        session, series_id, version, run.rule, run.pipeline, run.send_to, now
+                    )
             session.execute(
                 update(CompletionRow).where(CompletionRow.id == entry_id).values(consumed_at=now)
             )
@@ -156,17 +163,10 @@ class Router:
             forward_to=list(decision.forward_to),
             pipelines=[run.pipeline for run in decision.pipeline_runs],
         )
-        for run in decision.pipeline_runs:
-            # The pipeline stage comes next; until then the decision records the request.
-            log.warning(
-                "pipeline_not_available",
-                series_id=series_id,
-                version=version,
-                rule=run.rule,
-                pipeline=run.pipeline,
-            )
         if destinations:
             self._sends_queued(destinations)
+        if decision.pipeline_runs:
+            self._jobs_queued()
 
 
 def stored_series_attributes(

@@ -103,6 +103,20 @@ def read_header(instance: ReceivedInstance) -> InstanceHeader:
     )
 
 
+def header_of(dataset: Dataset) -> InstanceHeader:
+    """The header of a dataset the node made itself (a SEG or SR result)."""
+    attributes = {kw: _json_value(dataset, kw) for kw in ROUTING_KEYWORDS if kw in dataset}
+    modality = attributes.get("Modality")
+    return InstanceHeader(
+        sop_class_uid=str(dataset.SOPClassUID),
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+        study_uid=str(dataset.StudyInstanceUID),
+        series_uid=str(dataset.SeriesInstanceUID),
+        modality=modality if isinstance(modality, str) and modality else None,
+        attributes=attributes,
+    )
+
+
 def _decode(instance: ReceivedInstance) -> Dataset:
     syntax = UID(instance.transfer_syntax_uid)
     raw: bytes | memoryview = instance.dataset

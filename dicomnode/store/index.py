@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
 
 from dicomnode.config import CompletionPolicy
 from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
@@ -153,6 +154,14 @@ class Index:
                 return moved
             row.state = "released" if released else "aborted"
             row.ended_at = now
+            row.instance_count = int(
+                session.scalar(
+                    select(func.count(InstanceRow.id)).where(
+                        InstanceRow.association_id == association_id
+                    )
+                )
+                or 0
+            )
             if not released:
                 return moved
             rows = session.scalars(
@@ -188,64 +197,123 @@ class Index:
         now: datetime,
         policy: PolicyLookup,
     ) -> Recorded:
-        """Index a spooled instance and move its series' completion clock."""
+        """Index a spooled instance and move its series' completion clock.
+
+        This runs once per received instance, on the association's thread, between
+        the file's fsync and the acknowledgement: it uses SQLAlchemy Core with cached
+        statements (the ORM's unit of work cost several milliseconds here).
+        """
         with self._writing() as session:
-            series = session.scalar(
-                select(SeriesRow).where(SeriesRow.series_uid == header.series_uid)
-            )
-            existing = session.scalar(
-                select(InstanceRow).where(InstanceRow.sop_instance_uid == header.sop_instance_uid)
-            )
-            if existing is not None and existing.sha256 == spooled.sha256 and series is not None:
+            conn = session.connection()
+            series = conn.execute(_SERIES_BY_UID, {"uid": header.series_uid}).mappings().first()
+            existing = conn.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
+            if existing is not None and series is not None and existing.sha256 == spooled.sha256:
                 return Recorded(
                     instance_id=existing.id,
                     series_id=existing.series_id,
                     outcome=StoreOutcome.DUPLICATE,
                     opened=False,
-                    deadline=_deadline(series, policy),
+                    deadline=_deadline_of(dict(series), policy),
                     obsolete_file=spooled.name,
                 )
             opened = False
             if series is None:
-                series = _new_series(header, now)
-                session.add(series)
-                session.flush()
+                state = _new_series_values(header, now)
+                inserted = conn.execute(insert(_SERIES).values(**state)).inserted_primary_key
+                state["id"] = cast(Any, inserted)[0]
                 opened = True
-            elif series.state == "complete":
-                series.version += 1
-                series.version_started_at = now
-                series.state = "receiving"
-                series.completed_at = None
-                opened = True
+                changes: dict[str, Any] = {}
+            else:
+                state = dict(series)
+                changes = {}
+                if state["state"] == "complete":
+                    changes = {
+                        "version": state["version"] + 1,
+                        "version_started_at": now,
+                        "state": "receiving",
+                        "completed_at": None,
+                    }
+                    opened = True
+            values = {
+                "series_version": changes.get("version", state["version"]),
+                "sop_class_uid": header.sop_class_uid,
+                "study_uid": header.study_uid,
+                "transfer_syntax_uid": received.transfer_syntax_uid,
+                "size": spooled.size,
+                "sha256": spooled.sha256,
+                "calling_ae": received.peer.calling_ae,
+                "association_id": received.association_id or None,
+                "received_at": now,
+                "spool_name": spooled.name,
+                "series_id": state["id"],
+            }
             obsolete = None
             if existing is None:
-                row = InstanceRow(sop_instance_uid=header.sop_instance_uid)
-                session.add(row)
-                series.instance_count += 1
+                inserted = conn.execute(
+                    insert(_INSTANCES).values(sop_instance_uid=header.sop_instance_uid, **values)
+                ).inserted_primary_key
+                instance_id = cast(Any, inserted)[0]
+                changes["instance_count"] = state["instance_count"] + 1
                 outcome = StoreOutcome.STORED
             else:
-                row, obsolete, outcome = existing, existing.spool_name, StoreOutcome.REPLACED
-            _fill_instance(row, header, spooled, received, series, now)
-            series.last_arrival_at = now
-            series.last_association_id = received.association_id
-            series.released_at = None
-            series.attributes = _merge_attributes(series.attributes, header.attributes)
-            deadline = _deadline(series, policy)
-            series.deadline_at, series.deadline_reason = deadline.at, deadline.reason
-            session.execute(
-                update(AssociationRow)
-                .where(AssociationRow.id == received.association_id)
-                .values(instance_count=AssociationRow.instance_count + 1)
+                instance_id, obsolete = existing.id, existing.spool_name
+                conn.execute(update(_INSTANCES).where(_INSTANCES.c.id == existing.id), values)
+                outcome = StoreOutcome.REPLACED
+            merged = _merge_attributes(state["attributes"], header.attributes)
+            if merged is not state["attributes"]:
+                changes["attributes"] = merged
+            changes.update(
+                last_arrival_at=now,
+                last_association_id=received.association_id or None,
+                released_at=None,
             )
-            session.flush()
+            state.update(changes)
+            deadline = _deadline_of(state, policy)
+            changes.update(deadline_at=deadline.at, deadline_reason=deadline.reason)
+            conn.execute(update(_SERIES).where(_SERIES.c.id == state["id"]), changes)
             return Recorded(
-                instance_id=row.id,
-                series_id=series.id,
+                instance_id=int(instance_id),
+                series_id=int(state["id"]),
                 outcome=outcome,
                 opened=opened,
                 deadline=deadline,
                 obsolete_file=obsolete,
             )
+
+    @staticmethod
+    def record_result(
+        session: Session,
+        header: InstanceHeader,
+        spooled: SpooledFile,
+        transfer_syntax_uid: str,
+        our_ae: str,
+        now: datetime,
+    ) -> int:
+        """Index a result the node wrote (SEG, SR) inside the caller's transaction.
+
+        Its series is complete at once and never routed: results go where the job's
+        rule sends them, through the outbox. Returns the series id.
+        """
+        series = session.scalar(select(SeriesRow).where(SeriesRow.series_uid == header.series_uid))
+        if series is None:
+            series = _new_series(header, now)
+            series.origin, series.state, series.completed_at = "result", "complete", now
+            session.add(series)
+            session.flush()
+        row = InstanceRow(sop_instance_uid=header.sop_instance_uid, association_id=None)
+        session.add(row)
+        series.instance_count += 1
+        series.attributes = _merge_attributes(series.attributes, header.attributes)
+        row.series_id, row.series_version = series.id, series.version
+        row.sop_class_uid, row.study_uid = header.sop_class_uid, header.study_uid
+        row.transfer_syntax_uid, row.size, row.sha256 = (
+            transfer_syntax_uid,
+            spooled.size,
+            spooled.sha256,
+        )
+        row.calling_ae, row.received_at, row.spool_name = our_ae, now, spooled.name
+        session.flush()
+        return series.id
 
     # -- completion -----------------------------------------------------------------
 
@@ -421,6 +489,43 @@ class Index:
     def count_instances(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.count(InstanceRow.id))) or 0)
+
+
+_SERIES = cast(Table, SeriesRow.__table__)
+_INSTANCES = cast(Table, InstanceRow.__table__)
+_SERIES_BY_UID = select(_SERIES).where(_SERIES.c.series_uid == bindparam("uid"))
+_INSTANCE_BY_UID = select(
+    _INSTANCES.c.id, _INSTANCES.c.sha256, _INSTANCES.c.series_id, _INSTANCES.c.spool_name
+).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+
+
+def _new_series_values(header: InstanceHeader, now: datetime) -> dict[str, Any]:
+    attrs = header.attributes
+    return {
+        "study_uid": header.study_uid,
+        "series_uid": header.series_uid,
+        "modality": header.modality,
+        "description": _text(attrs.get("SeriesDescription")),
+        "body_part": _text(attrs.get("BodyPartExamined")),
+        "attributes": {},
+        "instance_count": 0,
+        "first_arrival_at": now,
+        "last_arrival_at": now,
+        "version": 1,
+        "version_started_at": now,
+        "state": "receiving",
+        "origin": "received",
+        "released_at": None,
+    }
+
+
+def _deadline_of(series: dict[str, Any], policy: PolicyLookup) -> Deadline:
+    return completion_deadline(
+        policy(series["modality"]),
+        series["version_started_at"],
+        series["last_arrival_at"],
+        series["released_at"],
+    )
 
 
 def _new_series(header: InstanceHeader, now: datetime) -> SeriesRow:

@@ -68,6 +68,8 @@ class SeriesRow(Base):
     version: Mapped[int]
     version_started_at: Mapped[datetime]
     state: Mapped[str] = mapped_column(String(16), index=True)  # receiving | complete
+    # "received" from a peer, or "result" when a pipeline of ours wrote it (not routed).
+    origin: Mapped[str] = mapped_column(String(16), default="received")
     deadline_at: Mapped[datetime | None]
     deadline_reason: Mapped[str | None] = mapped_column(String(16))
     last_association_id: Mapped[int | None]
@@ -186,3 +188,28 @@ class SendAttemptRow(Base):
     status: Mapped[int | None]
     detail: Mapped[str] = mapped_column(String(512))
     sent: Mapped[int]
+
+
+class JobRow(Base):
+    """One pipeline run on one series version, durable from routing to results."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("series_id", "series_version", "rule", "pipeline"),
+        Index("ix_jobs_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_id: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    series_version: Mapped[int]
+    rule: Mapped[str] = mapped_column(String(64))
+    pipeline: Mapped[str] = mapped_column(String(64))
+    send_to: Mapped[dict[str, Any]]  # {"destinations": [...]}
+    state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    # [{"stage": "load", "seconds": 1.2, "at": "..."}, ...] and the result summary
+    timeline: Mapped[dict[str, Any]]

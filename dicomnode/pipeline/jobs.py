@@ -1,0 +1,149 @@
+"""The durable pipeline job queue.
+
+A job moves ``pending -> running -> done | failed``. The router creates it in the same
+transaction as the routing decision; the results of a job, the sends of those results
+and the job's ``done`` are committed together, so a job killed mid-run runs again after
+restart and its results are still sent exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dicomnode.store.database import Database
+from dicomnode.store.tables import JobRow
+
+
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """A pipeline job as operators see it."""
+
+    id: int
+    series_id: int
+    series_version: int
+    rule: str
+    pipeline: str
+    send_to: tuple[str, ...]
+    state: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    timeline: dict[str, Any]
+
+
+class JobQueue:
+    """Database operations of pipeline jobs."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @staticmethod
+    def enqueue(
+        session: Session,
+        series_id: int,
+        series_version: int,
+        rule: str,
+        pipeline: str,
+        send_to: Sequence[str],
+        now: datetime,
+    ) -> int:
+        """Add a job inside the caller's transaction (the routing decision's)."""
+        row = JobRow(
+            series_id=series_id,
+            series_version=series_version,
+            rule=rule,
+            pipeline=pipeline,
+            send_to={"destinations": list(send_to)},
+            state="pending",
+            created_at=now,
+            timeline={"stages": []},
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+    def resume_interrupted(self) -> int:
+        """Jobs a crash left running go back to pending; returns how many."""
+        with self._db.writing() as session:
+            result = session.execute(
+                update(JobRow).where(JobRow.state == "running").values(state="pending")
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    def next_pending(self, pipelines: Sequence[str] | None = None) -> int | None:
+        with self._db.reading() as session:
+            query = select(JobRow.id).where(JobRow.state == "pending")
+            if pipelines is not None:
+                query = query.where(JobRow.pipeline.in_(pipelines))
+            return session.scalar(query.order_by(JobRow.id).limit(1))
+
+    def claim(self, job_id: int, now: datetime) -> JobSummary | None:
+        with self._db.writing() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state != "pending":
+                return None
+            row.state, row.started_at, row.error = "running", now, None
+            row.attempts += 1
+            session.flush()
+            return _summary(row)
+
+    def fail(self, job_id: int, now: datetime, error: str, timeline: dict[str, Any]) -> None:
+        with self._db.writing() as session:
+            row = session.get_one(JobRow, job_id)
+            row.state, row.error, row.finished_at = "failed", error[:1024], now
+            row.timeline = timeline
+
+    @staticmethod
+    def mark_done(session: Session, job_id: int, now: datetime, timeline: dict[str, Any]) -> None:
+        """Inside the transaction that records the job's results and their sends."""
+        row = session.get_one(JobRow, job_id)
+        row.state, row.finished_at, row.error = "done", now, None
+        row.timeline = timeline
+
+    def retry(self, job_id: int) -> JobSummary | None:
+        """Requeue a failed job; None when it is not failed."""
+        with self._db.writing() as session:
+            row = session.get(JobRow, job_id)
+            if row is None or row.state != "failed":
+                return None
+            row.state, row.error, row.finished_at = "pending", None, None
+            session.flush()
+            return _summary(row)
+
+    def get(self, job_id: int) -> JobSummary | None:
+        with self._db.reading() as session:
+            row = session.get(JobRow, job_id)
+            return None if row is None else _summary(row)
+
+    def list_jobs(self, state: str | None = None, limit: int = 200) -> list[JobSummary]:
+        with self._db.reading() as session:
+            query = select(JobRow).order_by(JobRow.id.desc()).limit(limit)
+            if state is not None:
+                query = query.where(JobRow.state == state)
+            return [_summary(row) for row in session.scalars(query)]
+
+
+def _summary(row: JobRow) -> JobSummary:
+    return JobSummary(
+        id=row.id,
+        series_id=row.series_id,
+        series_version=row.series_version,
+        rule=row.rule,
+        pipeline=row.pipeline,
+        send_to=tuple(row.send_to.get("destinations", [])),
+        state=row.state,
+        attempts=row.attempts,
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        timeline=dict(row.timeline),
+    )
