@@ -3,8 +3,9 @@
 It consumes the durable completion queue. For each entry it evaluates the rules in force
 on the series' attributes, then, in one transaction, stores the decision (rules version,
 matched rules, actions), queues the sends to each ``forward_to`` destination and a job
-for each pipeline, and marks the entry consumed. A crash before the commit routes the entry again after restart; a
-crash after it cannot route it twice (one decision per series version).
+for each pipeline, and marks the entry consumed. A crash before the commit routes the
+entry again after restart; a crash after it cannot route it twice (one decision per
+series version).
 """
 
 from __future__ import annotations
