@@ -168,9 +168,19 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _config_check(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
+    from dicomnode.pipeline.definition import all_definitions
+    from dicomnode.runners import ModelHost
 
     config = load_config(args.config)
     source = args.config or "built-in defaults"
+    models, pipelines = all_definitions(config.models, config.pipelines, str(source))
+    # A model that cannot load fails here, not on the first study.
+    with ModelHost(models, config.base_dir) as host:
+        host.load()
+    print(f"{source}: {len(pipelines)} pipelines and {len(models)} models load")
+    if config.rules_dir.is_dir():
+        _load_rules(args, None)
+        print(f"{config.rules_dir}: rules valid")
     print(
         f"{source}: OK (AE {config.node.ae_title} on port {config.node.port}, "
         f"storage {config.storage.path}, {len(config.destinations)} destinations)"
@@ -324,22 +334,16 @@ def _series(args: argparse.Namespace) -> int:
 
 def _load_rules(args: argparse.Namespace, folder: Path | None) -> Any:
     from dicomnode.config import load_config
-    from dicomnode.node import KNOWN_PIPELINES
+    from dicomnode.pipeline.definition import all_definitions
     from dicomnode.rules import load_rules
 
     config = load_config(args.config)
+    _models, pipelines = all_definitions(config.models, config.pipelines, str(args.config))
     # Without --config, checking against the empty default would refuse every forward_to.
     destinations = tuple(config.destinations) if args.config is not None else None
-    ruleset = load_rules(
-        folder or config.rules_dir, destinations=destinations, pipelines=KNOWN_PIPELINES
-    )
-    unchecked = [
-        what
-        for what, known in (("destination", destinations), ("pipeline", KNOWN_PIPELINES))
-        if known is None
-    ]
-    if unchecked:
-        print(f"note: {' and '.join(unchecked)} names were not checked", file=sys.stderr)
+    ruleset = load_rules(folder or config.rules_dir, destinations=destinations, pipelines=pipelines)
+    if destinations is None:
+        print("note: destination names were not checked (give --config)", file=sys.stderr)
     return ruleset
 
 

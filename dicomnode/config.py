@@ -164,7 +164,14 @@ class Config(_Frozen):
     callers: tuple[Annotated[Caller, BeforeValidator(_caller_from_string)], ...] = ()
     destinations: Mapping[str, Destination] = Field(default_factory=dict)
     rules_dir: Path = Path("rules")
+    # Models and pipelines beside the built-in reference ones; validated by the pipeline
+    # stage (``dicomnode config check``), which knows the step and runner kinds.
+    models: Mapping[str, Any] = Field(default_factory=dict)
+    pipelines: Mapping[str, Any] = Field(default_factory=dict)
+    pipeline_workers: Annotated[int, Field(ge=1, le=16)] = 2
     logging: LoggingConfig = LoggingConfig()
+    # The folder relative model paths are taken from (the configuration file's).
+    base_dir: Path = Path()
 
     @model_validator(mode="after")
     def _check_destination_names(self) -> Config:
@@ -191,7 +198,11 @@ class Config(_Frozen):
         """A copy whose relative paths are taken from ``base``."""
         storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
         return self.model_copy(
-            update={"storage": storage, "rules_dir": _under(base, self.rules_dir)}
+            update={
+                "storage": storage,
+                "rules_dir": _under(base, self.rules_dir),
+                "base_dir": _under(base, self.base_dir),
+            }
         )
 
     def allows_caller(self, ae_title: str, host: str) -> bool:

@@ -19,8 +19,12 @@ from dicomnode.dicom.scp import StorageSCP
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.outbox.worker import Outbox
+from dicomnode.pipeline.definition import all_definitions
+from dicomnode.pipeline.engine import PipelineEngine
+from dicomnode.pipeline.worker import PipelineWorkers
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.router import Router
+from dicomnode.runners import ModelHost
 from dicomnode.store.completion import CompletionTracker, utc_now
 from dicomnode.store.database import Database
 from dicomnode.store.index import Index
@@ -30,14 +34,10 @@ from dicomnode.store.spool import Spool
 log = get_logger(__name__)
 
 RULES_RELOAD_SECONDS = 2.0
-# Pipelines a rule may name: None means "not checked", until the pipeline stage brings
-# its registry. `dicomnode rules check` uses the same value, so it predicts what the node
-# accepts.
-KNOWN_PIPELINES: tuple[str, ...] | None = None
 
 
 class Node:
-    """A running dicomnode: SCP, spool, index, completion, routing and outbox."""
+    """A running dicomnode: SCP, spool, index, completion, routing, pipelines, outbox."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -48,8 +48,16 @@ class Node:
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)
         self.ingest = Ingest(self.spool, self.index, self.completion, config.completion)
         self.scp = StorageSCP(config.node, config.allows_caller, self.ingest)
+        model_configs, self.pipelines = all_definitions(
+            config.models, config.pipelines, "configuration"
+        )
+        self.models = ModelHost(model_configs, config.base_dir)
         self.rules = LiveRules(
-            config.rules_dir, self.database, tuple(config.destinations), KNOWN_PIPELINES, utc_now
+            config.rules_dir,
+            self.database,
+            tuple(config.destinations),
+            tuple(self.pipelines),
+            utc_now,
         )
         self.outbox = Outbox(
             OutboxQueue(self.database), self.spool, config.destinations, config.node.ae_title
@@ -64,6 +72,16 @@ class Node:
             utc_now,
         )
         self.completion.subscribe(self.router.notify)
+        self.workers = PipelineWorkers(
+            self.database,
+            self.index,
+            self.spool,
+            PipelineEngine(self.pipelines, self.models),
+            config.node.ae_title,
+            self._sends_queued,
+            utc_now,
+            count=config.pipeline_workers,
+        )
 
     def start(self) -> None:
         """Recover from any previous crash, then start every stage, the listener last."""
@@ -73,7 +91,9 @@ class Node:
         self.rules.load_initial()
         self._reconcile()
         self.index.abort_open_associations(utc_now())
+        self._load_models_in_use()
         self.outbox.start()
+        self.workers.start()
         self.router.start()
         self.scheduler.start()
         self.scheduler.add_job(
@@ -101,7 +121,9 @@ class Node:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.router.stop()
+        self.workers.stop()
         self.outbox.stop()
+        self.models.close()
         self.database.close()
         log.info("node_stopped")
 
@@ -122,7 +144,16 @@ class Node:
             self.stop()
 
     def _jobs_queued(self) -> None:
-        """The pipeline workers pick jobs up (wired when the pipeline stage starts)."""
+        self.workers.wake()
+
+    def _load_models_in_use(self) -> None:
+        """Load (and keep warm) the models of pipelines the rules in force name.
+
+        Others load on first use; ``dicomnode config check`` loads them all.
+        """
+        used = {rule.pipeline for rule in self.rules.current if rule.pipeline}
+        for name in sorted(used):
+            self.models.runner(self.pipelines[name].model).load()
 
     def _sends_queued(self, destinations: Iterable[str]) -> None:
         for destination in set(destinations):

@@ -11,6 +11,23 @@ from dicomnode.phantom.ct import (
     ct_phantom_truth,
     write_ct_phantom,
 )
+from dicomnode.phantom.pet import (
+    DEFAULT_LESIONS,
+    F18_HALF_LIFE_S,
+    PETPhantomSeries,
+    PETPhantomSpec,
+    pet_file_name,
+    pet_phantom_datasets,
+    pet_truth,
+    write_pet_phantom,
+)
+from dicomnode.phantom.pet_uptake import (
+    DEFAULT_SUV_THRESHOLD,
+    Lesion,
+    PETTruth,
+    bqml_per_suv,
+    decay_factor,
+)
 from dicomnode.phantom.small import write_small_instances
 from dicomnode.phantom.truth import (
     BONE_HU,
@@ -23,16 +40,29 @@ from dicomnode.phantom.truth import (
 
 __all__ = [
     "BONE_HU",
+    "DEFAULT_LESIONS",
+    "DEFAULT_SUV_THRESHOLD",
+    "F18_HALF_LIFE_S",
     "FAT_HU",
     "SOFT_TISSUE_HU",
     "CTPhantomSeries",
     "CTPhantomSpec",
     "HURange",
+    "Lesion",
+    "PETPhantomSeries",
+    "PETPhantomSpec",
+    "PETTruth",
     "TissueHU",
     "TissueVolumes",
+    "bqml_per_suv",
     "ct_file_name",
     "ct_phantom_datasets",
     "ct_phantom_truth",
+    "decay_factor",
+    "pet_file_name",
+    "pet_phantom_datasets",
+    "pet_truth",
     "write_ct_phantom",
+    "write_pet_phantom",
     "write_small_instances",
 ]

@@ -1,0 +1,188 @@
+"""Running one pipeline on one series: load, preprocess, infer, restore, measure, write.
+
+The engine is pure work on files and arrays; it knows nothing of the database. The
+worker gives it the series' spooled files and stores what it returns. Every stage is
+timed, so a job's timeline shows where its seconds went.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from dicomnode.errors import PipelineError
+from dicomnode.pipeline.definition import (
+    ClassificationOutput,
+    PipelineDefinition,
+    SegmentationOutput,
+)
+from dicomnode.pipeline.loading import load_series
+from dicomnode.pipeline.measure import RegionStats, region_stats
+from dicomnode.pipeline.steps import build_steps, restore, run_steps
+from dicomnode.pipeline.volume import Volume
+from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
+from dicomnode.results.seg import write_seg
+from dicomnode.results.sr import write_sr
+from dicomnode.runners import ModelHost
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    name: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """What a pipeline produced: result datasets, a summary for people, the timings."""
+
+    datasets: list[Dataset] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    stages: list[Stage] = field(default_factory=list)
+
+
+class PipelineEngine:
+    """Runs pipeline definitions with the models of one ModelHost."""
+
+    def __init__(self, pipelines: Mapping[str, PipelineDefinition], models: ModelHost) -> None:
+        self.pipelines = pipelines
+        self.models = models
+
+    def run(self, name: str, paths: Sequence[Path]) -> RunResult:
+        definition = self.pipelines.get(name)
+        if definition is None:
+            raise PipelineError(f"no pipeline {name!r}")
+        result = RunResult()
+        with _timed(result, "load"):
+            loaded = load_series(paths)
+        source = loaded.volume
+        with _timed(result, "preprocess"):
+            prepared, trace = run_steps(source, build_steps(definition.steps))
+        with _timed(result, "inference"):
+            context = {"pipeline": name, "series_uid": source.series_instance_uid}
+            prediction = self.models.predict(definition.model, prepared.array, context)
+        output = definition.output
+        if isinstance(output, ClassificationOutput):
+            findings = _findings(output, prediction)
+            with _timed(result, "sr"):
+                result.datasets.append(
+                    write_sr(
+                        loaded.sources, None, None, (), definition.algorithm.info(),
+                        series_number=definition.series_number + 1, findings=findings,
+                        refs=source.refs,
+                    )
+                )  # fmt: skip
+            result.summary = {
+                "findings": [
+                    {"finding": f.finding.meaning, "probability": f.probability} for f in findings
+                ]
+            }
+            return result
+        with _timed(result, "restore"):
+            labels = restore(_labels(output, prediction), trace)
+        values = _measured_volume(output, source, prepared)
+        specs = [segment.spec() for segment in output.segments]
+        stats = region_stats(
+            labels, values.array, [s.label for s in specs], source.geometry.voxel_volume_ml
+        )
+        measurements = [_measurements(s, values.units) for s in stats]
+        with _timed(result, "seg"):
+            seg = write_seg(
+                loaded.sources, labels, specs, definition.algorithm.info(),
+                series_number=definition.series_number, refs=source.refs,
+            )  # fmt: skip
+        with _timed(result, "sr"):
+            sr = write_sr(
+                loaded.sources, seg, labels, specs, definition.algorithm.info(),
+                series_number=definition.series_number + 1, measurements=measurements,
+                refs=source.refs,
+            )  # fmt: skip
+        result.datasets.extend(d for d in (seg, sr) if d is not None)
+        names = {s.label: s.name for s in specs}
+        result.summary = {
+            "units": values.units,
+            "regions": [
+                {
+                    "label": s.label,
+                    "name": names[s.label],
+                    "volume_ml": round(s.volume_ml, 3),
+                    "mean": round(s.mean, 4),
+                    "max": round(s.maximum, 4),
+                }
+                for s in stats
+            ],
+        }
+        return result
+
+
+@contextmanager
+def _timed(result: RunResult, stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    result.stages.append(Stage(stage, round(time.perf_counter() - started, 4)))
+
+
+def _labels(output: SegmentationOutput, prediction: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A label map on the model's grid from whatever form the model answered in."""
+    if prediction.ndim == 4 and prediction.shape[-1] > 1:
+        labels: npt.NDArray[Any] = np.argmax(prediction, axis=-1).astype(np.uint16)
+        return labels
+    if prediction.ndim == 4:
+        prediction = prediction[..., 0]
+    if prediction.ndim != 3:
+        raise PipelineError(f"a segmentation model must answer per voxel, got {prediction.shape}")
+    if np.issubdtype(prediction.dtype, np.integer) or prediction.dtype == np.bool_:
+        return prediction.astype(np.uint16)
+    return (prediction >= output.threshold).astype(np.uint16)
+
+
+def _measured_volume(output: SegmentationOutput, source: Volume, prepared: Volume) -> Volume:
+    if output.measure_on == "source":
+        return source
+    if prepared.array.shape != source.array.shape:
+        raise PipelineError(
+            "measure_on: preprocessed needs the preprocessed volume on the source grid; "
+            f"it is {prepared.array.shape}, the source {source.array.shape}"
+        )
+    return prepared
+
+
+def _measurements(stats: RegionStats, units: str) -> SegmentMeasurements:
+    if units == "HU":
+        values = [
+            Measurement.volume_ml(stats.volume_ml),
+            Measurement.mean_hu(stats.mean),
+            Measurement.max_hu(stats.maximum),
+        ]
+    elif units.startswith("SUV"):
+        values = [
+            Measurement.suv_max(stats.maximum),
+            Measurement.suv_mean(stats.mean),
+            Measurement.metabolic_volume_ml(stats.volume_ml),
+            Measurement.total_lesion_glycolysis(stats.total_lesion_glycolysis),
+        ]
+    else:
+        values = [Measurement.volume_ml(stats.volume_ml)]
+    return SegmentMeasurements(stats.label, values)
+
+
+def _findings(output: ClassificationOutput, prediction: npt.NDArray[Any]) -> list[Finding]:
+    probabilities = np.asarray(prediction, dtype=np.float64).ravel()
+    findings = []
+    for item in output.findings:
+        if item.index >= probabilities.size:
+            raise PipelineError(
+                f"finding index {item.index} but the model gave {probabilities.size} outputs"
+            )
+        findings.append(
+            Finding(item.finding.code(), float(probabilities[item.index]), item.threshold)
+        )
+    return findings

@@ -1,0 +1,318 @@
+"""A completed series, as files, into one :class:`Volume` in modality units, or a refusal.
+
+Two passes. The first parses every file's header once, its pixel data deferred (read
+later from the file at its recorded offset), skips non-images, and places and checks
+every frame (:mod:`.frames`, :mod:`.stacking`): a series that cannot form a volume is
+refused before any pixel is decoded. The second decodes frame by frame (pydicom's
+handlers, pylibjpeg for the compressed syntaxes) straight into one preallocated float32
+array, rescaled in place: a 300-slice 512x512 CT holds its 300 MB result and a slice of
+temporaries, never the series twice.
+
+The parsed headers, pixel data dropped once decoded, are kept as the *sources*: the SEG
+and SR writers need the source datasets to reference and align with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
+from pydicom.pixels.utils import iter_pixels
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from dicomnode.errors import VolumeError
+from dicomnode.logs import get_logger
+from dicomnode.pipeline.frames import Frame, frames_of, functional_group_item
+from dicomnode.pipeline.stacking import Tolerances, stack
+from dicomnode.pipeline.volume import FloatArray, SliceRef, Volume
+
+log = get_logger(__name__)
+
+# Pixel data elements (PS3.3 C.7.6.3, C.7.6.24); large elements beyond them are deferred.
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_DEFER_BYTES = 64 * 1024
+
+# Errors pydicom and its pixel plugins raise on data they cannot decode.
+_DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    NotImplementedError,
+    AttributeError,
+    EOFError,
+    OSError,  # a file changed or gone between the passes
+)
+
+_GENERAL_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "SeriesNumber", "Manufacturer")
+_PET_KEYWORDS = ("Units", "DecayCorrection", "CorrectedImage", "PatientWeight", "PatientSize")
+_PET_SERIES_KEYWORDS = ("SeriesDate", "SeriesTime")
+_RADIOPHARMACEUTICAL_KEYWORDS = (
+    "RadiopharmaceuticalStartTime",
+    "RadiopharmaceuticalStartDateTime",
+    "RadionuclideTotalDose",
+    "RadionuclideHalfLife",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSeries:
+    """A volume and the headers of the instances it came from.
+
+    ``sources`` are the image instances read without pixel data, each once, in the order
+    their first frame appears along z. For a series of single-frame images that is one
+    dataset per z index, ``sources[z]`` matching ``volume.refs[z]`` (what highdicom's
+    Segmentation expects of single-frame sources); a multi-frame source appears once and
+    ``volume.refs[z].frame_number`` says which of its frames each z index is.
+    """
+
+    volume: Volume
+    sources: tuple[Dataset, ...]
+
+
+def load_volume(
+    paths: Sequence[Path], *, spacing_tolerance: float = 0.01, lateral_tolerance: float = 0.1
+) -> Volume:
+    """The series in ``paths`` (any order) as one volume; see :func:`load_series`."""
+    return load_series(
+        paths, spacing_tolerance=spacing_tolerance, lateral_tolerance=lateral_tolerance
+    ).volume
+
+
+def load_series(
+    paths: Sequence[Path], *, spacing_tolerance: float = 0.01, lateral_tolerance: float = 0.1
+) -> LoadedSeries:
+    """Read, check, sort along the slice normal, decode and rescale a series.
+
+    ``spacing_tolerance`` is relative: each gap between neighbouring slices may differ
+    that much from the median gap. ``lateral_tolerance`` is in pixels: how far a slice may
+    lie off the normal through the first before the series counts as tilted. Files
+    without pixel data (a KOS, an SR, a DICOMDIR) are skipped; an instance present twice
+    (the same SOP Instance UID, e.g. received twice) is read once, from its first path.
+    Anything that would give a wrong volume raises :class:`VolumeError` naming what is
+    wrong, before any pixel is decoded where the headers show it.
+    """
+    tolerances = Tolerances(spacing=spacing_tolerance, lateral=lateral_tolerance)
+    files, headers = _image_headers(paths)
+    _require_one_series(headers, files)
+    names = [path.name for path in files]
+    frames = [frame for i, ds in enumerate(headers) for frame in frames_of(ds, i, names[i])]
+    grid = stack(frames, names, tolerances)
+    ordered = [frames[i] for i in grid.order]
+    array = _decode(files, headers, ordered)
+
+    first_source: dict[int, int] = {}  # source index -> order of its first frame along z
+    for frame in ordered:
+        first_source.setdefault(frame.source, len(first_source))
+    sources = tuple(headers[i] for i in first_source)
+    first = headers[ordered[0].source]
+    modality = str(first.get("Modality", ""))
+    volume = Volume(
+        array=array,
+        geometry=grid.geometry,
+        refs=tuple(SliceRef(f.sop_class_uid, f.sop_instance_uid, f.frame_number) for f in ordered),
+        modality=modality,
+        units=_units(first, modality),
+        frame_of_reference_uid=str(first.FrameOfReferenceUID)
+        if "FrameOfReferenceUID" in first
+        else None,
+        study_instance_uid=str(first.get("StudyInstanceUID", "")),
+        series_instance_uid=str(first.get("SeriesInstanceUID", "")),
+        metadata=_metadata(first, sources, ordered[0], modality),
+    )
+    return LoadedSeries(volume=volume, sources=sources)
+
+
+def _image_headers(paths: Sequence[Path]) -> tuple[list[Path], list[Dataset]]:
+    """The image instances' headers, each instance once, with their files."""
+    files: list[Path] = []
+    headers: list[Dataset] = []
+    seen: set[str] = set()
+    for path in paths:
+        ds = _read_header(path)
+        if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+            if "Rows" in ds:
+                raise VolumeError(f"{path.name} has image attributes but no pixel data")
+            sop_class_uid = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+            log.info("non_image_skipped", file=path.name, sop_class_uid=str(sop_class_uid))
+            continue
+        uid = str(ds.get("SOPInstanceUID", ""))
+        if uid and uid in seen:
+            continue  # the same instance twice: its second copy adds nothing
+        seen.add(uid)
+        files.append(path)
+        headers.append(ds)
+    if not headers:
+        raise VolumeError(f"none of the {len(paths)} files is an image: no volume to form")
+    return files, headers
+
+
+def _read_header(path: Path) -> Dataset:
+    """The whole dataset, its pixel data deferred: parsed once, read when decoded."""
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DEFER_BYTES)
+        if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+            # A deferred value is read again at its offset in the file, which in a
+            # deflated file is not the offset in the inflated dataset: read it all now.
+            ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise VolumeError(f"cannot read {path.name} as DICOM: {exc}") from exc
+    if len(ds) == 0:
+        # pydicom gives an empty dataset for some truncated files rather than raising.
+        raise VolumeError(f"cannot read {path.name}: its dataset is empty (truncated?)")
+    return ds
+
+
+def _require_one_series(headers: Sequence[Dataset], files: Sequence[Path]) -> None:
+    for keyword in ("SeriesInstanceUID", "FrameOfReferenceUID", "Modality"):
+        values = {str(ds.get(keyword, "")) for ds in headers}
+        if len(values) > 1:
+            counts = {v: sum(str(ds.get(keyword, "")) == v for ds in headers) for v in values}
+            shown = ", ".join(f"{v or '(none)'} ({n})" for v, n in sorted(counts.items()))
+            raise VolumeError(
+                f"the {len(files)} images do not share one {keyword}: {shown}; "
+                "one volume needs one series in one frame of reference"
+            )
+
+
+def _decode(
+    files: Sequence[Path], headers: Sequence[Dataset], ordered: Sequence[Frame]
+) -> FloatArray:
+    """Every frame decoded into its z index of one float32 array, rescaled in place."""
+    rows, columns = ordered[0].rows, ordered[0].columns
+    array: FloatArray = np.empty((len(ordered), rows, columns), dtype=np.float32)
+    wanted: dict[int, dict[int, int]] = {}  # source -> frame index (0-based) -> z
+    for z, frame in enumerate(ordered):
+        wanted.setdefault(frame.source, {})[(frame.frame_number or 1) - 1] = z
+    for source, targets in wanted.items():
+        indices = sorted(targets)
+        ds = headers[source]
+        try:
+            for index, pixels in zip(indices, iter_pixels(ds, indices=indices), strict=True):
+                z = targets[index]
+                if pixels.shape != (rows, columns):
+                    raise VolumeError(
+                        f"{files[source].name}: decoded pixels are {pixels.shape}, "
+                        f"its header says {rows}x{columns}"
+                    )
+                _rescale_into(array[z], pixels, ordered[z])
+        except _DECODE_ERRORS as exc:
+            syntax = _syntax_name(ds.file_meta.get("TransferSyntaxUID", ""))
+            raise VolumeError(
+                f"cannot decode the pixel data of {files[source].name} ({syntax}): {exc}"
+            ) from exc
+        for keyword in _PIXEL_KEYWORDS:
+            # The sources are headers: drop the pixel data read for decoding.
+            if keyword in ds:
+                del ds[keyword]
+    return array
+
+
+def _rescale_into(slab: FloatArray, pixels: npt.NDArray[Any], frame: Frame) -> None:
+    """``slab = pixels * slope + intercept`` in float32, without a temporary."""
+    if frame.slope != 1.0:
+        np.multiply(pixels, np.float32(frame.slope), out=slab)
+        if frame.intercept != 0.0:
+            slab += np.float32(frame.intercept)
+    elif frame.intercept != 0.0:
+        np.add(pixels, np.float32(frame.intercept), out=slab)
+    else:
+        slab[...] = pixels
+
+
+def _syntax_name(syntax: str) -> str:
+    return UID(syntax).name if syntax else "no transfer syntax"
+
+
+def _units(first: Dataset, modality: str) -> str:
+    if modality == "CT":
+        return "HU"  # PS3.3 C.8.2.1 CT Image: values after rescale are Hounsfield units
+    if modality == "PT" and first.get("Units"):
+        return str(first.Units)  # PS3.3 C.8.9.1 PET Series: BQML, CNTS, GML ...
+    return "1"
+
+
+def _metadata(
+    first: Dataset, sources: Sequence[Dataset], first_frame: Frame, modality: str
+) -> dict[str, Any]:
+    """The header values later steps need, JSON-friendly; an absent value has no key.
+
+    Taken from the first slice along z, except the PET acquisition date and time, which
+    are the earliest of the series (the QIBA SUV calculation's scan start when the
+    series time is not trustworthy).
+    """
+    meta: dict[str, Any] = {"Rows": first_frame.rows, "Columns": first_frame.columns}
+    _copy(first, _GENERAL_KEYWORDS, meta)
+    if first_frame.slice_thickness is not None:
+        meta["SliceThickness"] = first_frame.slice_thickness
+    if modality == "CT":
+        voi = first
+        if first_frame.frame_number is not None:
+            per_frame = first.get("PerFrameFunctionalGroupsSequence")
+            group = per_frame[first_frame.frame_number - 1] if per_frame else None
+            voi = functional_group_item(first, group, "FrameVOILUTSequence") or first
+        for keyword in ("WindowCenter", "WindowWidth"):
+            value = _json(voi.get(keyword))
+            if value is not None:
+                # The first preset where several are given: the one viewers show first.
+                meta[keyword] = value[0] if isinstance(value, list) else value
+    if modality == "PT":
+        _copy(first, _PET_KEYWORDS + _PET_SERIES_KEYWORDS, meta)
+        earliest = _earliest_acquisition(sources)
+        if earliest is not None:
+            meta["AcquisitionDate"], meta["AcquisitionTime"] = earliest
+        drugs = first.get("RadiopharmaceuticalInformationSequence")
+        if drugs:
+            _copy(drugs[0], _RADIOPHARMACEUTICAL_KEYWORDS, meta)
+    return meta
+
+
+def _copy(ds: Dataset, keywords: Sequence[str], into: dict[str, Any]) -> None:
+    for keyword in keywords:
+        value = _json(ds.get(keyword))
+        if value is not None:
+            into[keyword] = value
+
+
+def _json(value: Any) -> Any:
+    """A DICOM value as str, int, float or a list of them; None for absent or empty."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, MultiValue | list | tuple):
+        items = [_json(v) for v in value]
+        return [v for v in items if v is not None] or None
+    if isinstance(value, int):  # IS is an int subclass
+        return int(value)
+    if isinstance(value, float):  # DSfloat is a float subclass
+        return float(value)
+    return str(value)
+
+
+def _earliest_acquisition(sources: Sequence[Dataset]) -> tuple[str, str] | None:
+    """The earliest (AcquisitionDate, AcquisitionTime) pair across the instances."""
+    stamps: list[tuple[str, float, str]] = []
+    for ds in sources:
+        time = str(ds.get("AcquisitionTime", "") or "")
+        seconds = _tm_seconds(time)
+        if seconds is not None:
+            stamps.append((str(ds.get("AcquisitionDate", "") or ""), seconds, time))
+    if not stamps:
+        return None
+    date, _seconds, time = min(stamps)
+    return date, time
+
+
+def _tm_seconds(value: str) -> float | None:
+    """A TM value (HH, HHMM, HHMMSS, HHMMSS.FFFFFF; old colon forms too) in seconds."""
+    digits = value.strip().replace(":", "")
+    whole, _, fraction = digits.partition(".")
+    if not whole.isdigit() or len(whole) not in (2, 4, 6) or (fraction and not fraction.isdigit()):
+        return None
+    hours, minutes, seconds = int(whole[0:2]), int(whole[2:4] or 0), int(whole[4:6] or 0)
+    return hours * 3600 + minutes * 60 + seconds + float(f"0.{fraction or 0}")

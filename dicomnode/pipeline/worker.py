@@ -1,0 +1,187 @@
+"""Pipeline workers: threads that take pending jobs, run them and store the results.
+
+A job's results (the SEG and SR files), their sends to the rule's ``send_to`` and the
+job's ``done`` are committed in one transaction. A crash before it leaves the job
+``running``, which start-up turns back to ``pending``: it runs again and its results are
+still sent once. Result files written before such a crash are unknown to the index and
+removed at start-up like any unacknowledged file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from io import BytesIO
+from typing import Any
+
+import pydicom
+
+from dicomnode.errors import PipelineError
+from dicomnode.logs import get_logger
+from dicomnode.outbox.queue import OutboxQueue
+from dicomnode.pipeline.engine import PipelineEngine, RunResult
+from dicomnode.pipeline.jobs import JobQueue, JobSummary
+from dicomnode.store.database import Database
+from dicomnode.store.header import header_of
+from dicomnode.store.index import Index
+from dicomnode.store.spool import Spool
+
+log = get_logger(__name__)
+
+Clock = Callable[[], datetime]
+_IDLE_POLL_SECONDS = 5.0
+
+
+class PipelineWorkers:
+    """``count`` threads sharing the job queue."""
+
+    def __init__(
+        self,
+        database: Database,
+        index: Index,
+        spool: Spool,
+        engine: PipelineEngine,
+        our_ae: str,
+        sends_queued: Callable[[Iterable[str]], None],
+        clock: Clock,
+        count: int = 2,
+    ) -> None:
+        self.queue = JobQueue(database)
+        self._db = database
+        self._index = index
+        self._spool = spool
+        self._engine = engine
+        self._our_ae = our_ae
+        self._sends_queued = sends_queued
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"pipeline-{n}", daemon=True)
+            for n in range(count)
+        ]
+
+    def start(self) -> None:
+        resumed = self.queue.resume_interrupted()
+        if resumed:
+            log.info("jobs_resumed", count=resumed)
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                busy = self._step()
+            except Exception:
+                # The root of this thread: log, pause, carry on.
+                log.exception("pipeline_worker_failed")
+                busy = False
+                self._stopping.wait(5.0)
+            if not busy:
+                self._wake.wait(_IDLE_POLL_SECONDS)
+                self._wake.clear()
+
+    def _step(self) -> bool:
+        job_id = self.queue.next_pending()
+        if job_id is None:
+            return False
+        job = self.queue.claim(job_id, self._clock())
+        if job is not None:
+            self.run_job(job)
+        return True
+
+    def run_job(self, job: JobSummary) -> None:
+        """Run one claimed job to done or failed."""
+        log.info("job_started", job_id=job.id, pipeline=job.pipeline, series_id=job.series_id)
+        paths = [
+            self._spool.path(row.spool_name)
+            for row in self._index.instances_of(job.series_id)
+            if row.series_version <= job.series_version
+        ]
+        started = time.perf_counter()
+        try:
+            result = self._engine.run(job.pipeline, paths)
+        except PipelineError as exc:
+            self._fail(job, str(exc), started)
+            return
+        except Exception as exc:
+            log.exception("job_crashed", job_id=job.id, pipeline=job.pipeline)
+            self._fail(job, f"{type(exc).__name__}: {exc}", started)
+            return
+        self._store(job, result, started)
+
+    def _store(self, job: JobSummary, result: RunResult, started: float) -> None:
+        store_started = time.perf_counter()
+        files = [(ds, self._spool.write(b"", _encode(ds))) for ds in result.datasets]
+        now = self._clock()
+        series_ids: list[int] = []
+        with self._db.writing() as session:
+            for dataset, spooled in files:
+                series_id = Index.record_result(
+                    session,
+                    header_of(dataset),
+                    spooled,
+                    str(dataset.file_meta.TransferSyntaxUID),
+                    self._our_ae,
+                    now,
+                )
+                if series_id not in series_ids:
+                    series_ids.append(series_id)
+            for destination in job.send_to:
+                for series_id in series_ids:
+                    OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+            stages = [*_stages(result), {"stage": "store", "seconds": _since(store_started)}]
+            timeline = {
+                "stages": stages,
+                "seconds": _since(started),
+                "summary": result.summary,
+                "results": [
+                    {"modality": str(ds.Modality), "series_uid": str(ds.SeriesInstanceUID)}
+                    for ds, _ in files
+                ],
+            }
+            JobQueue.mark_done(session, job.id, now, timeline)
+        log.info(
+            "job_done",
+            job_id=job.id,
+            pipeline=job.pipeline,
+            series_id=job.series_id,
+            results=[str(ds.Modality) for ds, _ in files],
+            send_to=list(job.send_to),
+            seconds=_since(started),
+        )
+        if job.send_to and series_ids:
+            self._sends_queued(job.send_to)
+
+    def _fail(self, job: JobSummary, error: str, started: float) -> None:
+        self.queue.fail(job.id, self._clock(), error, {"stages": [], "seconds": _since(started)})
+        log.warning(
+            "job_failed", job_id=job.id, pipeline=job.pipeline, series_id=job.series_id, error=error
+        )
+
+
+def _encode(dataset: pydicom.Dataset) -> bytes:
+    buffer = BytesIO()
+    pydicom.dcmwrite(buffer, dataset, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _stages(result: RunResult) -> list[dict[str, Any]]:
+    return [{"stage": s.name, "seconds": s.seconds} for s in result.stages]
+
+
+def _since(started: float) -> float:
+    return round(time.perf_counter() - started, 4)
