@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(serve)
     serve.set_defaults(run=_serve)
 
+    demo = sub.add_parser(
+        "demo", help="the whole flow on one machine: phantoms in, SEG and SR back (no setup)"
+    )
+    demo.add_argument("--workdir", type=Path, default=None, help="keep everything here")
+    demo.set_defaults(run=_demo)
+
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(title="config commands", metavar="COMMAND")
     check = config_sub.add_parser("check", help="validate the configuration; exit 2 on errors")
@@ -164,6 +170,14 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format)
     Node(config).run_until_signalled()
     return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dicomnode.demo import run_demo
+    from dicomnode.logs import configure_logging
+
+    configure_logging("warning", "console")
+    return run_demo(args.workdir)
 
 
 def _config_check(args: argparse.Namespace) -> int:
