@@ -108,6 +108,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     # pynetdicom logs whole datasets at DEBUG and chatters at INFO; its warnings suffice.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
     # pydicom's validation warnings quote element values, which may be identifiers.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.ERROR)

@@ -66,8 +66,10 @@ class StorageSCP:
 
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self._config.ae_title)
-        for sop_class in contexts.STORAGE_SOP_CLASSES:
-            ae.add_supported_context(sop_class, list(contexts.TRANSFER_SYNTAXES))
+        # Storage contexts are negotiated by pynetdicom's unrestricted storage service
+        # (sockets.apply_library_settings): every storage SOP class, private ones too, in
+        # the syntax the sender proposes. Listing the 170 classes x 45 syntaxes here would
+        # only make pynetdicom deep-copy them for every association (~0.1 s each).
         ae.add_supported_context(contexts.VERIFICATION_SOP_CLASS, list(contexts.TRANSFER_SYNTAXES))
         ae.require_called_aet = True
         ae.maximum_associations = self._config.max_associations

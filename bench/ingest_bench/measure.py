@@ -1,0 +1,156 @@
+"""One timed run: a fresh receiver, one storescu run, then what it cost and what it kept.
+
+Memory is the receiver's peak resident set (``VmHWM``), summed over the process and any
+children it started, read after the transfer and before the receiver stops. CPU is the
+receiver's user + system time during the transfer, all threads. Between runs the page
+cache is flushed (``sync``), so one receiver's unsynced writes (storescp's) are not
+paid for by the next receiver's fsyncs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from ingest_bench.receivers import Receiver
+from ingest_bench.sender import send
+
+_STORED_TIMEOUT_S = 60.0
+_POLL_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class DataSet:
+    """Files generated once per run and sent, unchanged, to every receiver."""
+
+    key: str  # "ct" or "small"
+    label: str
+    folder: Path
+    count: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One receiver's figures for one transfer of one data set."""
+
+    receiver: str
+    dataset: str
+    sender_nodelay: bool
+    wall_s: float
+    expected: int
+    stored: int
+    sender_rc: int
+    idle_rss_bytes: int
+    peak_rss_bytes: int
+    receiver_cpu_s: float
+    sender_cpu_s: float
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.sender_rc == 0 and self.stored == self.expected
+
+
+def run_once(
+    factory: Callable[[Path], Receiver],
+    data: DataSet,
+    run_dir: Path,
+    *,
+    sender_nodelay: bool,
+    timeout_s: float,
+    on_started: Callable[[Receiver], None] | None = None,
+) -> Sample:
+    """Start a receiver in the empty ``run_dir``, send ``data`` to it, stop it, measure.
+
+    ``on_started`` runs once the receiver listens and before the clock starts (the
+    profiler attaches there); ``run_dir`` is deleted afterwards.
+    """
+    run_dir.mkdir(parents=True)
+    try:
+        with factory(run_dir) as receiver:
+            if on_started is not None:
+                on_started(receiver)
+            process = psutil.Process(receiver.pid)
+            idle_rss = _rss(process)
+            cpu_before = _cpu_s(process)
+            sent = send(
+                data.folder,
+                receiver.ae_title,
+                receiver.port,
+                tcp_nodelay=sender_nodelay,
+                timeout_s=timeout_s,
+            )
+            cpu_after = _cpu_s(process)
+            stored = _wait_stored(receiver, data.count)
+            peak_rss = _peak_rss(process)
+            name = receiver.name
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.sync()
+    return Sample(
+        receiver=name,
+        dataset=data.key,
+        sender_nodelay=sender_nodelay,
+        wall_s=sent.wall_s,
+        expected=data.count,
+        stored=stored,
+        sender_rc=sent.returncode,
+        idle_rss_bytes=idle_rss,
+        peak_rss_bytes=peak_rss,
+        receiver_cpu_s=cpu_after - cpu_before,
+        sender_cpu_s=sent.cpu_s,
+        note=_last_line(sent.log_tail) if sent.returncode != 0 else "",
+    )
+
+
+def _wait_stored(receiver: Receiver, expected: int) -> int:
+    """The stored count once it reaches ``expected``, or whatever it is at the deadline.
+
+    Every receiver here answers a C-STORE only after its file is written, so this
+    normally returns on the first look; the wait covers a receiver that does not.
+    """
+    deadline = time.monotonic() + _STORED_TIMEOUT_S
+    while True:
+        stored = receiver.stored()
+        if stored >= expected or time.monotonic() >= deadline:
+            return stored
+        time.sleep(_POLL_S)
+
+
+def _last_line(text: str) -> str:
+    lines = text.splitlines()
+    return lines[-1] if lines else ""
+
+
+def _family(process: psutil.Process) -> list[psutil.Process]:
+    return [process, *process.children(recursive=True)]
+
+
+def _rss(process: psutil.Process) -> int:
+    return sum(p.memory_info().rss for p in _family(process))
+
+
+def _peak_rss(process: psutil.Process) -> int:
+    """Sum of ``VmHWM`` (peak resident set) over the process and its children."""
+    total = 0
+    for member in _family(process):
+        status = Path(f"/proc/{member.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    total = 0.0
+    for member in _family(process):
+        times = member.cpu_times()
+        total += times.user + times.system
+    return total

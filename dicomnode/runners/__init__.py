@@ -1,0 +1,44 @@
+"""Model runners: TensorFlow models and Python functions, kept warm and run within limits.
+
+::
+
+    models:
+      ct-tissue-reference: {kind: tensorflow, model: "builtin:ct-tissue-reference"}
+      pet-suv-reference:
+        kind: python
+        function: "dicomnode.models.pet_suv_reference:threshold"
+        options: {threshold: 2.5}
+
+``parse_runner_config`` (or a pydantic field typed ``RunnerConfig``) validates one entry,
+``ModelHost`` builds, loads and runs them by name (``load`` is what ``config check`` and
+start-up call), and ``register`` adds a runner kind. TensorFlow is imported only when a
+``tensorflow`` model loads: importing this package never imports it.
+"""
+
+from __future__ import annotations
+
+from dicomnode.runners.abc import InputArray, Prediction, Runner, RunnerParams
+from dicomnode.runners.callables import resolve_callable
+from dicomnode.runners.config import RunnerConfig, parse_runner_config
+from dicomnode.runners.host import ModelHost
+from dicomnode.runners.python import PythonRunner, PythonRunnerConfig
+from dicomnode.runners.registry import RUNNERS, build_runner, register
+from dicomnode.runners.tensorflow import TensorFlowRunner, TensorFlowRunnerConfig
+
+__all__ = [
+    "RUNNERS",
+    "InputArray",
+    "ModelHost",
+    "Prediction",
+    "PythonRunner",
+    "PythonRunnerConfig",
+    "Runner",
+    "RunnerConfig",
+    "RunnerParams",
+    "TensorFlowRunner",
+    "TensorFlowRunnerConfig",
+    "build_runner",
+    "parse_runner_config",
+    "register",
+    "resolve_callable",
+]

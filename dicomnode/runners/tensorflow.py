@@ -1,0 +1,292 @@
+"""The ``tensorflow`` runner: ``.keras`` files and SavedModel folders, loaded once, kept warm.
+
+TensorFlow is imported here only, and only inside functions: importing it costs seconds
+and hundreds of MB, and ``dicomnode --help``, the rules tools and nodes that run no
+TensorFlow model must not pay that. The first ``load`` imports and configures it once
+per process (quiet logs, thread pools sized to the machine, GPU memory growth); TensorFlow
+uses a GPU when one is present, and ``model_loaded`` logs the device.
+
+``mode: slices`` feeds (batch, y, x, c) batches of ``batch_size`` slices and stacks the
+outputs along z; ``mode: volume`` feeds the whole (1, z, y, x, c) volume. A (z, y, x)
+array gets a channel axis of 1; ``input_channels_last: false`` moves channels to just
+after the batch axis on the way in, and a per-voxel output's class axis back to the end on
+the way out. Models run in the ModelHost's threads (they must stay loaded to stay warm, so
+they cannot live in a killable process): a call past its limit is abandoned, not stopped.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from dicomnode.errors import RunnerError
+from dicomnode.logs import get_logger
+from dicomnode.models import BUILTIN_PREFIX, builtin_model
+from dicomnode.runners.abc import Concurrency, InputArray, Prediction, RunnerParams, Seconds
+from dicomnode.runners.registry import register
+
+log = get_logger(__name__)
+
+Forward = Callable[[InputArray], Prediction]  # one batch in, one batch out
+
+
+class TensorFlowRunnerConfig(RunnerParams):
+    """``{kind: tensorflow, model: builtin:ct-tissue-reference, mode: slices}``."""
+
+    kind: Literal["tensorflow"] = "tensorflow"
+    # A .keras file or a SavedModel folder, relative to the configuration file's folder,
+    # or ``builtin:NAME`` for a model shipped with dicomnode.
+    model: str = Field(min_length=1)
+    mode: Literal["slices", "volume"] = "slices"
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16  # slices per call in slices mode
+    input_channels_last: bool = True  # false: the model takes (batch, c, ...)
+    signature: str = "serving_default"  # SavedModel folders only
+    output: str | None = None  # which output, for models with several
+    # Reduce per-voxel class probabilities to labels (argmax, uint8) batch by batch: a
+    # 300 x 512 x 512 CT is 1.2 GB as 4-class float32 probabilities, 79 MB as labels.
+    output_labels: bool = False
+    timeout_seconds: Seconds = 600.0
+    max_concurrent: Concurrency = 1
+
+    @field_validator("model")
+    @classmethod
+    def _builtin_exists(cls, value: str) -> str:
+        if value.startswith(BUILTIN_PREFIX):
+            builtin_model(value.removeprefix(BUILTIN_PREFIX))
+        return value
+
+    def model_path(self, base_dir: Path) -> Path:
+        """The model's file or folder; relative paths are taken from ``base_dir``."""
+        if self.model.startswith(BUILTIN_PREFIX):
+            return builtin_model(self.model.removeprefix(BUILTIN_PREFIX)).path
+        path = Path(self.model).expanduser()
+        return path if path.is_absolute() else base_dir / path
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedModel:
+    forward: Forward
+    input_shape: tuple[int | None, ...] | None  # None: the model does not declare it
+    keep: Any  # the TensorFlow object that must outlive ``forward``
+
+
+@register(TensorFlowRunnerConfig)
+class TensorFlowRunner:
+    """A TensorFlow model kept loaded in this process, fed in batches."""
+
+    enforces_timeout = False
+
+    def __init__(self, name: str, params: TensorFlowRunnerConfig, base_dir: Path) -> None:
+        self.name = name
+        self.params = params
+        self.path = params.model_path(base_dir)
+        self.device: str | None = None  # set by load(): where TensorFlow runs the model
+        self._model: _LoadedModel | None = None
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        started = time.monotonic()
+        path = self.path
+        if not path.exists():
+            raise RunnerError(f"model {self.name!r}: model file {path} does not exist")
+        self._check_builtin_digest()
+        tf = _tensorflow()
+        try:
+            if path.is_dir():
+                model = _load_saved_model(tf, path, self.params.signature, self.params.output)
+            elif path.suffix == ".keras":
+                model = _load_keras(tf, path, self.params.output)
+            else:
+                raise RunnerError("neither a .keras file nor a SavedModel folder")
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
+            raise RunnerError(f"model {self.name!r}: cannot load {path}: {reason}") from exc
+        self._check_input_rank(model.input_shape)
+        gpus = tf.config.list_logical_devices("GPU")
+        self.device = gpus[0].name if gpus else "/device:CPU:0"
+        self._model = model
+        log.info(
+            "model_loaded",
+            model=self.name,
+            kind="tensorflow",
+            path=str(path),
+            mode=self.params.mode,
+            device=self.device,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def predict(self, array: InputArray, context: Mapping[str, Any]) -> Prediction:
+        model = self._model
+        if model is None:
+            raise RunnerError(f"model {self.name!r} is not loaded")
+        volume = array if array.ndim == 4 else array[..., np.newaxis]
+        self._check_channels(model.input_shape, volume.shape[-1])
+        channels_first = not self.params.input_channels_last
+        if self.params.mode == "volume":
+            batch = np.moveaxis(volume, -1, 0) if channels_first else volume
+            output = self._finish(model.forward(np.ascontiguousarray(batch[np.newaxis])))
+            only: Prediction = output[0]
+            return only
+        slices = np.moveaxis(volume, -1, 1) if channels_first else volume
+        size = self.params.batch_size
+        result: Prediction | None = None
+        for start in range(0, slices.shape[0], size):
+            batch_output = self._finish(
+                model.forward(np.ascontiguousarray(slices[start : start + size]))
+            )
+            if result is None:  # filled in place: no second copy of a large output
+                result = np.empty((slices.shape[0], *batch_output.shape[1:]), batch_output.dtype)
+            result[start : start + size] = batch_output
+        if result is None:
+            raise RunnerError(f"model {self.name!r} got an empty volume {array.shape}")
+        return result
+
+    def _finish(self, output: Prediction) -> Prediction:
+        """One batch's output with classes last, and as labels if asked."""
+        per_voxel_classes = output.ndim == (5 if self.params.mode == "volume" else 4)
+        if not per_voxel_classes:  # labels, or a classifier's vector
+            return output
+        if not self.params.input_channels_last:
+            output = np.moveaxis(output, 1, -1)  # channels-first: classes follow the batch
+        if self.params.output_labels:
+            dtype = np.uint8 if output.shape[-1] <= 256 else np.uint16
+            labels: Prediction = output.argmax(axis=-1).astype(dtype)
+            return labels
+        return output
+
+    def close(self) -> None:
+        self._model = None
+
+    def _check_builtin_digest(self) -> None:
+        if not self.params.model.startswith(BUILTIN_PREFIX):
+            return
+        builtin = builtin_model(self.params.model.removeprefix(BUILTIN_PREFIX))
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        if digest != builtin.sha256:
+            raise RunnerError(
+                f"model {self.name!r}: built-in model file {self.path} is damaged "
+                f"(sha256 {digest}, expected {builtin.sha256}); reinstall dicomnode"
+            )
+
+    def _check_input_rank(self, shape: tuple[int | None, ...] | None) -> None:
+        expected = 5 if self.params.mode == "volume" else 4
+        if shape is not None and len(shape) != expected:
+            fed = "(1, z, y, x, c)" if self.params.mode == "volume" else "(batch, y, x, c)"
+            raise RunnerError(
+                f"model {self.name!r}: {self.path} takes inputs of rank {len(shape)} "
+                f"{shape}, but mode {self.params.mode!r} feeds rank {expected} {fed}"
+            )
+
+    def _check_channels(self, shape: tuple[int | None, ...] | None, channels: int) -> None:
+        if shape is None:
+            return
+        declared = shape[-1] if self.params.input_channels_last else shape[1]
+        if declared is not None and declared != channels:
+            raise RunnerError(
+                f"model {self.name!r} takes {declared} input channel(s), "
+                f"the pipeline gives {channels}"
+            )
+
+
+@functools.cache
+def _tensorflow() -> Any:
+    """Import and configure TensorFlow, once per process (its settings are process-wide)."""
+    started = time.monotonic()
+    # TensorFlow's C++ logging reads this at import; an operator's own setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")
+    # Intra-op: every core this process may use (its affinity, which a cpuset narrows).
+    # Inter-op: two, not TensorFlow's one per core: these models are chains of ops, so
+    # more would run nothing in parallel and only compete with the node's own threads.
+    cpus = len(os.sched_getaffinity(0))
+    intra, inter = cpus, min(2, cpus)
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        for gpu in gpus:
+            # Take GPU memory as needed, not all of it at start, so several models fit.
+            tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError as exc:  # TensorFlow was initialised before we got here
+        log.warning("tensorflow_settings_skipped", reason=str(exc))
+    log.info(
+        "tensorflow_configured",
+        version=tf.__version__,
+        gpus=[gpu.name for gpu in gpus],
+        intra_op_threads=intra,
+        inter_op_threads=inter,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return tf
+
+
+def _load_keras(tf: Any, path: Path, output: str | None) -> _LoadedModel:
+    import keras
+
+    # compile=False: inference needs no optimizer or loss (and their custom objects);
+    # safe_mode (the default) refuses to deserialise arbitrary Python lambdas.
+    model = keras.models.load_model(path, compile=False)
+    if len(model.inputs) != 1:
+        raise RunnerError(f"the model has {len(model.inputs)} inputs; the runner feeds one")
+    pick = _output_picker(list(model.output_names), output)
+    # One traced graph per input shape, generalised after the second shape (the last,
+    # smaller batch of a volume), instead of layer-by-layer eager calls.
+    graph = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+
+    def forward(batch: InputArray) -> Prediction:
+        return np.asarray(pick(graph(tf.constant(batch))).numpy())
+
+    return _LoadedModel(forward, tuple(model.inputs[0].shape), model)
+
+
+def _load_saved_model(tf: Any, path: Path, signature: str, output: str | None) -> _LoadedModel:
+    loaded = tf.saved_model.load(str(path))
+    signatures = dict(loaded.signatures)
+    if signature not in signatures:
+        known = ", ".join(sorted(signatures)) or "none"
+        raise RunnerError(f"no signature {signature!r}; signatures: {known}")
+    function = signatures[signature]
+    _, inputs = function.structured_input_signature
+    if len(inputs) != 1:
+        raise RunnerError(
+            f"signature {signature!r} takes {len(inputs)} inputs; the runner feeds one"
+        )
+    ((input_name, spec),) = inputs.items()
+    pick = _output_picker(sorted(function.structured_outputs), output)
+
+    def forward(batch: InputArray) -> Prediction:
+        result = function(**{input_name: tf.cast(tf.constant(batch), spec.dtype)})
+        return np.asarray(pick(result).numpy())
+
+    shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
+    return _LoadedModel(forward, shape, loaded)
+
+
+def _output_picker(names: list[str], wanted: str | None) -> Callable[[Any], Any]:
+    """Take one output from what the model returns (a tensor, a list or a dict)."""
+    if wanted is None:
+        if len(names) > 1:
+            raise RunnerError(f"the model has outputs {names}; set `output` to one of them")
+        return lambda result: result[names[0]] if isinstance(result, Mapping) else result
+    if wanted not in names:
+        raise RunnerError(f"no output {wanted!r}; outputs: {names}")
+    index = names.index(wanted)
+
+    def pick(result: Any) -> Any:
+        if isinstance(result, Mapping):
+            return result[wanted]
+        return result[index] if isinstance(result, list | tuple) else result
+
+    return pick

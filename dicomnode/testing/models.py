@@ -1,0 +1,34 @@
+"""Misbehaving and slow model functions for tests (``kind: python`` runners).
+
+They live in the package so that a node in its own process can import them by their
+``module:function`` name, exactly as it imports an AI engineer's code.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+
+def slow_threshold(
+    array: npt.NDArray[np.float32], seconds: float = 5.0, threshold: float = 300.0
+) -> npt.NDArray[np.uint8]:
+    """Label 1 where the value reaches ``threshold``, after ``seconds`` of "thinking"."""
+    time.sleep(seconds)
+    return (array >= threshold).astype(np.uint8)
+
+
+def explode(array: npt.NDArray[np.float32], **_options: Any) -> npt.NDArray[np.uint8]:
+    """A model with a bug."""
+    raise ValueError("the model found a NaN where a tumour should be")
+
+
+def mean_probability(
+    array: npt.NDArray[np.float32], scale: float = 1000.0
+) -> npt.NDArray[np.float32]:
+    """A two-class 'classifier': P(dense) grows with the mean value."""
+    p = float(1.0 / (1.0 + np.exp(-float(array.mean()) / scale)))
+    return np.asarray([1.0 - p, p], dtype=np.float32)
