@@ -1,0 +1,369 @@
+"""The TID 1500 Measurement Report, in a Comprehensive 3D SR (PS3.16 TID 1500, PS3.3 A.35.13).
+
+The shape of the report, and why
+================================
+
+Per present segment, **two measurement groups that share one tracking identifier** (the
+segment's name, and the Tracking UID its SEG segment carries):
+
+1. TID 1411 *Volumetric ROI*: the Referenced Segment (the SEG instance and segment
+   number, with the source series it segments), the finding category and type (the
+   segment's codes), the algorithm (TID 4019), and the measurements (TID 300, UCUM
+   units: volume in ml, mean/max in HU or SUVbw, MTV, TLG ...).
+2. TID 1410 *Planar ROI*: an Image Region, a closed POLYLINE around the segment's
+   bounding box on the slice where its area is largest (geometric purpose "Bounded by"),
+   referencing that source image (and frame); the same finding codes and algorithm.
+
+Why two groups: TID 1410/1411 let a group name its region in exactly one way (Image
+Region, Referenced Segment or Volume Surface; highdicom enforces it), so one group cannot
+carry both the segment and an image region. Why that is enough for OHIF 3 (read in
+``extensions/cornerstone-dicom-sr``, ``getSopClassHandlerModule``): OHIF first *merges
+the content of all groups with the same Tracking Unique Identifier*, then, if the merged
+content holds an SCOORD/SCOORD3D, draws it as a TID 1410 measurement labelled with every
+NUM of the merged groups; only when there is no SCOORD does it take its "non-geometric"
+path, which reads ``ContentSequence`` of every NUM and throws on a NUM without one: the
+crash the issue warns of, for groups that only reference a segment. Sharing the tracking
+UID therefore makes every segment finding a drawable planar ROI in OHIF (volume and mean
+shown beside its box), while the volumetric group keeps the standard's link to the SEG.
+As a second line, every NUM carries its algorithm identification (TID 300 allows TID
+4019), so even a reader that takes groups one by one finds a ``ContentSequence`` on it.
+
+Classifier findings (whole-series, no region) are TID 1501 groups: a qualitative
+evaluation (finding: Present/Absent at the finding's threshold) and its probability
+(unit "1"), with their own tracking identifier. OHIF reads them on its non-geometric path
+(safe: each NUM has content) and draws nothing, as there is nothing to draw.
+
+Configured segments that are absent are stated in one TID 1501 group tracked as
+"Not found" ("<segment type>: Absent"); when a pipeline finds nothing at all (no SEG),
+that group is the report ("Finding: Absent" when no segment was configured): TID 1500
+needs at least one group, and a qualitative evaluation is how it says "absent".
+OHIF's merged content of that group has no NUM, so it is skipped without harm.
+
+Source images are referenced three ways: each Image Region names the image (and frame)
+it is drawn on, the Image Library lists those images, and the SR's evidence (Current
+Requested Procedure Evidence) lists every source image and the SEG. The segment
+references name the source *series* rather than each of its images: 300 slices times a
+few segments of "Source image for segmentation" items made the SR twenty times slower to
+build and write, and TID 1411 allows either. Measurements of a label that is absent are
+left out: there is nothing to measure and no region to show them on.
+
+A mean and a maximum share their concept (TID 1419: "Attenuation Coefficient", "SUVbw")
+and differ by their Derivation; OHIF labels a NUM by its concept only, so it shows both
+under one name. That is OHIF's simplification; the SR says which is which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dicom_codes
+
+from dicomnode.errors import ResultError
+from dicomnode.results import codes, identity
+from dicomnode.results.coding import coded
+from dicomnode.results.content import (
+    AlgorithmInfo,
+    Finding,
+    Measurement,
+    SegmentMeasurements,
+    SegmentSpec,
+)
+from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels, check_specs
+from dicomnode.results.sources import SliceReference, Sources, prepare_sources
+
+NOT_FOUND_ID: Final = "Not found"
+_PROCEDURES: Final = {
+    "CT": codes.CT_PROCEDURE,
+    "MR": codes.MR_PROCEDURE,
+    "PT": codes.PET_PROCEDURE,
+}
+
+Group = (
+    hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
+    | hd.sr.MeasurementsAndQualitativeEvaluations
+)
+
+
+def write_sr(
+    sources: Sequence[Dataset],
+    seg: Dataset | None,
+    labels: LabelArray | None,
+    segments: Sequence[SegmentSpec],
+    algorithm: AlgorithmInfo,
+    *,
+    series_number: int,
+    measurements: Sequence[SegmentMeasurements] = (),
+    findings: Sequence[Finding] = (),
+    refs: Sequence[SliceReference] | None = None,
+) -> Dataset:
+    """The measurement report of one pipeline run over ``sources``.
+
+    ``seg`` is what :func:`~dicomnode.results.seg.write_seg` returned for the same
+    ``labels`` and ``segments`` (None when nothing was present); ``labels`` may be None
+    for a pipeline without a label map (a classifier). ``refs`` as for ``write_seg``.
+    """
+    if labels is None:
+        check_specs(segments)
+        label_map = None
+        present: tuple[SegmentPixels, ...] = ()
+        absent = tuple(segments)
+    else:
+        label_map = LabelMap.of(labels, segments)
+        present, absent = label_map.present, label_map.absent
+    src = prepare_sources(sources, None if label_map is None else label_map.depth, refs)
+    seg_items = _check_seg(seg, present, src)
+    by_label = _measurements_by_label(measurements, segments)
+    algorithm_id = hd.sr.AlgorithmIdentification(
+        name=algorithm.name,
+        version=algorithm.version,
+        family=coded(algorithm.family),
+        manufacturer=algorithm.source,
+    )
+
+    groups: list[Group] = []
+    if seg is not None and label_map is not None:
+        for segment, seg_item in zip(present, seg_items, strict=True):
+            tracking_uid = str(seg_item.get("TrackingUID") or identity.new_uid())
+            numbers = by_label.get(segment.spec.label, ())
+            groups.append(_volumetric(segment, seg, src, tracking_uid, numbers, algorithm_id))
+            groups.append(_planar(segment, label_map, src, tracking_uid, algorithm_id))
+    groups.extend(_classified(finding, algorithm_id) for finding in findings)
+    if absent or not groups:
+        groups.append(_not_found(absent, algorithm_id))
+
+    evidence = [*src.images, *([seg] if seg is not None else [])]
+    try:
+        report = hd.sr.MeasurementReport(
+            observation_context=_observation_context(algorithm),
+            procedure_reported=coded(_PROCEDURES.get(src.modality, codes.IMAGING_PROCEDURE)),
+            imaging_measurements=groups,
+        )
+        _add_image_library(report, label_map, src)
+        return hd.sr.Comprehensive3DSR(
+            evidence=evidence,
+            content=report,
+            series_instance_uid=identity.new_uid(),
+            series_number=series_number,
+            sop_instance_uid=identity.new_uid(),
+            instance_number=1,
+            manufacturer=identity.MANUFACTURER,
+            is_complete=True,
+            is_final=False,  # a model's output, not yet read by a radiologist
+            is_verified=False,
+            series_description=identity.truncated(f"{algorithm.name} SR"),
+            manufacturer_model_name=identity.MODEL_NAME,
+            software_versions=identity.SOFTWARE_VERSION,
+            device_serial_number=identity.DEVICE_SERIAL_NUMBER,
+        )
+    except (ValueError, AttributeError, KeyError) as exc:  # highdicom's refusals
+        raise ResultError(f"the SR could not be built: {exc}") from exc
+
+
+def _add_image_library(
+    report: hd.sr.MeasurementReport, label_map: LabelMap | None, src: Sources
+) -> None:
+    """The Image Library (TID 1600): the images the report's regions lie on.
+
+    A report without regions (nothing found, a classifier) is about the whole series, so
+    its library lists every source image. Entries carry no descriptors (TID 1601/1602 are
+    optional): highdicom's own library reads Pixel Spacing at the top level, which
+    multi-frame images lack, and its descriptors made the SR of a 300-slice series ten
+    times slower to build; every entry costs, which is why only region images are listed
+    when there are regions (the SR's evidence lists all sources anyway). OHIF reads only
+    the entries' references, and older 3.x releases throw when the library is absent, so
+    it is always there, in its TID 1500 place before Imaging Measurements.
+    """
+    group = hd.sr.ContainerContentItem(
+        name=dicom_codes.DCM.ImageLibraryGroup,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    group.ContentSequence = hd.sr.ContentSequence()
+    if label_map is not None and label_map.present:
+        zs = list(dict.fromkeys(p.largest_slice for p in label_map.present))
+    else:
+        zs = list(range(len(src.slices)))
+    entries: dict[str, list[int]] = {}  # SOP Instance UID: frame numbers
+    for z in zs:
+        entries.setdefault(src.slices[z].sop_instance_uid, []).extend(src.frames_at([z]) or [])
+    for image in src.images:
+        if str(image.SOPInstanceUID) not in entries:
+            continue
+        group.ContentSequence.append(
+            hd.sr.ImageContentItem(
+                name=dicom_codes.SCT.Source,
+                referenced_sop_class_uid=str(image.SOPClassUID),
+                referenced_sop_instance_uid=str(image.SOPInstanceUID),
+                referenced_frame_numbers=sorted(entries[str(image.SOPInstanceUID)]) or None,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    library = hd.sr.ContainerContentItem(
+        name=dicom_codes.DCM.ImageLibrary,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    library.ContentSequence = hd.sr.ContentSequence([group])
+    content = report[0].ContentSequence
+    position = next(
+        i for i, item in enumerate(content) if item.name == dicom_codes.DCM.ImagingMeasurements
+    )
+    content.insert(position, library)
+
+
+def _check_seg(
+    seg: Dataset | None, present: tuple[SegmentPixels, ...], src: Sources
+) -> list[Dataset]:
+    """The SEG's segment items, one per present segment, after checking they match."""
+    if seg is None:
+        if present:
+            raise ResultError("the label map has segments but no SEG was given")
+        return []
+    items = list(seg.get("SegmentSequence", []))
+    expected = [(p.number, p.spec.name) for p in present]
+    found = [(int(i.SegmentNumber), str(i.SegmentLabel)) for i in items]
+    if found != expected:
+        raise ResultError(
+            f"the SEG does not match the label map: it has segments {found}, "
+            f"the label map {expected}"
+        )
+    if str(seg.StudyInstanceUID) != src.study_instance_uid:
+        raise ResultError("the SEG belongs to another study than the source images")
+    return items
+
+
+def _measurements_by_label(
+    measurements: Sequence[SegmentMeasurements], segments: Sequence[SegmentSpec]
+) -> dict[int, tuple[Measurement, ...]]:
+    known = {s.label for s in segments}
+    by_label: dict[int, tuple[Measurement, ...]] = {}
+    for item in measurements:
+        if item.label not in known:
+            raise ResultError(f"measurements for label {item.label}, which no segment has")
+        if item.label in by_label:
+            raise ResultError(f"two sets of measurements for label {item.label}")
+        by_label[item.label] = tuple(item.measurements)
+    return by_label
+
+
+def _observation_context(algorithm: AlgorithmInfo) -> hd.sr.ObservationContext:
+    device = hd.sr.DeviceObserverIdentifyingAttributes(
+        uid=identity.device_uid(algorithm),
+        name=algorithm.name,
+        manufacturer_name=identity.MANUFACTURER,
+        model_name=identity.truncated(f"{algorithm.name} {algorithm.version}"),
+    )
+    return hd.sr.ObservationContext(
+        observer_device_context=hd.sr.ObserverContext(
+            observer_type=dicom_codes.DCM.Device,
+            observer_identifying_attributes=device,
+        )
+    )
+
+
+def _tracking(uid: str, identifier: str) -> hd.sr.TrackingIdentifier:
+    return hd.sr.TrackingIdentifier(uid=uid, identifier=identifier)
+
+
+def _number(
+    measurement: Measurement, algorithm_id: hd.sr.AlgorithmIdentification
+) -> hd.sr.Measurement:
+    return hd.sr.Measurement(
+        name=coded(measurement.name),
+        value=measurement.value,
+        unit=coded(measurement.unit),
+        derivation=None if measurement.derivation is None else coded(measurement.derivation),
+        algorithm_id=algorithm_id,  # gives the NUM a ContentSequence: see the docstring
+    )
+
+
+def _volumetric(
+    segment: SegmentPixels,
+    seg: Dataset,
+    src: Sources,
+    tracking_uid: str,
+    measurements: tuple[Measurement, ...],
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    referenced = hd.sr.ReferencedSegment(
+        sop_class_uid=str(seg.SOPClassUID),
+        sop_instance_uid=str(seg.SOPInstanceUID),
+        segment_number=segment.number,
+        source_series=hd.sr.SourceSeriesForSegmentation(src.series_instance_uid),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(tracking_uid, segment.spec.name),
+        referenced_segment=referenced,
+        finding_type=coded(segment.spec.type),
+        finding_category=coded(segment.spec.category),
+        algorithm_id=algorithm_id,
+        measurements=[_number(m, algorithm_id) for m in measurements] or None,
+    )
+
+
+def _planar(
+    segment: SegmentPixels,
+    label_map: LabelMap,
+    src: Sources,
+    tracking_uid: str,
+    algorithm_id: hd.sr.AlgorithmIdentification,
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    z = segment.largest_slice
+    first_row, last_row, first_column, last_column = label_map.bounding_box(segment, z)
+    # SCOORD pixel coordinates are (column, row) with 0.0\0.0 the top left corner of the
+    # top left pixel (PS3.3 C.18.6.1.2), so the box's corners enclose whole pixels.
+    left, top = float(first_column), float(first_row)
+    right, bottom = float(last_column + 1), float(last_row + 1)
+    corners = np.array(
+        [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]],
+        dtype=np.float32,
+    )
+    region = hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=corners,
+        source_image=hd.sr.SourceImageForRegion.from_source_image(
+            src.image_at(z), referenced_frame_numbers=src.frames_at([z])
+        ),
+    )
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(tracking_uid, segment.spec.name),
+        referenced_region=region,
+        finding_type=coded(segment.spec.type),
+        finding_category=coded(segment.spec.category),
+        algorithm_id=algorithm_id,
+        geometric_purpose=coded(codes.BOUNDED_BY),
+    )
+
+
+def _classified(
+    finding: Finding, algorithm_id: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    probability = Measurement(codes.PROBABILITY, finding.probability, codes.NO_UNITS)
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(identity.new_uid(), finding.finding.meaning),
+        algorithm_id=algorithm_id,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=coded(finding.finding),
+                value=coded(codes.PRESENT if finding.present else codes.ABSENT),
+            )
+        ],
+        measurements=[_number(probability, algorithm_id)],
+    )
+
+
+def _not_found(
+    absent: Sequence[SegmentSpec], algorithm_id: hd.sr.AlgorithmIdentification
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    names = [spec.type for spec in absent] or [codes.FINDING]
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=_tracking(identity.new_uid(), NOT_FOUND_ID),
+        algorithm_id=algorithm_id,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=coded(name), value=coded(codes.ABSENT))
+            for name in dict.fromkeys(names)
+        ],
+    )

@@ -1,0 +1,81 @@
+"""SEG and SR from the real Philips CT series: valid, aligned, referencing its images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from segdecode import decode_labels, frame_sources
+from tissues import ALGORITHM, Validator
+
+from dicomnode.pipeline.volume import SliceRef
+from dicomnode.results import (
+    Measurement,
+    SegmentMeasurements,
+    SegmentSpec,
+    codes,
+    save,
+    write_seg,
+    write_sr,
+)
+from dicomnode.results.ohif import ohif_view
+
+SPECS = (
+    SegmentSpec(1, "Fat", codes.TISSUE, codes.FAT),
+    SegmentSpec(2, "Soft tissue", codes.TISSUE, codes.SOFT_TISSUE),
+    SegmentSpec(3, "Bone", codes.TISSUE, codes.BONE),
+)
+
+
+@pytest.mark.filterwarnings('ignore:The string "HEAD" is unlikely:UserWarning')  # the real name
+def test_seg_and_sr_of_the_real_ct_are_valid_and_aligned(
+    real_ct_images: list[Path], tmp_path: Path, dciodvfy: Validator
+) -> None:
+    images = [pydicom.dcmread(p) for p in real_ct_images]
+    normal = np.cross(*np.reshape([float(v) for v in images[0].ImageOrientationPatient], (2, 3)))
+    images.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+    hu = np.stack(
+        [ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept) for ds in images]
+    )
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[(hu >= -190) & (hu <= -30)] = 1
+    labels[(hu > -30) & (hu <= 150)] = 2
+    labels[hu >= 300] = 3
+    voxel_ml = float(images[0].PixelSpacing[0]) * float(images[0].PixelSpacing[1])
+    voxel_ml *= float(images[0].SliceThickness) / 1000.0
+    measurements = [
+        SegmentMeasurements(
+            s.label,
+            [
+                Measurement.volume_ml(float((labels == s.label).sum()) * voxel_ml),
+                Measurement.mean_hu(float(hu[labels == s.label].mean())),
+            ],
+        )
+        for s in SPECS
+        if (labels == s.label).any()
+    ]
+
+    seg = write_seg(images, labels, SPECS, ALGORITHM, series_number=1001)
+    assert seg is not None
+    sr = write_sr(
+        images, seg, labels, SPECS, ALGORITHM, series_number=1002, measurements=measurements
+    )
+    seg_path, sr_path = save(seg, tmp_path), save(sr, tmp_path)
+    dciodvfy(seg_path)
+    dciodvfy(sr_path)
+
+    refs = [SliceRef(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in images]
+    series_uids = {r.sop_instance_uid for r in refs}
+    written = pydicom.dcmread(seg_path)
+    assert all(ref.sop_instance_uid in series_uids for _, ref in frame_sources(written))
+    by_name = {s.name: s.label for s in SPECS}
+    segment_labels = {int(i.SegmentNumber): by_name[i.SegmentLabel] for i in seg.SegmentSequence}
+    np.testing.assert_array_equal(decode_labels(seg_path, refs, segment_labels), labels)
+
+    view = ohif_view(pydicom.dcmread(sr_path))
+    assert view.problems == ()
+    assert {m.tracking_id for m in view.measurements if m.graphic_type} == {
+        str(i.SegmentLabel) for i in seg.SegmentSequence
+    }

@@ -1,0 +1,374 @@
+"""The SR writer: a valid TID 1500 report that references the SEG and the sources, OHIF-safe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import numpy.typing as npt
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes as dicom_codes
+from pydicom.uid import Comprehensive3DSRStorage
+from tissues import ALGORITHM, TISSUES, Validator
+
+from dicomnode.errors import ResultError
+from dicomnode.pipeline.volume import SliceRef
+from dicomnode.results import (
+    Code,
+    Finding,
+    Measurement,
+    SegmentMeasurements,
+    codes,
+    save,
+    write_seg,
+    write_sr,
+)
+from dicomnode.results.ohif import ohif_view
+from dicomnode.results.sources import TYPE2_PATIENT_STUDY
+
+ALGORITHM_NAME = dicom_codes.DCM.AlgorithmName
+HEMORRHAGE = Code("50960005", "SCT", "Hemorrhage")
+MEASURED = (
+    SegmentMeasurements(1, [Measurement.volume_ml(812.5), Measurement.mean_hu(-98.5)]),
+    SegmentMeasurements(4, [Measurement.volume_ml(55.25), Measurement.max_hu(1210.0)]),
+)
+
+
+def evaluations(group: hd.sr.MeasurementsAndQualitativeEvaluations) -> list[tuple[str, str]]:
+    """(name, value) of the group's qualitative evaluations (not its algorithm family)."""
+    return [
+        (e.name.meaning, e.value.meaning)
+        for e in group.get_qualitative_evaluations()
+        if e.name != dicom_codes.DCM.AlgorithmFamily
+    ]
+
+
+def segment_report(
+    images: list[Dataset], labels: npt.NDArray[np.uint8], **extra: object
+) -> tuple[Dataset, Dataset]:
+    seg = write_seg(images, labels, TISSUES, ALGORITHM, series_number=101)
+    assert seg is not None
+    sr = write_sr(
+        images,
+        seg,
+        labels,
+        TISSUES,
+        ALGORITHM,
+        series_number=102,
+        measurements=MEASURED,
+        **extra,  # type: ignore[arg-type]
+    )
+    return seg, sr
+
+
+def test_sr_is_valid_and_a_new_series_in_the_source_study(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    seg, sr = segment_report(ct_images, tissue_labels)
+    path = save(sr, tmp_path)
+    assert "Comprehensive3DSR" in dciodvfy(path)
+    written = pydicom.dcmread(path)
+    assert written.SOPClassUID == Comprehensive3DSRStorage
+    assert written.StudyInstanceUID == ct_images[0].StudyInstanceUID
+    assert written.SeriesInstanceUID not in {ct_images[0].SeriesInstanceUID, seg.SeriesInstanceUID}
+    assert written.SeriesNumber == 102
+    assert written.SeriesDescription == "ct-tissue-reference SR"
+    assert written.CompletionFlag == "COMPLETE"
+    assert written.VerificationFlag == "UNVERIFIED"
+    title = written.ConceptNameCodeSequence[0]
+    assert (title.CodeValue, title.CodingSchemeDesignator) == ("126000", "DCM")
+
+
+def test_each_segment_has_a_volumetric_group_with_its_measurements(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    seg, sr = segment_report(ct_images, tissue_labels)
+    parsed = hd.sr.Comprehensive3DSR.from_dataset(sr)
+    groups = parsed.content.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == [s.name for s in TISSUES]
+    by_name = {g.tracking_identifier: g for g in groups}
+
+    fat = by_name["Fat"]
+    volume, mean = fat.get_measurements()
+    assert (volume.name.value, volume.value, volume.unit.value) == ("118565006", 812.5, "ml")
+    assert (mean.name.meaning, mean.value, mean.unit.value) == (
+        "Attenuation Coefficient",
+        -98.5,
+        "[hnsf'U]",
+    )
+    assert mean.derivation == dicom_codes.SCT.Mean
+    bone_max = by_name["Bone"].get_measurements()[1]
+    assert (bone_max.value, bone_max.derivation) == (1210.0, dicom_codes.SCT.Maximum)
+    assert by_name["Liver"].get_measurements() == []  # nothing was measured for it
+
+    for group, spec, item in zip(groups, TISSUES, seg.SegmentSequence, strict=True):
+        assert group.finding_type.value == spec.type.value
+        assert group.finding_category is not None
+        assert group.finding_category.value == spec.category.value
+        assert group.tracking_uid == item.TrackingUID  # the SEG's segment, tracked
+        referenced = group.referenced_segment
+        assert referenced is not None
+        assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
+        assert referenced.referenced_segment_numbers == [item.SegmentNumber]
+        source_series = referenced.source_series_for_segmentation
+        assert source_series is not None
+        assert source_series.value == ct_images[0].SeriesInstanceUID
+        algorithm = [i.value for i in group[0].ContentSequence if i.name == ALGORITHM_NAME]
+        assert algorithm == [ALGORITHM.name]
+
+
+def test_each_segment_also_has_an_image_region_on_its_largest_slice(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    _, sr = segment_report(ct_images, tissue_labels)
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    volumetric = report.get_volumetric_roi_measurement_groups()
+    planar = report.get_planar_roi_measurement_groups()
+    assert [g.tracking_uid for g in planar] == [g.tracking_uid for g in volumetric]
+    for group, spec in zip(planar, TISSUES, strict=True):
+        mask = tissue_labels == spec.label
+        z = int(np.argmax(mask.sum(axis=(1, 2))))
+        region = group.roi
+        assert region is not None
+        assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+        source = region.ContentSequence[0].ReferencedSOPSequence[0]
+        assert source.ReferencedSOPInstanceUID == ct_images[z].SOPInstanceUID
+        rows = np.flatnonzero(mask[z].any(axis=1))
+        columns = np.flatnonzero(mask[z].any(axis=0))
+        corners = region.value
+        assert corners[0].tolist() == corners[-1].tolist()  # closed
+        assert corners[:, 0].min() == columns[0] and corners[:, 0].max() == columns[-1] + 1
+        assert corners[:, 1].min() == rows[0] and corners[:, 1].max() == rows[-1] + 1
+        assert group.tracking_identifier == spec.name
+
+
+def test_no_group_leaves_ohif_without_a_region_to_draw(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    _, sr = segment_report(ct_images, tissue_labels, findings=[Finding(HEMORRHAGE, 0.93)])
+    view = ohif_view(sr)
+    assert view.problems == ()
+    drawn = {m.tracking_id: m for m in view.measurements if m.graphic_type is not None}
+    assert set(drawn) == {s.name for s in TISSUES}
+    source_uids = {str(ds.SOPInstanceUID) for ds in ct_images}
+    assert all(m.referenced_sop_instance_uid in source_uids for m in drawn.values())
+    assert drawn["Fat"].labels == ("Volume: 812.50 ml", "Attenuation Coefficient: -98.50 [hnsf'U]")
+    # Every NUM also stands alone: a reader that does not merge groups finds content.
+    for group in sr.ContentSequence[-1].ContentSequence:
+        for item in group.ContentSequence:
+            if item.ValueType == "NUM":
+                assert "ContentSequence" in item
+
+
+def test_the_ohif_model_catches_a_group_that_only_references_a_segment(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    """The shape the issue warns of, built with plain highdicom, fails the model."""
+    seg = write_seg(ct_images, tissue_labels, TISSUES, ALGORITHM, series_number=101)
+    assert seg is not None
+    group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier="Fat"),
+        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, 1),
+        measurements=[
+            hd.sr.Measurement(dicom_codes.SCT.Volume, 1.0, hd.sr.CodedConcept("ml", "UCUM", "ml"))
+        ],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(),
+        procedure_reported=dicom_codes.LN.CTUnspecifiedBodyRegion,
+        imaging_measurements=[group],
+        referenced_images=ct_images[:1],
+    )
+    sr = hd.sr.Comprehensive3DSR([*ct_images, seg], report, hd.UID(), 1, hd.UID(), 1)
+    (problem,) = ohif_view(sr).problems
+    assert "has no ContentSequence" in problem
+
+
+def test_a_classifier_finding_is_a_qualitative_evaluation_with_its_probability(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    findings = [Finding(HEMORRHAGE, 0.93), Finding(codes.LESION, 0.2)]
+    _, sr = segment_report(ct_images, tissue_labels, findings=findings)
+    dciodvfy(save(sr, tmp_path))
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    groups = report.get_image_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == ["Hemorrhage", "Lesion"]
+    for group, finding, verdict in zip(groups, findings, ("Present", "Absent"), strict=True):
+        assert evaluations(group) == [(finding.finding.meaning, verdict)]
+        (probability,) = group.get_measurements()
+        assert (probability.name.meaning, probability.value) == ("Probability", finding.probability)
+        assert probability.unit.value == "1"
+
+
+def test_a_classifier_without_a_label_map_reports_only_its_findings(
+    ct_images: list[Dataset], tmp_path: Path, dciodvfy: Validator
+) -> None:
+    sr = write_sr(
+        ct_images, None, None, (), ALGORITHM, series_number=7, findings=[Finding(HEMORRHAGE, 0.6)]
+    )
+    dciodvfy(save(sr, tmp_path))
+    view = ohif_view(sr)
+    assert view.problems == ()
+    assert [m.tracking_id for m in view.measurements] == ["Hemorrhage"]
+
+
+def test_nothing_found_writes_no_seg_and_an_sr_that_says_so(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    nothing = np.zeros_like(tissue_labels)
+    seg = write_seg(ct_images, nothing, TISSUES, ALGORITHM, series_number=101)
+    assert seg is None
+    sr = write_sr(ct_images, seg, nothing, TISSUES, ALGORITHM, series_number=102)
+    path = save(sr, tmp_path)
+    dciodvfy(path)
+    written = pydicom.dcmread(path)
+    assert ohif_view(written).problems == ()
+    (group,) = hd.sr.Comprehensive3DSR.from_dataset(written).content.get_image_measurement_groups()
+    assert group.tracking_identifier == "Not found"
+    assert evaluations(group) == [(s.type.meaning, "Absent") for s in TISSUES]
+    evidence = written.CurrentRequestedProcedureEvidenceSequence[0]
+    series = evidence.ReferencedSeriesSequence
+    assert [s.SeriesInstanceUID for s in series] == [ct_images[0].SeriesInstanceUID]
+
+
+def test_a_configured_segment_that_is_absent_is_stated_absent(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    labels = tissue_labels.copy()
+    labels[labels == 3] = 2
+    measurements = [SegmentMeasurements(3, [Measurement.volume_ml(0.0)])]  # left out: absent
+    seg = write_seg(ct_images, labels, TISSUES, ALGORITHM, series_number=101)
+    sr = write_sr(
+        ct_images, seg, labels, TISSUES, ALGORITHM, series_number=102, measurements=measurements
+    )
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    volumetric = report.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in volumetric] == ["Fat", "Soft tissue", "Bone"]
+    (absent,) = report.get_image_measurement_groups()
+    assert evaluations(absent) == [("Liver", "Absent")]
+
+
+def test_pet_measurements_carry_suv_and_ucum_units(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    lesion = (TISSUES[3],)
+    mask = (tissue_labels == 4).astype(np.uint8) * 4
+    pet = [
+        Measurement.suv_max(7.5),
+        Measurement.suv_mean(3.25),
+        Measurement.metabolic_volume_ml(12.0),
+        Measurement.total_lesion_glycolysis(39.0),
+    ]
+    seg = write_seg(ct_images, mask, lesion, ALGORITHM, series_number=101)
+    sr = write_sr(
+        ct_images,
+        seg,
+        mask,
+        lesion,
+        ALGORITHM,
+        series_number=102,
+        measurements=[SegmentMeasurements(4, pet)],
+    )
+    report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
+    (group,) = report.get_volumetric_roi_measurement_groups()
+    found = [
+        (m.name.meaning, m.value, m.unit.value, m.derivation and m.derivation.meaning)
+        for m in group.get_measurements()
+    ]
+    assert found == [
+        ("SUVbw", 7.5, "g/ml{SUVbw}", "Maximum"),
+        ("SUVbw", 3.25, "g/ml{SUVbw}", "Mean"),
+        ("Metabolic Volume", 12.0, "ml", None),
+        ("Total Lesion Glycolysis", 39.0, "g", None),
+    ]
+
+
+def test_de_identified_sources_give_a_valid_report(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    for ds in ct_images:
+        for keyword in TYPE2_PATIENT_STUDY:
+            delattr(ds, keyword)
+    seg, sr = segment_report(ct_images, tissue_labels)
+    dciodvfy(save(seg, tmp_path))
+    dciodvfy(save(sr, tmp_path))
+    assert all(keyword in sr and not sr[keyword].value for keyword in TYPE2_PATIENT_STUDY)
+
+
+def test_a_multiframe_source_gets_frame_references(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(ct_images, hd.UID(), 5, hd.UID(), 1)
+    refs = [
+        SliceRef(str(enhanced.SOPClassUID), str(enhanced.SOPInstanceUID), n)
+        for n in range(1, len(ct_images) + 1)
+    ]
+    seg = write_seg([enhanced], tissue_labels, TISSUES, ALGORITHM, series_number=9, refs=refs)
+    sr = write_sr([enhanced], seg, tissue_labels, TISSUES, ALGORITHM, series_number=10, refs=refs)
+    dciodvfy(save(sr, tmp_path))
+    assert ohif_view(sr).problems == ()
+    planar = hd.sr.Comprehensive3DSR.from_dataset(sr).content.get_planar_roi_measurement_groups()
+    for group, spec in zip(planar, TISSUES, strict=True):
+        z = int(np.argmax((tissue_labels == spec.label).sum(axis=(1, 2))))
+        reference = group.roi.ContentSequence[0].ReferencedSOPSequence[0]
+        assert reference.ReferencedSOPInstanceUID == enhanced.SOPInstanceUID
+        assert reference.ReferencedFrameNumber == z + 1
+
+
+@pytest.mark.parametrize(
+    ("measurements", "message"),
+    [
+        ([SegmentMeasurements(9, [Measurement.volume_ml(1.0)])], "label 9, which no segment"),
+        (
+            [SegmentMeasurements(1, []), SegmentMeasurements(1, [])],
+            "two sets of measurements for label 1",
+        ),
+    ],
+)
+def test_measurements_must_name_a_configured_segment_once(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    measurements: list[SegmentMeasurements],
+    message: str,
+) -> None:
+    seg = write_seg(ct_images, tissue_labels, TISSUES, ALGORITHM, series_number=101)
+    with pytest.raises(ResultError, match=message):
+        write_sr(
+            ct_images,
+            seg,
+            tissue_labels,
+            TISSUES,
+            ALGORITHM,
+            series_number=102,
+            measurements=measurements,
+        )
+
+
+def test_a_seg_of_another_label_map_is_refused(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    other = tissue_labels.copy()
+    other[other == 1] = 0
+    seg = write_seg(ct_images, other, TISSUES, ALGORITHM, series_number=101)
+    with pytest.raises(ResultError, match="does not match the label map"):
+        write_sr(ct_images, seg, tissue_labels, TISSUES, ALGORITHM, series_number=102)
+    with pytest.raises(ResultError, match="no SEG was given"):
+        write_sr(ct_images, None, tissue_labels, TISSUES, ALGORITHM, series_number=102)
