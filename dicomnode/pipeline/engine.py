@@ -27,11 +27,11 @@ from dicomnode.pipeline.definition import (
 from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import RegionStats, region_stats
 from dicomnode.pipeline.steps import build_steps, restore, run_steps
-from dicomnode.pipeline.volume import Volume
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
 from dicomnode.results.seg import write_seg
 from dicomnode.results.sr import write_sr
 from dicomnode.runners import ModelHost
+from dicomnode.volume import Volume
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from dicomnode.errors import VolumeError
 from dicomnode.logs import get_logger
 from dicomnode.pipeline.frames import Frame, frames_of, functional_group_item
 from dicomnode.pipeline.stacking import Tolerances, stack
-from dicomnode.pipeline.volume import FloatArray, SliceRef, Volume
+from dicomnode.volume import FloatArray, SliceRef, Volume
 
 log = get_logger(__name__)
 

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from dicomnode.errors import VolumeError
 from dicomnode.pipeline.frames import Frame, Orientation
-from dicomnode.pipeline.volume import Geometry
+from dicomnode.volume import Geometry
 
 T = TypeVar("T")
 V = TypeVar("V", bound=tuple[float, ...])

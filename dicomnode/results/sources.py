@@ -15,8 +15,8 @@ Three things are done here, once, for SEG and SR alike:
   single-frame image per slice, or one multi-frame image whose frames are the slices);
   with ``refs`` (the ``Volume``'s ``SliceRef`` per z) they may come in any order.
 
-``refs`` are taken by shape (:class:`SliceReference`): the pipeline stage sits above
-this one and imports it, never the other way round.
+``refs`` are taken by shape (:class:`SliceReference`, which the volume's ``SliceRef``
+fits), so the writers depend on no pipeline type.
 """
 
 from __future__ import annotations

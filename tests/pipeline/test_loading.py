@@ -36,9 +36,9 @@ from dicomnode.errors import VolumeError
 from dicomnode.phantom import CTPhantomSeries, CTPhantomSpec, ct_phantom_datasets
 from dicomnode.phantom import write_ct_phantom as write_phantom
 from dicomnode.pipeline.loading import LoadedSeries, load_series, load_volume
-from dicomnode.pipeline.volume import Volume
 from dicomnode.testing.executables import BIN
 from dicomnode.testing.transcode import CODECS, LOSSY_CODECS, Codec, convert_files
+from dicomnode.volume import Volume
 
 SPEC = CTPhantomSpec(
     slices=12, rows=64, columns=64, pixel_spacing_mm=6.0, slice_thickness_mm=5.0, noise_hu=8

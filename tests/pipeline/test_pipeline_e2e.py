@@ -17,8 +17,8 @@ from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
-from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
+from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.process import poll_until

@@ -22,7 +22,7 @@ from dicomnode.pipeline.steps import (
     restore,
     run_steps,
 )
-from dicomnode.pipeline.volume import Geometry, SliceRef, Volume
+from dicomnode.volume import Geometry, SliceRef, Volume
 
 # An oblique grid, so that a mistake in any direction or axis order shows.
 ROW = (np.cos(0.3), np.sin(0.3), 0.0)

@@ -14,7 +14,7 @@ from dicomnode.errors import StepError
 from dicomnode.pipeline.steps import build_steps, parse_steps, run_steps
 from dicomnode.pipeline.steps.dicom_time import parse_da, parse_dt, parse_tm
 from dicomnode.pipeline.steps.suv import REQUIRED
-from dicomnode.pipeline.volume import Geometry, SliceRef, Volume
+from dicomnode.volume import Geometry, SliceRef, Volume
 
 DOSE_BQ = 370e6
 WEIGHT_KG = 75.0

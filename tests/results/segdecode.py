@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 
-from dicomnode.pipeline.volume import SliceRef
+from dicomnode.volume import SliceRef
 
 
 def frame_sources(seg: Dataset) -> list[tuple[int, SliceRef]]:

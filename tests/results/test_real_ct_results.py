@@ -10,7 +10,6 @@ import pytest
 from segdecode import decode_labels, frame_sources
 from tissues import ALGORITHM, Validator
 
-from dicomnode.pipeline.volume import SliceRef
 from dicomnode.results import (
     Measurement,
     SegmentMeasurements,
@@ -21,6 +20,7 @@ from dicomnode.results import (
     write_sr,
 )
 from dicomnode.results.ohif import ohif_view
+from dicomnode.volume import SliceRef
 
 SPECS = (
     SegmentSpec(1, "Fat", codes.TISSUE, codes.FAT),

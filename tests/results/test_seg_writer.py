@@ -17,9 +17,9 @@ from tissues import ALGORITHM, TISSUES, Validator
 
 from dicomnode.errors import ResultError
 from dicomnode.phantom import CTPhantomSeries
-from dicomnode.pipeline.volume import SliceRef
 from dicomnode.results import SegmentSpec, codes, save, write_seg
 from dicomnode.results.sources import TYPE2_PATIENT_STUDY
+from dicomnode.volume import SliceRef
 
 
 def refs_of(images: list[Dataset]) -> list[SliceRef]:

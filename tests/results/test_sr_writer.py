@@ -15,7 +15,6 @@ from pydicom.uid import Comprehensive3DSRStorage
 from tissues import ALGORITHM, TISSUES, Validator
 
 from dicomnode.errors import ResultError
-from dicomnode.pipeline.volume import SliceRef
 from dicomnode.results import (
     Code,
     Finding,
@@ -28,6 +27,7 @@ from dicomnode.results import (
 )
 from dicomnode.results.ohif import ohif_view
 from dicomnode.results.sources import TYPE2_PATIENT_STUDY
+from dicomnode.volume import SliceRef
 
 ALGORITHM_NAME = dicom_codes.DCM.AlgorithmName
 HEMORRHAGE = Code("50960005", "SCT", "Hemorrhage")

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 LabelArray = npt.NDArray[Any]
 

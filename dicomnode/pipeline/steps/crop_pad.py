@@ -17,7 +17,7 @@ from pydantic import Field
 from dicomnode.pipeline.steps.abc import Count, LabelArray, Number, StepParams
 from dicomnode.pipeline.steps.grid import moved
 from dicomnode.pipeline.steps.registry import register
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 Size = Count | None
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
-from dicomnode.pipeline.volume import Geometry
+from dicomnode.volume import Geometry
 
 Positions = npt.NDArray[np.float64]
 

@@ -13,7 +13,7 @@ from typing import Literal
 from dicomnode.errors import StepError
 from dicomnode.pipeline.steps.abc import KeepsGrid, StepParams
 from dicomnode.pipeline.steps.registry import register
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 
 class HuConfig(StepParams):

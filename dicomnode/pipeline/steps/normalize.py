@@ -17,7 +17,7 @@ from pydantic import model_validator
 from dicomnode.errors import StepError
 from dicomnode.pipeline.steps.abc import KeepsGrid, Number, StepParams
 from dicomnode.pipeline.steps.registry import register
-from dicomnode.pipeline.volume import FloatArray, Volume
+from dicomnode.volume import FloatArray, Volume
 
 
 class NormalizeConfig(StepParams):

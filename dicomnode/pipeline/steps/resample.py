@@ -20,7 +20,7 @@ from dicomnode.pipeline.steps.abc import LabelArray, PositiveNumber, StepParams,
 from dicomnode.pipeline.steps.grid import Positions, centres_resampled, moved, resampled_count
 from dicomnode.pipeline.steps.registry import register
 from dicomnode.pipeline.steps.sampling import sample
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 Spacing = PositiveNumber | None
 

@@ -14,7 +14,7 @@ from dicomnode.pipeline.steps.abc import Count, LabelArray, StepParams, is_label
 from dicomnode.pipeline.steps.grid import centres_resized, moved
 from dicomnode.pipeline.steps.registry import register
 from dicomnode.pipeline.steps.sampling import sample
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 
 class ResizeConfig(StepParams):

@@ -19,7 +19,7 @@ from pydantic import Field
 from dicomnode.pipeline.steps.abc import KeepsGrid, StepParams
 from dicomnode.pipeline.steps.registry import register
 from dicomnode.pipeline.steps.window import WindowLevel, WindowOutput
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 _SLICES_PER_CHUNK = 8
 

@@ -37,7 +37,7 @@ from dicomnode.errors import StepError
 from dicomnode.pipeline.steps.abc import KeepsGrid, StepParams
 from dicomnode.pipeline.steps.dicom_time import parse_da, parse_dt, parse_tm
 from dicomnode.pipeline.steps.registry import register
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 REQUIRED = (
     "Units",

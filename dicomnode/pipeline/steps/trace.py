@@ -14,7 +14,7 @@ import numpy as np
 
 from dicomnode.errors import StepError
 from dicomnode.pipeline.steps.abc import LabelArray, Step
-from dicomnode.pipeline.volume import Volume
+from dicomnode.volume import Volume
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dicomnode.pipeline.steps.abc import KeepsGrid, Number, PositiveNumber, StepParams
 from dicomnode.pipeline.steps.registry import register
-from dicomnode.pipeline.volume import FloatArray, Volume
+from dicomnode.volume import FloatArray, Volume
 
 WindowOutput = Literal["clip", "unit"]
 
