@@ -224,7 +224,8 @@ def _send_one(
     elif any((item.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED):
         dataset = dcmread(item.path)
         try:
-            dataset.decompress()
+            # The same instance in another transfer syntax: it keeps its UID (PS3.5 8.2).
+            dataset.decompress(generate_instance_uid=False)
         except Exception as exc:  # noqa: BLE001 - any codec failure: this file cannot go
             note = f"cannot decompress: {type(exc).__name__}"
             return FileResult(item.path, None, note, refused=True)

@@ -223,9 +223,25 @@ def test_a_model_that_raises_or_times_out_fails_its_job_and_the_node_keeps_servi
     poll_until(lambda: len(node.workers.queue.list_jobs()) == 2, timeout=60, what="a second job")
 
 
+def _keras_classifier(path: Path) -> Path:
+    """A small two-class TensorFlow classifier built here: P(dense) rises with mean HU."""
+    import keras
+
+    volume = keras.Input(shape=(None, None, None, 1), name="volume")
+    mean = keras.layers.GlobalAveragePooling3D(name="mean_hu")(volume)
+    classes = keras.layers.Dense(2, activation="softmax", name="classes")(mean)
+    model = keras.Model(volume, classes)
+    model.get_layer("classes").set_weights(
+        [np.asarray([[-0.01, 0.01]], dtype=np.float32), np.zeros(2, dtype=np.float32)]
+    )
+    model.save(path)
+    return path
+
+
 def test_a_classifier_writes_its_finding_and_probability_into_a_valid_sr(
     node_factory: Callable[..., Node], tmp_path: Path, dciodvfy: Callable[[Path], None]
 ) -> None:
+    model_file = _keras_classifier(tmp_path / "dense.keras")
     rules(
         tmp_path / "rules",
         "- {name: cls, match: {Modality: CT}, pipeline: dense, send_to: [pacs]}\n",
@@ -233,9 +249,7 @@ def test_a_classifier_writes_its_finding_and_probability_into_a_valid_sr(
     with StoreSCP(ae_title="PACS") as pacs:
         node = node_factory(
             destinations={"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}},
-            models={
-                "dense": {"kind": "python", "function": "dicomnode.testing.models:mean_probability"}
-            },
+            models={"dense": {"kind": "tensorflow", "model": str(model_file), "mode": "volume"}},
             pipelines={
                 "dense": {
                     "steps": [{"kind": "hu"}],
