@@ -69,6 +69,14 @@ class StorageConfig(_Frozen):
     """Where received instances are spooled; the SQLite index lives here by default."""
 
     path: Path = Path("var")
+    # Spooled instances (and results) of a series are deleted this long after it completed,
+    # once every send and job for it has finished; never earlier.
+    retention_hours: Annotated[float, Field(gt=0)] = 72.0
+    retention_check_seconds: PositiveSeconds = 600.0
+    # Above this share of the disk used, or below this many free bytes, new instances are
+    # refused with 0xA700 (out of resources) until space returns.
+    high_water_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
+    min_free_bytes: Annotated[int, Field(ge=0)] = 0
 
 
 class DatabaseConfig(_Frozen):

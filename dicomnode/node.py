@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterable
-from datetime import UTC
+from datetime import UTC, timedelta
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -27,8 +27,10 @@ from dicomnode.routing.router import Router
 from dicomnode.runners import ModelHost
 from dicomnode.store.completion import CompletionTracker, utc_now
 from dicomnode.store.database import Database
+from dicomnode.store.disk import DiskGuard
 from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
+from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 
 log = get_logger(__name__)
@@ -46,7 +48,14 @@ class Node:
         self.index = Index(self.database)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)
-        self.ingest = Ingest(self.spool, self.index, self.completion, config.completion)
+        self.disk = DiskGuard(
+            config.storage.path,
+            config.storage.high_water_percent,
+            config.storage.min_free_bytes,
+        )
+        self.ingest = Ingest(
+            self.spool, self.index, self.completion, config.completion, disk=self.disk
+        )
         self.scp = StorageSCP(config.node, config.allows_caller, self.ingest)
         model_configs, self.pipelines = all_definitions(
             config.models, config.pipelines, "configuration"
@@ -72,6 +81,12 @@ class Node:
             utc_now,
         )
         self.completion.subscribe(self.router.notify)
+        self.retention = Retention(
+            self.database,
+            self.spool,
+            timedelta(hours=config.storage.retention_hours),
+            utc_now,
+        )
         self.workers = PipelineWorkers(
             self.database,
             self.index,
@@ -101,6 +116,14 @@ class Node:
             "interval",
             seconds=RULES_RELOAD_SECONDS,
             id="rules-reload",
+            coalesce=True,
+            max_instances=1,
+        )
+        self.scheduler.add_job(
+            self.retention.run_once,
+            "interval",
+            seconds=self.config.storage.retention_check_seconds,
+            id="retention",
             coalesce=True,
             max_instances=1,
         )

@@ -482,9 +482,15 @@ class Index:
         }
 
     def spool_names(self) -> set[str]:
-        """Every spool file the index references."""
+        """Every spool file the index references (purged series' files excluded)."""
         with self._sessions() as session:
-            return set(session.scalars(select(InstanceRow.spool_name)))
+            return set(
+                session.scalars(
+                    select(InstanceRow.spool_name)
+                    .join(SeriesRow, SeriesRow.id == InstanceRow.series_id)
+                    .where(SeriesRow.purged_at.is_(None))
+                )
+            )
 
     def count_instances(self) -> int:
         with self._sessions() as session:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dicomnode.config import CompletionConfig
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
+from dicomnode.errors import SpoolFullError
 from dicomnode.logs import get_logger
 from dicomnode.store.completion import Clock, CompletionTracker, utc_now
+from dicomnode.store.disk import DiskGuard
 from dicomnode.store.filemeta import file_meta_bytes
 from dicomnode.store.header import read_header
 from dicomnode.store.index import Index
@@ -29,12 +31,14 @@ class Ingest:
         index: Index,
         completion: CompletionTracker,
         config: CompletionConfig,
+        disk: DiskGuard | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._spool = spool
         self._index = index
         self._completion = completion
         self._config = config
+        self._disk = disk
         self._clock = clock
 
     def association_opened(self, peer: Peer) -> int:
@@ -52,6 +56,8 @@ class Ingest:
 
     def store(self, instance: ReceivedInstance) -> StoredInstance:
         """Durably store ``instance``. Raises InstanceError or StorageError."""
+        if self._disk is not None and not self._disk.accepting():
+            raise SpoolFullError("the spool's disk is above its high-water mark")
         header = read_header(instance)
         meta = file_meta_bytes(
             header.sop_class_uid,

@@ -75,6 +75,8 @@ class SeriesRow(Base):
     last_association_id: Mapped[int | None]
     released_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
+    # Set when retention deleted the series' files; its rows stay, for history.
+    purged_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class InstanceRow(Base):
