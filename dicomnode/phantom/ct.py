@@ -24,11 +24,11 @@ from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import NOMINAL_HU, Anatomy, Grid, Labels
 from dicomnode.phantom.encoding import SeriesEncoder
+from dicomnode.phantom.modules import add_patient_and_study
 from dicomnode.phantom.truth import Tally, TissueHU, TissueVolumes
 from dicomnode.phantom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
-    derive_digits,
     derive_uid,
 )
 
@@ -170,19 +170,16 @@ def _shared_dataset(spec: CTPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.SOPClassUID = CTImageStorage
     ds.InstanceCreationDate = date
     ds.InstanceCreationTime = time
-    # Patient
-    ds.PatientName = spec.patient_name
-    ds.PatientID = spec.patient_id
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    # General Study
-    ds.StudyInstanceUID = uids.study
-    ds.StudyDate = date
-    ds.StudyTime = time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = derive_digits(6, "study-id", uids.study)
-    ds.AccessionNumber = "PH" + derive_digits(10, "accession", uids.study)
-    ds.StudyDescription = f"PHANTOM CT {spec.body_part}"
+    # Patient, General Study
+    add_patient_and_study(
+        ds,
+        patient_name=spec.patient_name,
+        patient_id=spec.patient_id,
+        study_uid=uids.study,
+        study_date=date,
+        study_time=time,
+        study_description=f"PHANTOM CT {spec.body_part}",
+    )
     # General Series
     ds.Modality = "CT"
     ds.SeriesInstanceUID = uids.series

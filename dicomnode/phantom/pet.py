@@ -28,6 +28,7 @@ from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import Grid
 from dicomnode.phantom.encoding import SeriesEncoder
+from dicomnode.phantom.modules import add_patient_and_study
 from dicomnode.phantom.pet_uptake import (
     DEFAULT_SUV_THRESHOLD,
     Lesion,
@@ -43,7 +44,6 @@ from dicomnode.phantom.pet_uptake import (
 from dicomnode.phantom.uids import (
     IMPLEMENTATION_CLASS_UID,
     IMPLEMENTATION_VERSION_NAME,
-    derive_digits,
     derive_uid,
 )
 
@@ -283,19 +283,16 @@ def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.SOPClassUID = PositronEmissionTomographyImageStorage
     ds.InstanceCreationDate = series_date
     ds.InstanceCreationTime = series_time
-    # Patient
-    ds.PatientName = spec.patient_name
-    ds.PatientID = spec.patient_id
-    ds.PatientBirthDate = "19700101"
-    ds.PatientSex = "O"
-    # General Study, Patient Study
-    ds.StudyInstanceUID = uids.study
-    ds.StudyDate = study_date
-    ds.StudyTime = study_time
-    ds.ReferringPhysicianName = ""
-    ds.StudyID = derive_digits(6, "study-id", uids.study)
-    ds.AccessionNumber = "PH" + derive_digits(10, "accession", uids.study)
-    ds.StudyDescription = "PHANTOM PET WHOLEBODY"
+    # Patient, General Study, Patient Study
+    add_patient_and_study(
+        ds,
+        patient_name=spec.patient_name,
+        patient_id=spec.patient_id,
+        study_uid=uids.study,
+        study_date=study_date,
+        study_time=study_time,
+        study_description="PHANTOM PET WHOLEBODY",
+    )
     if spec.patient_size_m is not None:
         ds.PatientSize = ds_value(spec.patient_size_m)
     ds.PatientWeight = ds_value(spec.patient_weight_kg)
