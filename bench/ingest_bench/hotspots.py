@@ -26,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,31 @@ class Recorder:
         if not self.output.is_file():
             log = self._log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"py-spy wrote no profile; its output:\n{log}")
+
+
+class Attacher:
+    """A `Recorder` attached to a process when asked, and stopped before the process stops.
+
+    py-spy must let go of a process before it exits: a node that exited while py-spy had
+    one of its threads stopped for a sample hung here half exited (a zombie, one thread
+    in tracing stop, py-spy in ``waitpid``) until py-spy was killed. So the benchmarks
+    call `detach` before they stop the node, never after.
+    """
+
+    def __init__(self, output: Path, *, gil: bool, warm_up_s: float = 1.0) -> None:
+        self.output = output
+        self._gil = gil
+        self._warm_up_s = warm_up_s  # py-spy needs a moment before its first sample
+        self._recorder: Recorder | None = None
+
+    def attach(self, pid: int) -> None:
+        self._recorder = Recorder(pid, self.output, gil=self._gil)
+        time.sleep(self._warm_up_s)
+
+    def detach(self) -> None:
+        if self._recorder is not None:
+            recorder, self._recorder = self._recorder, None
+            recorder.stop()
 
 
 def _function_name(frame: str) -> str:

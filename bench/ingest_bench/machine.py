@@ -6,10 +6,12 @@ import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pydicom
 import pynetdicom
+from rich.table import Table
 
 import dicomnode
 from dicomnode.testing.orthanc import orthanc_binary
@@ -48,6 +50,19 @@ def describe(workdir: Path) -> Machine:
         dcmtk=dcmtk_version(),
         orthanc=_orthanc_version(),
     )
+
+
+def machine_table(machine: Machine, started: datetime, note: str = "") -> Table:
+    """The machine, the date (UTC) and a note, as the first thing a benchmark prints."""
+    table = Table(title="machine", title_justify="left", show_header=False)
+    table.add_column("key")
+    table.add_column("value")
+    table.add_row("date (UTC)", started.strftime("%Y-%m-%d %H:%M"))
+    if note:
+        table.add_row("note", note)
+    for key, value in machine.rows():
+        table.add_row(key, value)
+    return table
 
 
 def _cpu_model() -> str:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import psutil
 
+from benchkit.procstats import cpu_s, peak_rss, rss
+from ingest_bench.hotspots import Attacher
 from ingest_bench.receivers import Receiver
 from ingest_bench.sender import send
 
@@ -65,32 +67,36 @@ def run_once(
     *,
     sender_nodelay: bool,
     timeout_s: float,
-    on_started: Callable[[Receiver], None] | None = None,
+    profiler: Attacher | None = None,
 ) -> Sample:
     """Start a receiver in the empty ``run_dir``, send ``data`` to it, stop it, measure.
 
-    ``on_started`` runs once the receiver listens and before the clock starts (the
-    profiler attaches there); ``run_dir`` is deleted afterwards.
+    ``profiler`` attaches once the receiver listens, before the clock starts, and
+    detaches before the receiver stops; ``run_dir`` is deleted afterwards.
     """
     run_dir.mkdir(parents=True)
     try:
         with factory(run_dir) as receiver:
-            if on_started is not None:
-                on_started(receiver)
-            process = psutil.Process(receiver.pid)
-            idle_rss = _rss(process)
-            cpu_before = _cpu_s(process)
-            sent = send(
-                data.folder,
-                receiver.ae_title,
-                receiver.port,
-                tcp_nodelay=sender_nodelay,
-                timeout_s=timeout_s,
-            )
-            cpu_after = _cpu_s(process)
-            stored = _wait_stored(receiver, data.count)
-            peak_rss = _peak_rss(process)
-            name = receiver.name
+            try:
+                if profiler is not None:
+                    profiler.attach(receiver.pid)
+                process = psutil.Process(receiver.pid)
+                idle_rss = rss(process)
+                cpu_before = cpu_s(process)
+                sent = send(
+                    data.folder,
+                    receiver.ae_title,
+                    receiver.port,
+                    tcp_nodelay=sender_nodelay,
+                    timeout_s=timeout_s,
+                )
+                cpu_after = cpu_s(process)
+                stored = _wait_stored(receiver, data.count)
+                peak = peak_rss(process)
+                name = receiver.name
+            finally:
+                if profiler is not None:
+                    profiler.detach()
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
         os.sync()
@@ -103,7 +109,7 @@ def run_once(
         stored=stored,
         sender_rc=sent.returncode,
         idle_rss_bytes=idle_rss,
-        peak_rss_bytes=peak_rss,
+        peak_rss_bytes=peak,
         receiver_cpu_s=cpu_after - cpu_before,
         sender_cpu_s=sent.cpu_s,
         note=_last_line(sent.log_tail) if sent.returncode != 0 else "",
@@ -127,30 +133,3 @@ def _wait_stored(receiver: Receiver, expected: int) -> int:
 def _last_line(text: str) -> str:
     lines = text.splitlines()
     return lines[-1] if lines else ""
-
-
-def _family(process: psutil.Process) -> list[psutil.Process]:
-    return [process, *process.children(recursive=True)]
-
-
-def _rss(process: psutil.Process) -> int:
-    return sum(p.memory_info().rss for p in _family(process))
-
-
-def _peak_rss(process: psutil.Process) -> int:
-    """Sum of ``VmHWM`` (peak resident set) over the process and its children."""
-    total = 0
-    for member in _family(process):
-        status = Path(f"/proc/{member.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                total += int(line.split()[1]) * 1024
-    return total
-
-
-def _cpu_s(process: psutil.Process) -> float:
-    total = 0.0
-    for member in _family(process):
-        times = member.cpu_times()
-        total += times.user + times.system
-    return total

@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom, write_small_instances
 from ingest_bench import hotspots
-from ingest_bench.machine import Machine, describe, git_revision
+from ingest_bench.machine import Machine, describe, git_revision, machine_table
 from ingest_bench.measure import DataSet, Sample, run_once
-from ingest_bench.receivers import DURABILITY, RECEIVERS, Receiver
+from ingest_bench.receivers import DURABILITY, RECEIVERS
 from ingest_bench.report import Summary, print_tables, sender_label, summarise
 
 DATASETS = ("ct", "small")
@@ -119,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples: list[Sample] = []
     try:
         machine = describe(workdir)
-        _print_machine(console, machine, started, options.note)
+        console.print(machine_table(machine, started, options.note))
         datasets = _generate(console, workdir / "data", options)
         samples += _timed_runs(console, workdir, datasets, options)
         summaries = [
@@ -127,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         console.print()
         print_tables(console, datasets, summaries, DURABILITY)
+        if options.json is not None:  # before profiling: the timed figures are kept first
+            _write_json(options, machine, started, datasets, samples, summaries)
+            console.print(f"samples written to {options.json}")
         if options.profile is not None:
             _profile(console, workdir, datasets, options)
         revision_after = git_revision()
@@ -135,9 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"[red]WARNING[/red] dicomnode changed during the run: it started at "
                 f"{machine.dicomnode} and ends at {revision_after}; the figures mix versions"
             )
-        if options.json is not None:
-            _write_json(options, machine, started, datasets, samples, summaries)
-            console.print(f"samples written to {options.json}")
     finally:
         if options.keep:
             console.print(f"work folder kept: {workdir}")
@@ -150,18 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"stored {s.stored}/{s.expected} {s.note}"
         )
     return 1 if failed else 0
-
-
-def _print_machine(console: Console, machine: Machine, started: datetime, note: str) -> None:
-    table = Table(title="machine", title_justify="left", show_header=False)
-    table.add_column("key")
-    table.add_column("value")
-    table.add_row("date (UTC)", started.strftime("%Y-%m-%d %H:%M"))
-    if note:
-        table.add_row("note", note)
-    for key, value in machine.rows():
-        table.add_row(key, value)
-    console.print(table)
 
 
 def _generate(console: Console, folder: Path, options: argparse.Namespace) -> list[DataSet]:
@@ -257,24 +244,14 @@ def _profile(
 def _profiled_run(
     run_dir: Path, data: DataSet, folded: Path, options: argparse.Namespace, *, gil: bool
 ) -> float:
-    recorders: list[hotspots.Recorder] = []
-
-    def attach(receiver: Receiver) -> None:
-        recorders.append(hotspots.Recorder(receiver.pid, folded, gil=gil))
-        time.sleep(1.0)  # py-spy needs a moment to attach before the first sample
-
-    try:
-        sample = run_once(
-            RECEIVERS["node"],
-            data,
-            run_dir,
-            sender_nodelay=True,
-            timeout_s=options.timeout,
-            on_started=attach,
-        )
-    finally:
-        for recorder in recorders:
-            recorder.stop()
+    sample = run_once(
+        RECEIVERS["node"],
+        data,
+        run_dir,
+        sender_nodelay=True,
+        timeout_s=options.timeout,
+        profiler=hotspots.Attacher(folded, gil=gil),
+    )
     return sample.wall_s
 
 

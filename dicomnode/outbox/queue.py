@@ -184,12 +184,16 @@ class OutboxQueue:
         """Persist per-instance outcomes (called in batches while a send runs)."""
         if not results:
             return
+        groups: dict[tuple[str, int | None], list[int]] = {}
+        for result in results:
+            groups.setdefault((result.state, result.status), []).append(result.item_id)
         with self._db.writing() as session:
-            for result in results:
+            # Usually one statement: every instance of the batch "sent" with 0x0000.
+            for (state, status), ids in groups.items():
                 session.execute(
                     update(SendItemRow)
-                    .where(SendItemRow.id == result.item_id)
-                    .values(state=result.state, status=result.status)
+                    .where(SendItemRow.id.in_(ids))
+                    .values(state=state, status=status)
                 )
             sent = session.scalar(
                 select(func.count(SendItemRow.id)).where(

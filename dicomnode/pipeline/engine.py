@@ -90,10 +90,11 @@ class PipelineEngine:
             labels = restore(_labels(output, prediction), trace)
         values = _measured_volume(output, source, prepared)
         specs = [segment.spec() for segment in output.segments]
-        stats = region_stats(
-            labels, values.array, [s.label for s in specs], source.geometry.voxel_volume_ml
-        )
-        measurements = [_measurements(s, values.units) for s in stats]
+        with _timed(result, "measure"):
+            stats = region_stats(
+                labels, values.array, [s.label for s in specs], source.geometry.voxel_volume_ml
+            )
+            measurements = [_measurements(s, values.units) for s in stats]
         with _timed(result, "seg"):
             seg = write_seg(
                 loaded.sources, labels, specs, definition.algorithm.info(),
