@@ -156,6 +156,17 @@ class Destination(_Frozen):
     network_timeout_seconds: PositiveSeconds = 60.0
 
 
+class AdminConfig(_Frozen):
+    """The HTTP admin API: loopback by default; any other address needs a token."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    token: str | None = None
+    token_file: Path | None = None
+    metrics_public: bool = False  # let Prometheus scrape /metrics without the token
+
+
 class LoggingConfig(_Frozen):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # "auto": JSON lines unless standard error is a terminal.
@@ -177,6 +188,7 @@ class Config(_Frozen):
     models: Mapping[str, Any] = Field(default_factory=dict)
     pipelines: Mapping[str, Any] = Field(default_factory=dict)
     pipeline_workers: Annotated[int, Field(ge=1, le=16)] = 2
+    admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     # The folder relative model paths are taken from (the configuration file's).
     base_dir: Path = Path()
@@ -205,8 +217,12 @@ class Config(_Frozen):
     def resolved(self, base: Path) -> Config:
         """A copy whose relative paths are taken from ``base``."""
         storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
+        admin = self.admin
+        if admin.token_file is not None:
+            admin = admin.model_copy(update={"token_file": _under(base, admin.token_file)})
         return self.model_copy(
             update={
+                "admin": admin,
                 "storage": storage,
                 "rules_dir": _under(base, self.rules_dir),
                 "base_dir": _under(base, self.base_dir),

@@ -117,6 +117,7 @@ class _nodes:  # noqa: N801 - used as a context manager, reads as one
                     "node": {"ae_title": "PACS", "host": "127.0.0.1", "port": 0},
                     "storage": {"path": str(self.folder / "pacs")},
                     "rules_dir": str(self.folder / "pacs" / "rules"),
+                    "admin": {"enabled": False},
                     "logging": {"level": "warning"},
                 }
             )
@@ -132,6 +133,7 @@ class _nodes:  # noqa: N801 - used as a context manager, reads as one
                     "node": {"ae_title": "DICOMNODE", "host": "127.0.0.1", "port": 0},
                     "storage": {"path": str(self.folder / "node")},
                     "rules_dir": str(rules),
+                    "admin": {"port": 0},
                     "completion": {"quiet_seconds": 5, "settle_seconds": 1},
                     "destinations": {
                         "pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.scp.port}

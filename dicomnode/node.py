@@ -14,6 +14,15 @@ from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from dicomnode.admin import (
+    AdminServer,
+    AdminServices,
+    DiskWatermark,
+    ReceiveCounters,
+    check_admin_security,
+    create_app,
+    read_token,
+)
 from dicomnode.config import Config
 from dicomnode.dicom.scp import StorageSCP
 from dicomnode.logs import get_logger
@@ -56,7 +65,12 @@ class Node:
         self.ingest = Ingest(
             self.spool, self.index, self.completion, config.completion, disk=self.disk
         )
-        self.scp = StorageSCP(config.node, config.allows_caller, self.ingest)
+        self.counters = ReceiveCounters()
+        self.scp = StorageSCP(
+            config.node,
+            self.counters.caller_policy(config.allows_caller),
+            self.counters.sink(self.ingest),
+        )
         model_configs, self.pipelines = all_definitions(
             config.models, config.pipelines, "configuration"
         )
@@ -97,6 +111,7 @@ class Node:
             utc_now,
             count=config.pipeline_workers,
         )
+        self.admin = self._admin_server() if config.admin.enabled else None
 
     def start(self) -> None:
         """Recover from any previous crash, then start every stage, the listener last."""
@@ -129,6 +144,8 @@ class Node:
         )
         self.completion.resume()
         self.scp.start()
+        if self.admin is not None:
+            self.admin.start()
         log.info(
             "node_started",
             ae_title=self.config.node.ae_title,
@@ -140,6 +157,8 @@ class Node:
 
     def stop(self) -> None:
         """Stop accepting, let in-flight stores finish, stop the stages, close the index."""
+        if self.admin is not None:
+            self.admin.stop()
         self.scp.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
@@ -165,6 +184,35 @@ class Node:
             wake.wait()
         finally:
             self.stop()
+
+    def _admin_server(self) -> AdminServer:
+        """The admin API over this node's parts; refuses an open API on a reachable host."""
+        admin = self.config.admin
+        token = read_token(admin.token, admin.token_file)
+        check_admin_security(admin.host, token)
+        services = AdminServices(
+            database=self.database,
+            index=self.index,
+            spool=self.spool,
+            jobs=self.workers.queue,
+            sends=self.outbox.queue,
+            rules=self.rules,
+            decisions=self.router.decisions,
+            destinations=self.config.destinations,
+            pipelines=tuple(self.pipelines),
+            calling_ae=self.config.node.ae_title,
+            scp_listening=lambda: self.scp.listening,
+            disk=DiskWatermark(
+                self.config.storage.path,
+                self.config.storage.high_water_percent / 100,
+                self.config.storage.min_free_bytes,
+            ),
+            counters=self.counters,
+            wake_sends=self.outbox.wake,
+            wake_jobs=self.workers.wake,
+        )
+        app = create_app(services, token, metrics_public=admin.metrics_public)
+        return AdminServer(app, admin.host, admin.port)
 
     def _jobs_queued(self) -> None:
         self.workers.wake()

@@ -45,6 +45,7 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
         "storage": {"path": str(tmp_path / "var")},
         "completion": dict(FAST_COMPLETION),
         "rules_dir": str(tmp_path / "rules"),
+        "admin": {"port": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict):

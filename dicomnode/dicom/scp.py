@@ -86,6 +86,12 @@ class StorageSCP:
             return self._config.port
         return int(self._server.server_address[1])
 
+    @property
+    def listening(self) -> bool:
+        """Whether the listener is up (checked without connecting to it)."""
+        server = self._server
+        return server is not None and server.socket is not None and server.socket.fileno() >= 0
+
     def start(self) -> None:
         """Start listening; returns once the socket is bound."""
         handlers: list[Any] = [

@@ -33,6 +33,7 @@ class NodeProcess:
             "node": {"ae_title": NODE_AE, "host": LOOPBACK, "port": self.port},
             "storage": {"path": str(workdir / "var")},
             "rules_dir": str(workdir / "rules"),
+            "admin": {"port": 0},
             "logging": {"format": "json", "level": "info"},
         }
         for key, value in (settings or {}).items():

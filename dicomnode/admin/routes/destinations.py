@@ -1,0 +1,84 @@
+"""``/api/destinations``: each configured destination, its queue, and a C-ECHO check."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from dicomnode.admin import queries
+from dicomnode.admin.context import Context
+from dicomnode.admin.schemas import DestinationOut, DestinationsQuery, EchoOut
+from dicomnode.admin.services import AdminServices
+from dicomnode.config import Destination
+from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.scu import ScuSettings
+from dicomnode.dicom.status import describe, is_success
+from dicomnode.errors import PeerError
+from dicomnode.logs import get_logger
+
+log = get_logger(__name__)
+router = APIRouter(prefix="/api/destinations", tags=["destinations"])
+
+# A check answers a person waiting at a page: a destination slower than this is down to them.
+ECHO_TIMEOUT_SECONDS = 5.0
+
+
+@router.get("", summary="Destinations with their outbox state and, unless echo=false, a C-ECHO")
+def list_destinations(
+    context: Context, query: Annotated[DestinationsQuery, Query()]
+) -> list[DestinationOut]:
+    services = context.services
+    states = queries.outbox_by_destination(services.database)
+    names = sorted(services.destinations)
+    checks: dict[str, EchoOut | None] = dict.fromkeys(names)
+    if query.echo and names:
+        with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+            futures = {
+                name: pool.submit(_echo, services, name, services.destinations[name])
+                for name in names
+            }
+            checks = {name: future.result() for name, future in futures.items()}
+    result = []
+    for name in names:
+        destination = services.destinations[name]
+        state = states.get(name, queries.OutboxState())
+        result.append(
+            DestinationOut(
+                name=name,
+                ae_title=destination.ae_title,
+                host=destination.host,
+                port=destination.port,
+                calling_ae=destination.calling_ae or services.calling_ae,
+                pending=state.pending,
+                failed=state.failed,
+                oldest_pending_at=state.oldest_pending_at,
+                echo=checks[name],
+            )
+        )
+    return result
+
+
+def _echo(services: AdminServices, name: str, destination: Destination) -> EchoOut:
+    settings = ScuSettings(
+        calling_ae=destination.calling_ae or services.calling_ae,
+        connect_timeout_seconds=min(destination.connect_timeout_seconds, ECHO_TIMEOUT_SECONDS),
+        network_timeout_seconds=min(destination.network_timeout_seconds, ECHO_TIMEOUT_SECONDS),
+    )
+    address = DicomAddress(destination.ae_title, destination.host, destination.port)
+    try:
+        result = services.echo(address, settings)
+    except PeerError as exc:
+        return EchoOut(ok=False, status=None, ms=None, error=str(exc))
+    except Exception as exc:
+        # The root of this check's thread: one odd destination must not fail the page.
+        log.exception("destination_echo_failed", destination=name)
+        return EchoOut(ok=False, status=None, ms=None, error=f"{type(exc).__name__}: {exc}")
+    ok = is_success(result.status)
+    return EchoOut(
+        ok=ok,
+        status=result.status,
+        ms=round(result.seconds * 1000, 1),
+        error=None if ok else f"C-ECHO answered 0x{result.status:04X} ({describe(result.status)})",
+    )

@@ -1,0 +1,56 @@
+"""What the admin API needs from a running node, handed over by the composition root.
+
+The app never imports ``dicomnode.node``: the node builds an ``AdminServices`` from its
+parts, and tests build one from a real ``Node`` the same way, so what is tested is what
+serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dicomnode.admin.counters import ReceiveCounters
+from dicomnode.admin.health import DiskWatermark
+from dicomnode.config import Destination
+from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.scu import EchoResult, ScuSettings, echo
+from dicomnode.outbox.queue import OutboxQueue
+from dicomnode.pipeline.jobs import JobQueue
+from dicomnode.routing.live_rules import LiveRules
+from dicomnode.store.completion import utc_now
+from dicomnode.store.database import Database
+from dicomnode.store.index import Index
+from dicomnode.store.spool import Spool
+
+Echo = Callable[[DicomAddress, ScuSettings], EchoResult]
+
+
+@dataclass(frozen=True, slots=True)
+class AdminServices:
+    """The node's parts the API reads and steers.
+
+    ``decisions`` is ``Router.decisions``; ``scp_listening`` says whether the DICOM
+    listener accepts connections; ``wake_sends`` and ``wake_jobs`` let a retry start
+    at once instead of at the workers' next poll.
+    """
+
+    database: Database
+    index: Index
+    spool: Spool
+    jobs: JobQueue
+    sends: OutboxQueue
+    rules: LiveRules
+    decisions: Callable[[int], list[dict[str, Any]]]
+    destinations: Mapping[str, Destination]
+    pipelines: Collection[str]
+    calling_ae: str
+    scp_listening: Callable[[], bool]
+    disk: DiskWatermark
+    counters: ReceiveCounters | None = None  # refusals and duplicates, when the node counts them
+    wake_sends: Callable[[str], None] = lambda _destination: None
+    wake_jobs: Callable[[], None] = lambda: None
+    clock: Callable[[], datetime] = utc_now
+    echo: Echo = field(default=echo)

@@ -1,0 +1,228 @@
+"""Fixtures for the admin API: a real running node, its services, and an HTTP client.
+
+``services_of`` builds AdminServices from a Node exactly as the composition root does,
+so the app under test serves the same parts a deployed node serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from dicomnode.admin import AdminServices, DiskWatermark, create_app, tcp_listening
+from dicomnode.dicom.address import parse_address
+from dicomnode.dicom.scu import ScuSettings, SendableFile, inspect_file, send_files
+from dicomnode.node import Node
+from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.testing.dcmtk import StoreSCP
+from dicomnode.testing.process import poll_until
+
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FAST_RETRY = {"initial_seconds": 0.5, "max_seconds": 1.0, "max_age_seconds": 3600}
+
+
+def services_of(node: Node, **overrides: Any) -> AdminServices:
+    """What node.py wires, from a started Node (the disk limit off unless overridden)."""
+    config = node.config
+    services = AdminServices(
+        database=node.database,
+        index=node.index,
+        spool=node.spool,
+        jobs=node.workers.queue,
+        sends=node.outbox.queue,
+        rules=node.rules,
+        decisions=node.router.decisions,
+        destinations=config.destinations,
+        pipelines=tuple(node.pipelines),
+        calling_ae=config.node.ae_title,
+        scp_listening=lambda: tcp_listening(config.node.host, node.scp.port),
+        disk=DiskWatermark(config.spool_path, max_used_fraction=1.0),
+        wake_sends=node.outbox.wake,
+        wake_jobs=node.workers.wake,
+    )
+    return dataclasses.replace(services, **overrides)
+
+
+@pytest.fixture
+def services_for() -> Callable[..., AdminServices]:
+    """``services_of`` as a fixture, for tests that build the app themselves."""
+    return services_of
+
+
+@pytest.fixture
+def token() -> str:
+    """The admin token the test apps are built with."""
+    return TOKEN
+
+
+@pytest.fixture
+def rules_dir(tmp_path: Path) -> Path:
+    """The folder make_config points the node's rules_dir at."""
+    folder = tmp_path / "rules"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def write_rules(rules_dir: Path) -> Callable[..., Path]:
+    def write(text: str, name: str = "rules.yaml") -> Path:
+        path = rules_dir / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[..., TestClient]]:
+    """An authenticated TestClient on an app over ``node`` (closed at the end)."""
+    clients: list[TestClient] = []
+
+    def make(
+        node: Node, token: str | None = TOKEN, metrics_public: bool = False, **overrides: Any
+    ) -> TestClient:
+        app = create_app(services_of(node, **overrides), token, metrics_public=metrics_public)
+        client = TestClient(app, headers=AUTH if token is not None else {})
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def send_phantom(tmp_path: Path) -> Callable[..., Any]:
+    """Write a small CT phantom series and C-STORE it to a node; returns the phantom."""
+    made = 0
+
+    def send(
+        node: Node,
+        description: str = "CT CHEST",
+        slices: int = 6,
+        calling_ae: str = "SCANNER1",
+        **spec: Any,
+    ) -> Any:
+        nonlocal made
+        made += 1
+        phantom = write_ct_phantom(
+            tmp_path / f"phantom{made}",
+            CTPhantomSpec(
+                **{
+                    "slices": slices,
+                    "rows": 32,
+                    "columns": 32,
+                    "seed": made,
+                    "series_description": description,
+                    "series_number": made,
+                    **spec,
+                }
+            ),
+        )
+        files = [f for f in map(inspect_file, phantom.paths) if isinstance(f, SendableFile)]
+        results = send_files(
+            files,
+            parse_address(f"DICOMNODE@127.0.0.1:{node.scp.port}"),
+            ScuSettings(calling_ae=calling_ae),
+        )
+        assert all(r.ok for r in results), [r.note for r in results if not r.ok]
+        return phantom
+
+    return send
+
+
+@pytest.fixture
+def routed() -> Callable[[Node, str], None]:
+    """Wait until the series with ``uid`` is complete and routed."""
+
+    def wait(node: Node, uid: str) -> None:
+        def done() -> bool:
+            series = node.index.find_series(uid)
+            return series is not None and bool(node.router.decisions(series.id))
+
+        poll_until(done, timeout=60, what=f"series {uid} routed")
+
+    return wait
+
+
+def bone_pipeline(model: str) -> dict[str, Any]:
+    """A one-segment pipeline on a ``kind: python`` model (no TensorFlow needed)."""
+    return {
+        "steps": [{"kind": "hu"}],
+        "model": model,
+        "output": {
+            "kind": "segmentation",
+            "segments": [
+                {
+                    "label": 1,
+                    "name": "Bone",
+                    "category": {"value": "85756007", "meaning": "Tissue"},
+                    "type": {"value": "272673000", "meaning": "Bone"},
+                }
+            ],
+        },
+        "algorithm": {"name": model, "version": "0"},
+    }
+
+
+@pytest.fixture
+def pipeline_settings() -> Callable[[str], dict[str, Any]]:
+    """Node settings for a pipeline ``bone`` whose model is one of dicomnode.testing.models."""
+
+    def settings(function: str, **options: Any) -> dict[str, Any]:
+        model = {"kind": "python", "function": f"dicomnode.testing.models:{function}"}
+        return {
+            "models": {"bone-model": {**model, "options": options}},
+            "pipelines": {"bone": bone_pipeline("bone-model")},
+        }
+
+    return settings
+
+
+def destination(ae: str, port: int, **retry: Any) -> dict[str, Any]:
+    return {"ae_title": ae, "host": "127.0.0.1", "port": port, "retry": {**FAST_RETRY, **retry}}
+
+
+@pytest.fixture
+def make_destination() -> Callable[..., dict[str, Any]]:
+    return destination
+
+
+@pytest.fixture
+def pipeline_run(
+    node_factory: Callable[..., Node],
+    client_for: Callable[..., TestClient],
+    send_phantom: Callable[..., Any],
+    write_rules: Callable[..., Any],
+    make_destination: Callable[..., dict[str, Any]],
+    pipeline_settings: Callable[..., dict[str, Any]],
+) -> tuple[Node, TestClient, Any]:
+    """A CT series through the rules, the pipeline and the outbox: SEG and SR delivered."""
+    write_rules(
+        """
+        - name: bone
+          match: {Modality: CT}
+          pipeline: bone
+          send_to: [pacs]
+        """
+    )
+    with StoreSCP(ae_title="PACS") as pacs:
+        node = node_factory(
+            destinations={"pacs": make_destination("PACS", pacs.port)},
+            **pipeline_settings("slow_threshold", seconds=0.0, threshold=300.0),
+        )
+        # 6 mm pixels: the 64x64 slices cover the whole body, bone included (SEG and SR).
+        series = send_phantom(node, "CT BODY", slices=8, rows=64, columns=64, pixel_spacing_mm=6.0)
+        pacs.wait_for_files(2, timeout=60)
+        poll_until(
+            lambda: len(node.outbox.queue.list_sends("done")) == 2, timeout=30, what="2 sends"
+        )
+    return node, client_for(node), series
