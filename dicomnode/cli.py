@@ -456,6 +456,9 @@ def _jobs(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
+    import getpass
+
+    from dicomnode.admin import AuditLog
     from dicomnode.config import load_config
     from dicomnode.outbox.queue import OutboxQueue
     from dicomnode.store.completion import utc_now
@@ -465,8 +468,18 @@ def _retry(args: argparse.Namespace) -> int:
     try:
         database.create_schema()
         queue = OutboxQueue(database)
+        before = queue.get(args.job_id)
         summary = queue.retry(args.job_id, utc_now())
         current = queue.get(args.job_id) if summary is None else summary
+        if summary is not None:
+            # Every change made through the CLI or the API is in the audit trail.
+            AuditLog(database).record(
+                utc_now(),
+                f"{getpass.getuser()} (cli)",
+                "job.retry",
+                f"send-{summary.id}",
+                {"previous_reason": before.reason if before else None},
+            )
     finally:
         database.close()
     if summary is None:

@@ -20,6 +20,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -162,7 +163,7 @@ class AdminConfig(_Frozen):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
-    token: str | None = None
+    token: SecretStr | None = None  # SecretStr: `config show` prints it as stars
     token_file: Path | None = None
     metrics_public: bool = False  # let Prometheus scrape /metrics without the token
 

@@ -188,7 +188,8 @@ class Node:
     def _admin_server(self) -> AdminServer:
         """The admin API over this node's parts; refuses an open API on a reachable host."""
         admin = self.config.admin
-        token = read_token(admin.token, admin.token_file)
+        inline = admin.token.get_secret_value() if admin.token is not None else None
+        token = read_token(inline, admin.token_file)
         check_admin_security(admin.host, token)
         services = AdminServices(
             database=self.database,

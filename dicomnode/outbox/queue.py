@@ -83,6 +83,7 @@ class Finish:
 
     failure: str | None = None  # association-level failure, if any
     permanent: bool = False  # retrying cannot cure it (e.g. rejected-permanent)
+    sent: int = 0  # instances the destination acknowledged during this attempt
 
 
 class OutboxQueue:
@@ -222,7 +223,6 @@ class OutboxQueue:
                 ).all()
             )
             pending, failed = counts.get("pending", 0), counts.get("failed", 0)
-            sent_before = send.sent_count
             send.sent_count = counts.get("sent", 0)
             if finish.failure and finish.permanent:
                 outcome, send.state, send.reason = "permanent", "failed", finish.failure
@@ -251,7 +251,7 @@ class OutboxQueue:
                     outcome=outcome,
                     status=last_status,
                     detail=(send.reason or "delivered")[:512],
-                    sent=send.sent_count - sent_before,
+                    sent=finish.sent,
                 )
             )
             session.flush()

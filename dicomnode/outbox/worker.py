@@ -139,9 +139,11 @@ class _DestinationWorker(threading.Thread):
         pending: list[ItemResult] = []
         last_flush = time.monotonic()
         last_status: int | None = None
+        sent = 0
 
         def on_result(result: FileResult, _size: int) -> None:
-            nonlocal last_flush, last_status
+            nonlocal last_flush, last_status, sent
+            sent += result.ok
             item = by_path[result.path]
             if result.status is not None:
                 last_status = result.status
@@ -165,15 +167,17 @@ class _DestinationWorker(threading.Thread):
             if self.stopping.is_set():
                 raise _Stopping
 
-        finish = Finish()
+        failure: str | None = None
+        permanent = False
         try:
             send_files(files, self.address, self.settings, on_result)
         except PeerError as exc:
-            finish = Finish(failure=str(exc), permanent=exc.permanent)
+            failure, permanent = str(exc), exc.permanent
         except _Stopping:
-            finish = Finish(failure="interrupted: the node is stopping")
+            failure = "interrupted: the node is stopping"
         except (DicomNodeError, OSError) as exc:
-            finish = Finish(failure=f"{type(exc).__name__}: {exc}")
+            failure = f"{type(exc).__name__}: {exc}"
+        finish = Finish(failure=failure, permanent=permanent, sent=sent)
         self.queue.record_items(work.send_id, pending)
         summary = self.queue.finish(
             work.send_id, started, self.clock(), finish, self.destination.retry, last_status

@@ -13,6 +13,7 @@ from typing import Any
 import pydicom
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
+from dicomnode.admin import AuditLog
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
@@ -218,6 +219,11 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
         assert retried.returncode == 0, retried.stderr
         fixed.wait_for_files(6, timeout=60)
         poll_until(lambda: sends_in_state(node, "done"), timeout=30, what="the send done")
+    attempts = node.outbox.queue.attempts(failed.id)
+    assert (attempts[-1].outcome, attempts[-1].sent) == ("delivered", 6)
+    (entry,) = AuditLog(node.database).entries()
+    assert (entry.action, entry.target) == ("job.retry", f"send-{failed.id}")
+    assert entry.actor.endswith("(cli)")
     again = _cli("retry", str(failed.id), "--config", str(config))
     assert again.returncode == 1
     assert "is done, not failed" in again.stderr
