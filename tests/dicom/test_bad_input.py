@@ -224,15 +224,18 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_gets_0xa700_and_the_node_recovers_when_space_returns(
     node_factory: Callable[..., Node], tiny_tmpfs: Path, tmp_path: Path
 ) -> None:
+    # The high-water mark is off (100 %), so the write itself meets the full disk.
     node = node_factory(
-        storage={"path": str(tiny_tmpfs)}, database={"url": f"sqlite:///{tmp_path / 'index.db'}"}
+        storage={"path": str(tiny_tmpfs), "high_water_percent": 100},
+        database={"url": f"sqlite:///{tmp_path / 'index.db'}"},
     )
     filler = tiny_tmpfs / "filler"
     with filler.open("wb") as out, contextlib.suppress(OSError):
-        out.write(b"\0" * (2 * 1024 * 1024))
+        out.write(b"\0" * (1024 * 1024 - 64 * 1024))  # leave 64 KiB: less than one image
     big = next(ct_phantom_datasets(CTPhantomSpec(slices=1, rows=256, columns=256)))
     response = store(node.scp.port, big)
     assert response.Status == 0xA700
+    assert "full" in response.ErrorComment
     assert echo(parse_address(f"DICOMNODE@127.0.0.1:{node.scp.port}"), ScuSettings()).status == 0
 
     filler.unlink()
