@@ -19,16 +19,14 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import RE_VALID_UID, CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import RE_VALID_UID, CTImageStorage
 from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import NOMINAL_HU, Anatomy, Grid, Labels
 from dicomnode.phantom.encoding import SeriesEncoder
-from dicomnode.phantom.modules import add_patient_and_study
+from dicomnode.phantom.modules import add_patient_and_study, file_meta
 from dicomnode.phantom.truth import Tally, TissueHU, TissueVolumes
 from dicomnode.phantom.uids import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
     derive_uid,
 )
 
@@ -250,13 +248,7 @@ def _own_elements(
     x0, y0 = grid.origin_mm
     z = grid.slice_z_mm(index)
 
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(CTImageStorage, sop_instance_uid)
 
     own = Dataset()
     own.SOPInstanceUID = sop_instance_uid

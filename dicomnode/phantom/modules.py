@@ -1,10 +1,28 @@
-"""The patient and study modules every phantom series shares (PS3.3 C.7.1.1, C.7.2.1)."""
+"""What every phantom series shares: file meta (PS3.10 7.1), patient and study modules
+(PS3.3 C.7.1.1, C.7.2.1)."""
 
 from __future__ import annotations
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicomnode.phantom.uids import derive_digits
+from dicomnode.phantom.uids import (
+    IMPLEMENTATION_CLASS_UID,
+    IMPLEMENTATION_VERSION_NAME,
+    derive_digits,
+)
+
+
+def file_meta(sop_class_uid: str, sop_instance_uid: str) -> FileMetaDataset:
+    """The file meta of one phantom instance: Explicit VR Little Endian, our implementation."""
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    return meta
 
 
 def add_patient_and_study(

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Final
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import RE_VALID_UID, ExplicitVRLittleEndian, PositronEmissionTomographyImageStorage
+from pydicom.uid import RE_VALID_UID, PositronEmissionTomographyImageStorage
 from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import Grid
 from dicomnode.phantom.encoding import SeriesEncoder
-from dicomnode.phantom.modules import add_patient_and_study
+from dicomnode.phantom.modules import add_patient_and_study, file_meta
 from dicomnode.phantom.pet_uptake import (
     DEFAULT_SUV_THRESHOLD,
     Lesion,
@@ -42,8 +42,6 @@ from dicomnode.phantom.pet_uptake import (
     quantise,
 )
 from dicomnode.phantom.uids import (
-    IMPLEMENTATION_CLASS_UID,
-    IMPLEMENTATION_VERSION_NAME,
     derive_uid,
 )
 
@@ -374,13 +372,7 @@ def _own_elements(
     x0, y0 = grid.origin_mm
     z = grid.slice_z_mm(index)
 
-    meta = FileMetaDataset()
-    meta.FileMetaInformationVersion = b"\x00\x01"
-    meta.MediaStorageSOPClassUID = PositronEmissionTomographyImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_instance_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    meta = file_meta(PositronEmissionTomographyImageStorage, sop_instance_uid)
 
     own = Dataset()
     own.SOPInstanceUID = sop_instance_uid
