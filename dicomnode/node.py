@@ -211,6 +211,7 @@ class Node:
             counters=self.counters,
             wake_sends=self.outbox.wake,
             wake_jobs=self.workers.wake,
+            dicom_port=lambda: self.scp.port,
         )
         app = create_app(services, token, metrics_public=admin.metrics_public)
         return AdminServer(app, admin.host, admin.port)

@@ -162,3 +162,17 @@ def _series_out(row: SeriesRow) -> SeriesOut:
         deadline_at=row.deadline_at,
         completed_at=row.completed_at,
     )
+
+
+def counts_by_state(database: Database) -> dict[str, dict[str, int]]:
+    """How many series, pipeline jobs and sends are in each state (for the overview)."""
+    counted: dict[str, dict[str, int]] = {}
+    with database.reading() as session:
+        for name, column in (
+            ("series", SeriesRow.state),
+            ("pipeline_jobs", JobRow.state),
+            ("sends", SendRow.state),
+        ):
+            rows = session.execute(select(column, func.count()).group_by(column))
+            counted[name] = {str(state): int(count) for state, count in rows}
+    return counted

@@ -66,6 +66,26 @@ class Readiness(_Model):
     checks: list[CheckOut]
 
 
+class NodeOut(_Model):
+    ae_title: str
+    dicom_port: int | None  # None when the listener is not up (yet)
+    version: str  # dicomnode's own version
+    started_at: datetime
+
+
+class Overview(_Model):
+    """What the dashboard shows first: the node, whether it is ready, and how much is where."""
+
+    node: NodeOut
+    readiness: Readiness
+    rules_version: str
+    rules_count: int
+    rules_last_rejection: str | None
+    series: dict[str, int]  # state -> count
+    pipeline_jobs: dict[str, int]
+    sends: dict[str, int]
+
+
 class ErrorOut(_Model):
     detail: str
 
@@ -340,6 +360,17 @@ class RulesSaved(_Model):
     version: str  # the version of the rules with this file
     in_force: bool  # whether the node has already loaded it
     audit_id: int
+
+
+class RulesCheckIn(_Model):
+    name: Annotated[str, Field(pattern=RULE_FILE_PATTERN, examples=["ct.yaml"])]
+    content: Annotated[str, Field(max_length=MAX_RULE_FILE_CHARS)]
+
+
+class RulesChecked(_Model):
+    name: str
+    version: str  # the version the rules would have with this file saved
+    rules: int  # how many rules they would hold
 
 
 class DryRunIn(_Model):

@@ -34,7 +34,8 @@ class AdminServices:
 
     ``decisions`` is ``Router.decisions``; ``scp_listening`` says whether the DICOM
     listener accepts connections; ``wake_sends`` and ``wake_jobs`` let a retry start
-    at once instead of at the workers' next poll.
+    at once instead of at the workers' next poll; ``dicom_port`` and ``started_at`` are
+    for the dashboard.
     """
 
     database: Database
@@ -53,4 +54,6 @@ class AdminServices:
     wake_sends: Callable[[str], None] = lambda _destination: None
     wake_jobs: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utc_now
+    dicom_port: Callable[[], int | None] = lambda: None  # the port the listener is bound to
+    started_at: datetime = field(default_factory=utc_now)
     echo: Echo = field(default=echo)

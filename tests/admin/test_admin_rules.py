@@ -274,3 +274,52 @@ def test_a_dry_run_of_invalid_rules_or_an_unknown_series_is_refused(
     unknown = client.post("/api/rules/dry-run", json={"content": "[]", "series_uid": "1.2.3"})
     assert unknown.status_code == 404
     assert client.post("/api/rules/dry-run", json={"content": "[]"}).status_code == 422
+
+
+def test_check_validates_a_file_as_a_save_would_without_writing_it(
+    rules_node: Node, client_for: Callable[..., TestClient], rules_dir: Path
+) -> None:
+    client = client_for(rules_node)
+    before = rules_node.rules.current.version
+
+    refused = client.post("/api/rules/check", json={"name": "chest.yaml", "content": BROKEN})
+    assert refused.status_code == 422
+    assert [(p["file"], p["line"], p["key"]) for p in refused.json()["problems"]] == [
+        ("chest.yaml", 3, "chest.match.Modality_"),
+        ("chest.yaml", 5, "chest.match.SeriesDescription.regex"),
+        ("chest.yaml", 6, "chest.forward_to[0]"),
+    ]
+
+    fixed = "- name: chest\n  match: {Modality: CT}\n  forward_to: [pacs]\n"
+    checked = client.post("/api/rules/check", json={"name": "chest.yaml", "content": fixed})
+    assert checked.status_code == 200
+    body = checked.json()
+    assert body["name"] == "chest.yaml"
+    assert body["rules"] == 2  # checked together with ct.yaml, as a save would be
+    assert body["version"] != before
+
+    # A duplicate of a rule in another file is found too: the folder is checked as a whole.
+    duplicate = client.post("/api/rules/check", json={"name": "b.yaml", "content": CT_TO_PACS})
+    assert duplicate.status_code == 422
+    (problem,) = duplicate.json()["problems"]
+    assert (problem["file"], problem["key"]) == ("ct.yaml", "ct-to-pacs.name")
+    assert "duplicate rule name" in problem["message"] and "b.yaml:1" in problem["message"]
+
+    # Nothing was written, loaded or audited.
+    assert sorted(p.name for p in rules_dir.iterdir()) == ["ct.yaml"]
+    assert rules_node.rules.current.version == before
+    assert client.get("/api/audit").json() == []
+
+
+def test_check_refuses_a_file_name_outside_the_folder_and_needs_the_token(
+    rules_node: Node, client_for: Callable[..., TestClient]
+) -> None:
+    client = client_for(rules_node)
+    outside = client.post("/api/rules/check", json={"name": "../x.yaml", "content": CT_TO_PACS})
+    assert outside.status_code == 422
+    anonymous = client.post(
+        "/api/rules/check",
+        json={"name": "ct.yaml", "content": CT_TO_PACS},
+        headers={"Authorization": ""},
+    )
+    assert anonymous.status_code == 401

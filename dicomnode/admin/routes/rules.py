@@ -1,6 +1,7 @@
 """``/api/rules``: the rules in force, saving a rule file, and dry runs on stored series.
 
-A save is validated exactly as ``dicomnode rules check`` validates (the same problems,
+``/check`` validates a file without saving it (the web editor's inline errors). A save is
+validated exactly as ``dicomnode rules check`` validates (the same problems,
 each with file, line and key), written atomically, loaded at once and audited with who
 made it. The rules history records versions as the live reload saw them come into
 force; for versions saved here, the history names the API's actor.
@@ -28,6 +29,8 @@ from dicomnode.admin.schemas import (
     RuleFileIn,
     RuleFileOut,
     RuleOut,
+    RulesChecked,
+    RulesCheckIn,
     RulesOut,
     RulesRefused,
     RulesSaved,
@@ -118,6 +121,21 @@ def put_rule_file(
     in_force = services.rules.current.version == ruleset.version
     log.info("rules_saved", file=body.name, actor=actor, version=ruleset.version, loaded=in_force)
     return RulesSaved(name=body.name, version=ruleset.version, in_force=in_force, audit_id=audit_id)
+
+
+@router.post(
+    "/check",
+    summary="Validate a rule file as it would be saved, without saving it",
+    response_model=RulesChecked,
+    responses=_REFUSED,
+)
+def check_rule_file(context: Context, body: RulesCheckIn) -> RulesChecked | JSONResponse:
+    """What the editor calls while someone types: the same problems a save would give."""
+    try:
+        ruleset = context.rule_files.with_file(body.name, body.content)
+    except RulesError as exc:
+        return _refused(exc)
+    return RulesChecked(name=body.name, version=ruleset.version, rules=len(ruleset))
 
 
 @router.post(
