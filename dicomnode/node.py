@@ -205,7 +205,7 @@ class Node:
             scp_listening=lambda: self.scp.listening,
             disk=DiskWatermark(
                 self.config.storage.path,
-                self.config.storage.high_water_percent / 100,
+                self.config.storage.high_water_percent,
                 self.config.storage.min_free_bytes,
             ),
             counters=self.counters,

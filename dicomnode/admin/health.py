@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from dicomnode.store.database import Database
+from dicomnode.store.disk import over_high_water
 
 _WILDCARDS = {"", "0.0.0.0", "::"}  # addresses meaning "every interface"
 
@@ -29,13 +30,14 @@ class DiskUsage:
 
 @dataclass(frozen=True, slots=True)
 class DiskWatermark:
-    """The spool file system's high-water mark: a used fraction, or a minimum of free bytes.
+    """The spool file system's high-water mark: a used percentage, or a minimum of free bytes.
 
-    Either limit being crossed counts; ``min_free_bytes=0`` disables that one.
+    Either limit being crossed counts; ``min_free_bytes=0`` disables that one. The rule is
+    the SCP's own (``store.disk.over_high_water``); this reads it without the SCP's cache.
     """
 
     path: Path
-    max_used_fraction: float = 0.90
+    high_water_percent: float = 90.0
     min_free_bytes: int = 0
 
     def usage(self) -> DiskUsage:
@@ -44,8 +46,9 @@ class DiskWatermark:
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
         stats = shutil.disk_usage(probe)
-        used = (stats.total - stats.free) / stats.total if stats.total else 1.0
-        high = used > self.max_used_fraction or stats.free < self.min_free_bytes
+        high = over_high_water(
+            stats.total, stats.free, self.high_water_percent, self.min_free_bytes
+        )
         return DiskUsage(stats.total, stats.free, high)
 
 

@@ -29,6 +29,15 @@ class DiskState:
         return 100.0 * (1 - self.free_bytes / self.total_bytes) if self.total_bytes else 100.0
 
 
+def over_high_water(
+    total_bytes: int, free_bytes: int, high_water_percent: float, min_free_bytes: int
+) -> bool:
+    """The one rule for "too full", shared by the SCP's guard and the admin's ``/readyz``,
+    so that the node never refuses instances while saying it is ready (or the reverse)."""
+    used_percent = 100.0 * (1 - free_bytes / total_bytes) if total_bytes else 100.0
+    return used_percent >= high_water_percent or free_bytes < min_free_bytes
+
+
 class DiskGuard:
     """Answers "may we accept more?" for the spool's file system, checked at most every second."""
 
@@ -59,8 +68,7 @@ class DiskGuard:
 
     def _measure(self) -> DiskState:
         usage = shutil.disk_usage(self._path)
-        used_percent = 100.0 * (1 - usage.free / usage.total) if usage.total else 100.0
-        over = used_percent >= self._high_water or usage.free < self._min_free
+        over = over_high_water(usage.total, usage.free, self._high_water, self._min_free)
         return DiskState(usage.total, usage.free, over)
 
     def _report(self, state: DiskState, first: bool) -> None:

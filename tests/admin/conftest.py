@@ -44,7 +44,7 @@ def services_of(node: Node, **overrides: Any) -> AdminServices:
         pipelines=tuple(node.pipelines),
         calling_ae=config.node.ae_title,
         scp_listening=lambda: tcp_listening(config.node.host, node.scp.port),
-        disk=DiskWatermark(config.spool_path, max_used_fraction=1.0),
+        disk=DiskWatermark(config.spool_path, high_water_percent=100.0),
         wake_sends=node.outbox.wake,
         wake_jobs=node.workers.wake,
     )

@@ -58,9 +58,9 @@ def test_a_spool_above_its_high_water_mark_is_not_ready_until_space_returns(
     disk = checks(full, 503)["disk"]
     assert disk["ok"] is False
     assert "above the high-water mark" in str(disk["detail"])
-    also_full = client_for(node, disk=DiskWatermark(spool, max_used_fraction=0.0))
+    also_full = client_for(node, disk=DiskWatermark(spool, high_water_percent=0.0))
     checks(also_full, 503)
-    roomy = client_for(node, disk=DiskWatermark(spool, max_used_fraction=1.0, min_free_bytes=1))
+    roomy = client_for(node, disk=DiskWatermark(spool, high_water_percent=100.0, min_free_bytes=1))
     checks(roomy, 200)
 
 

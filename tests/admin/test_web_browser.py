@@ -270,3 +270,38 @@ def test_the_page_is_served_offline_with_a_strict_content_security_policy(
         text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, not a fetch
         assert "http:" not in text and "https:" not in text, asset
     assert fetch(f"{base}/api/overview")[0] == 401
+
+
+def test_a_pipeline_jobs_page_shows_its_stages_results_and_sends(
+    pipeline_run: tuple[Any, Any, Any], browser: Any, screenshots: Path | None
+) -> None:
+    """After an end-to-end run: the job page lists every stage with its duration, the SEG
+    and SR it wrote, and their delivered sends; the series page links to the job."""
+    node, client, series = pipeline_run
+    (job,) = client.get("/api/jobs?kind=pipeline").json()
+    stages = [s["stage"] for s in client.get(f"/api/jobs/{job['id']}").json()["timeline"]["stages"]]
+    assert stages  # what the page must show, as the API reports it
+
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    script_errors: list[str] = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+    base = f"http://{LOOPBACK}:{node.admin.port}/ui/"  # no token: an open API on loopback
+
+    page.goto(f"{base}#/series/{series.series_instance_uid}")
+    sync_api.expect(page.locator("#series-jobs")).to_contain_text("bone (rule bone)")
+    page.click(f'#series-jobs a[href="#/jobs/{job["id"]}"]')
+
+    sync_api.expect(page.locator("#job-state")).to_contain_text("done")
+    rows = page.locator("#stages tr[data-stage]")
+    sync_api.expect(rows).to_have_count(len(stages))
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.stage)") == stages
+    for row in rows.all():
+        assert float(row.locator("td.num").inner_text()) >= 0
+    sync_api.expect(page.locator("#timeline tr[data-event=routed]")).to_contain_text("bone")
+    sends = page.locator("#sends [data-send]")
+    sync_api.expect(sends).to_have_count(2)  # the SEG and the SR, each delivered
+    for send in sends.all():
+        sync_api.expect(send.locator("tr[data-attempt]").last).to_contain_text("0x0000")
+    if screenshots:
+        page.screenshot(path=str(screenshots / "pipeline-job.png"), full_page=True)
+    assert script_errors == []
