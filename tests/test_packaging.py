@@ -291,7 +291,9 @@ def test_the_build_context_builds_the_package_with_its_models(tmp_path: Path) ->
     (wheel,) = (tmp_path / "dist").glob("dicomnode-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
-        "dicomnode/cli.py",
+        "dicomnode/cli/__init__.py",
+        "dicomnode/admin/web/static/app.js",
+        "dicomnode/admin/web/static/index.html",
         "dicomnode/models/reference.yaml",
         "dicomnode/models/ct_tissue_reference.keras",
     ):

@@ -213,7 +213,7 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     config = tmp_path / "node.yaml"
     config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
     listed = _cli("jobs", "--state", "failed", "--config", str(config))
-    assert f"{failed.id}\tsend\tgone" in listed.stdout
+    assert f"send-{failed.id}\tsend\tgone" in listed.stdout
     with StoreSCP(ae_title="GONE", port=port) as fixed:
         retried = _cli("retry", str(failed.id), "--config", str(config))
         assert retried.returncode == 0, retried.stderr

@@ -1,0 +1,115 @@
+"""Talking DICOM from the command line: echo and send."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, config_option
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    echo = sub.add_parser(
+        "echo", help="C-ECHO a DICOM node: AE@HOST:PORT or a configured destination's name"
+    )
+    echo.add_argument("address", help="AE@HOST:PORT, or NAME from destinations")
+    echo.add_argument("--calling-ae", default=None, help="our AE title (default node.ae_title)")
+    echo.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
+    config_option(echo)
+    echo.set_defaults(run=echo_command)
+
+    send = sub.add_parser("send", help="C-STORE files and folders (recursive) to AE@HOST:PORT")
+    send.add_argument("paths", nargs="+", type=Path, help="files or folders")
+    send.add_argument("--to", required=True, help="AE@HOST:PORT")
+    send.add_argument("--calling-ae", default="DICOMNODE", help="our AE title (default DICOMNODE)")
+    send.add_argument("--quiet", action="store_true", help="no progress bar, summary only")
+    send.set_defaults(run=send_command)
+
+
+def echo_command(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.dicom.address import DicomAddress, parse_address
+    from dicomnode.dicom.scu import ScuSettings, echo
+    from dicomnode.dicom.status import describe, is_success
+    from dicomnode.errors import AddressError
+
+    config = load_config(args.config)
+    calling_ae = args.calling_ae or config.node.ae_title
+    if "@" in args.address:
+        address = parse_address(args.address)
+    elif (destination := config.destinations.get(args.address)) is not None:
+        address = DicomAddress(destination.ae_title, destination.host, destination.port)
+        calling_ae = args.calling_ae or destination.calling_ae or calling_ae
+    else:
+        known = ", ".join(sorted(config.destinations)) or "none configured"
+        raise AddressError(
+            f"{args.address!r} is neither AE@HOST:PORT nor a destination (known: {known})"
+        )
+    settings = ScuSettings(
+        calling_ae=calling_ae,
+        connect_timeout_seconds=args.timeout,
+        network_timeout_seconds=args.timeout,
+    )
+    result = echo(address, settings)
+    verdict = "OK" if is_success(result.status) else describe(result.status)
+    print(f"{address}: C-ECHO {verdict} (0x{result.status:04X}) in {result.seconds * 1000:.0f} ms")
+    return EXIT_OK if is_success(result.status) else EXIT_FAILED
+
+
+def send_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from dicomnode.dicom.address import parse_address
+    from dicomnode.dicom.scu import (
+        FileResult,
+        ScuSettings,
+        SendableFile,
+        SkippedFile,
+        find_files,
+        inspect_file,
+        send_files,
+    )
+
+    address = parse_address(args.to)
+    console = Console(stderr=True)
+    sendable: list[SendableFile] = []
+    skipped: list[SkippedFile] = []
+    for path in find_files(args.paths):
+        found = inspect_file(path)
+        (sendable if isinstance(found, SendableFile) else skipped).append(found)  # type: ignore[arg-type]
+    for item in skipped:
+        console.print(f"[yellow]skipped[/] {item.path}: {item.reason}")
+    if not sendable:
+        console.print("nothing to send")
+        return EXIT_FAILED
+    total = sum(item.size for item in sendable)
+    columns = (
+        BarColumn(),
+        MofNCompleteColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=args.quiet) as progress:
+        task = progress.add_task("send", total=total)
+        files = progress.add_task("files", total=len(sendable), visible=False)
+
+        def advance(_result: FileResult, sent: int) -> None:
+            progress.advance(task, sent)
+            progress.advance(files, 1)
+
+        results = send_files(sendable, address, ScuSettings(calling_ae=args.calling_ae), advance)
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        console.print(f"[red]failed[/] {result.path}: {result.note}")
+    ok = len(results) - len(failed)
+    print(f"{address}: {ok} of {len(results)} sent, {len(failed)} failed, {len(skipped)} skipped")
+    return EXIT_OK if not failed else EXIT_FAILED

@@ -1,0 +1,202 @@
+"""What the node holds, from the command line: series, jobs, and retrying failed jobs.
+
+Jobs are named as the admin API and the web page name them: ``pipeline-12`` is pipeline
+job 12 and ``send-7`` is outbox send 7 (the two queues number independently); a bare
+number is a send, as it was before pipeline jobs were listed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from typing import Any
+
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
+
+PIPELINE_STATES = ("pending", "running", "done", "failed")
+SEND_STATES = ("pending", "sending", "done", "failed")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    jobs = sub.add_parser("jobs", help="list pipeline jobs and sends (newest first)")
+    config_option(jobs)
+    jobs.add_argument("--kind", choices=["pipeline", "send"], help="only this kind")
+    jobs.add_argument(
+        "--state",
+        choices=sorted({*PIPELINE_STATES, *SEND_STATES}),
+        help="only this state",
+    )
+    jobs.add_argument("--json", action="store_true", help="machine-readable output")
+    jobs.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    jobs.set_defaults(run=jobs_command)
+
+    retry = sub.add_parser(
+        "retry",
+        help="requeue a failed job now: send-N (its maximum age restarts) or pipeline-N",
+    )
+    config_option(retry)
+    retry.add_argument("job_id", help="the id shown by 'dicomnode jobs' (send-7, pipeline-12)")
+    retry.set_defaults(run=retry_command)
+
+    series = sub.add_parser("series", help="list received series")
+    config_option(series)
+    series.add_argument("--json", action="store_true", help="machine-readable output")
+    series.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    series.set_defaults(run=series_command)
+
+
+def series_command(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.store.index import Index
+
+    config = load_config(args.config)
+    index = Index(config.database_url)
+    try:
+        index.open()
+        rows = index.list_series(limit=args.limit)
+    finally:
+        index.close()
+    if args.json:
+        print(json.dumps([as_json(row) for row in rows], indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    header = ("series UID", "modality", "description", "instances", "version", "state", "last")
+    lines = [
+        (
+            row.series_uid,
+            row.modality or "",
+            row.description or "",
+            str(row.instance_count),
+            str(row.version),
+            row.state,
+            row.last_arrival_at.isoformat(timespec="seconds"),
+        )
+        for row in rows
+    ]
+    console = Console()
+    if not console.is_terminal:
+        # Piped into grep or a file: whole lines, tab-separated, never wrapped.
+        for line in (header, *lines):
+            print("\t".join(line))
+        return EXIT_OK
+    table = Table(title=f"{len(rows)} series")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for line in lines:
+        table.add_row(*line)
+    console.print(table)
+    return EXIT_OK
+
+
+def as_json(row: object) -> dict[str, object]:
+    """A summary dataclass (series, job, send) as JSON-ready values."""
+    from dataclasses import asdict
+
+    data = asdict(row)  # type: ignore[call-overload]
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in data.items()}
+
+
+def jobs_command(args: argparse.Namespace) -> int:
+    from dicomnode.config import load_config
+    from dicomnode.outbox.queue import OutboxQueue
+    from dicomnode.pipeline.jobs import JobQueue
+    from dicomnode.store.database import Database
+
+    database = Database(load_config(args.config).database_url)
+    rows: list[tuple[str, Any]] = []
+    try:
+        database.create_schema()
+        if args.kind in (None, "pipeline") and args.state in (None, *PIPELINE_STATES):
+            rows += [("pipeline", j) for j in JobQueue(database).list_jobs(args.state, args.limit)]
+        if args.kind in (None, "send") and args.state in (None, *SEND_STATES):
+            rows += [("send", s) for s in OutboxQueue(database).list_sends(args.state, args.limit)]
+    finally:
+        database.close()
+    rows.sort(key=lambda row: (row[1].created_at, row[0]), reverse=True)
+    rows = rows[: args.limit]
+    if args.json:
+        listed = [
+            {**as_json(job), "id": f"{kind}-{job.id}", "kind": kind, "number": job.id}
+            for kind, job in rows
+        ]
+        print(json.dumps(listed, indent=2))
+        return EXIT_OK
+    header = ("id", "kind", "what", "series", "state", "progress", "attempts", "problem")
+    print("\t".join(header))
+    for kind, job in rows:
+        if kind == "send":
+            what, progress, problem = (
+                job.destination,
+                f"{job.sent_count}/{job.instance_count}",
+                job.reason,
+            )
+        else:
+            what, progress, problem = job.pipeline, "", job.error
+        line = (
+            f"{kind}-{job.id}",
+            kind,
+            what,
+            f"{job.series_id} v{job.series_version}",
+            job.state,
+            progress,
+            str(job.attempts),
+            problem or "",
+        )
+        print("\t".join(line))
+    return EXIT_OK
+
+
+def retry_command(args: argparse.Namespace) -> int:
+    import getpass
+
+    from dicomnode.admin import AuditLog
+    from dicomnode.config import load_config
+    from dicomnode.outbox.queue import OutboxQueue
+    from dicomnode.pipeline.jobs import JobQueue
+    from dicomnode.store.completion import utc_now
+    from dicomnode.store.database import Database
+
+    text = args.job_id.strip()
+    kind, _, number = text.rpartition("-") if "-" in text else ("send", "", text)
+    if kind not in ("pipeline", "send") or not number.isdigit():
+        print(f"dicomnode: {text!r} is not a job id such as send-7 or pipeline-12", file=sys.stderr)
+        return EXIT_USAGE
+    job_id = f"{kind}-{int(number)}"
+    database = Database(load_config(args.config).database_url)
+    try:
+        database.create_schema()
+        retried: Any
+        if kind == "send":
+            sends = OutboxQueue(database)
+            before: Any = sends.get(int(number))
+            retried = sends.retry(int(number), utc_now())
+            current: Any = sends.get(int(number))
+            previous_reason = before.reason if before else None
+        else:
+            jobs = JobQueue(database)
+            before = jobs.get(int(number))
+            retried = jobs.retry(int(number))
+            current = jobs.get(int(number))
+            previous_reason = before.error if before else None
+        if retried is not None:
+            # Every change made through the CLI or the API is in the audit trail.
+            AuditLog(database).record(
+                utc_now(),
+                f"{getpass.getuser()} (cli)",
+                "job.retry",
+                job_id,
+                {"previous_state": "failed", "previous_reason": previous_reason},
+            )
+    finally:
+        database.close()
+    if retried is None:
+        state = "does not exist" if current is None else f"is {current.state}, not failed"
+        print(f"dicomnode: job {job_id} {state}: nothing to retry", file=sys.stderr)
+        return EXIT_FAILED
+    where = f"to {retried.destination}" if kind == "send" else f"for {retried.pipeline}"
+    print(f"job {job_id}: requeued {where} (the running node takes it within seconds)")
+    return EXIT_OK

@@ -1,0 +1,74 @@
+"""`dicomnode jobs` and `dicomnode retry` name jobs as the API and the web page do
+(pipeline-N, send-N), and retry pipeline jobs as well as sends, audited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dicomnode.admin import AuditLog
+from dicomnode.node import Node
+from dicomnode.testing.process import poll_until
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dicomnode", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_failed_pipeline_job_is_listed_and_retried_from_the_command_line(
+    node_factory: Callable[..., Node],
+    send_phantom: Callable[..., Any],
+    write_rules: Callable[..., Any],
+    pipeline_settings: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    write_rules("- {name: bone, match: {Modality: CT}, pipeline: bone}\n")
+    node = node_factory(**pipeline_settings("explode"))
+    send_phantom(node)
+    poll_until(lambda: node.workers.queue.list_jobs("failed"), timeout=60, what="the job to fail")
+    (failed,) = node.workers.queue.list_jobs("failed")
+    config = tmp_path / "cli.yaml"
+    config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+
+    listed = cli("jobs", "--state", "failed", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()[1:]
+    assert line.startswith(f"pipeline-{failed.id}\tpipeline\tbone\t")
+    assert "NaN where a tumour should be" in line
+    as_json = json.loads(cli("jobs", "--json", "--config", str(config)).stdout)
+    assert [(job["id"], job["state"]) for job in as_json] == [(f"pipeline-{failed.id}", "failed")]
+    assert cli("jobs", "--kind", "send", "--config", str(config)).stdout.count("\n") == 1
+
+    retried = cli("retry", f"pipeline-{failed.id}", "--config", str(config))
+    assert retried.returncode == 0, retried.stderr
+    assert f"job pipeline-{failed.id}: requeued for bone" in retried.stdout
+    node.workers.wake()
+    poll_until(
+        lambda: (job := node.workers.queue.get(failed.id)) is not None and job.attempts == 2,
+        timeout=60,
+        what="the second run",
+    )
+    (entry,) = AuditLog(node.database).entries(action="job.retry")
+    assert (entry.target, entry.detail["previous_state"]) == (f"pipeline-{failed.id}", "failed")
+    assert entry.actor.endswith("(cli)")
+
+
+def test_retry_names_what_is_wrong_with_a_job_id(node: Node, tmp_path: Path) -> None:
+    config = tmp_path / "cli.yaml"
+    config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+    unknown = cli("retry", "pipeline-99", "--config", str(config))
+    assert unknown.returncode == 1
+    assert "job pipeline-99 does not exist: nothing to retry" in unknown.stderr
+    malformed = cli("retry", "job-1", "--config", str(config))
+    assert malformed.returncode == 2
+    assert "'job-1' is not a job id such as send-7 or pipeline-12" in malformed.stderr
