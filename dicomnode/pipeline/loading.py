@@ -3,10 +3,12 @@
 Two passes. The first parses every file's header once, its pixel data deferred (read
 later from the file at its recorded offset), skips non-images, and places and checks
 every frame (:mod:`.frames`, :mod:`.stacking`): a series that cannot form a volume is
-refused before any pixel is decoded. The second decodes frame by frame (pydicom's
-handlers, pylibjpeg for the compressed syntaxes) straight into one preallocated float32
-array, rescaled in place: a 300-slice 512x512 CT holds its 300 MB result and a slice of
-temporaries, never the series twice.
+refused before any pixel is decoded. The second decodes frame by frame straight into one
+preallocated float32 array, rescaled in place: a 300-slice 512x512 CT holds its 300 MB
+result and a few slices of temporaries, never the series twice. Uncompressed little-endian
+single-frame images (most series) are read from the file at their pixel data's offset, a
+few at a time in threads; the rest go through pydicom's handlers (pylibjpeg for the
+compressed syntaxes).
 
 The parsed headers, pixel data dropped once decoded, are kept as the *sources*: the SEG
 and SR writers need the source datasets to reference and align with.
@@ -15,6 +17,7 @@ and SR writers need the source datasets to reference and align with.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +25,21 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels.utils import iter_pixels
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from dicomnode.errors import VolumeError
 from dicomnode.logs import get_logger
-from dicomnode.pipeline.frames import Frame, frames_of, functional_group_item
+from dicomnode.pipeline.frames import Frame, frames_of, functional_group_item, number_of_frames
 from dicomnode.pipeline.stacking import Tolerances, stack
 from dicomnode.volume import FloatArray, SliceRef, Volume
 
@@ -39,6 +48,11 @@ log = get_logger(__name__)
 # Pixel data elements (PS3.3 C.7.6.3, C.7.6.24); large elements beyond them are deferred.
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _DEFER_BYTES = 64 * 1024
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Stored as is, little endian, so read straight from the file (PS3.5 A.1, A.2).
+_PLAIN_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+_DECODE_THREADS = 4  # file reads and numpy release the GIL; more buys nothing on 2-8 cores
 
 # Errors pydicom and its pixel plugins raise on data they cannot decode.
 _DECODE_ERRORS = (
@@ -184,15 +198,44 @@ def _require_one_series(headers: Sequence[Dataset], files: Sequence[Path]) -> No
 def _decode(
     files: Sequence[Path], headers: Sequence[Dataset], ordered: Sequence[Frame]
 ) -> FloatArray:
-    """Every frame decoded into its z index of one float32 array, rescaled in place."""
+    """Every frame decoded into its z index of one float32 array, rescaled in place.
+
+    Single-frame images stored uncompressed, little endian (what scanners and most
+    PACS send, and what the node's spool holds as received) are read straight from the
+    file at their pixel data's offset, in a few threads (the read and the rescale run
+    outside the GIL); everything else goes through pydicom's decoders one by one.
+    """
     rows, columns = ordered[0].rows, ordered[0].columns
     array: FloatArray = np.empty((len(ordered), rows, columns), dtype=np.float32)
     wanted: dict[int, dict[int, int]] = {}  # source -> frame index (0-based) -> z
     for z, frame in enumerate(ordered):
         wanted.setdefault(frame.source, {})[(frame.frame_number or 1) - 1] = z
+    plain = {
+        source: layout
+        for source, targets in wanted.items()
+        if list(targets) == [0]
+        and (layout := _plain_layout(headers[source], rows, columns)) is not None
+    }
+
+    def read_plain(source: int) -> None:
+        try:
+            pixels = _read_plain(files[source], plain[source], rows, columns)
+        except (OSError, ValueError) as exc:  # a file changed or gone between the passes
+            syntax = _syntax_name(headers[source].file_meta.get("TransferSyntaxUID", ""))
+            raise VolumeError(
+                f"cannot decode the pixel data of {files[source].name} ({syntax}): {exc}"
+            ) from exc
+        z = wanted[source][0]
+        _rescale_into(array[z], pixels, ordered[z])
+
+    with ThreadPoolExecutor(_DECODE_THREADS, thread_name_prefix="decode") as pool:
+        list(pool.map(read_plain, plain))
     for source, targets in wanted.items():
-        indices = sorted(targets)
         ds = headers[source]
+        if source in plain:
+            _drop_pixels(ds)
+            continue
+        indices = sorted(targets)
         try:
             for index, pixels in zip(indices, iter_pixels(ds, indices=indices), strict=True):
                 z = targets[index]
@@ -207,11 +250,72 @@ def _decode(
             raise VolumeError(
                 f"cannot decode the pixel data of {files[source].name} ({syntax}): {exc}"
             ) from exc
-        for keyword in _PIXEL_KEYWORDS:
-            # The sources are headers: drop the pixel data read for decoding.
-            if keyword in ds:
-                del ds[keyword]
+        _drop_pixels(ds)
     return array
+
+
+def _drop_pixels(ds: Dataset) -> None:
+    """The sources are headers: drop the pixel data (read for decoding, or deferred)."""
+    for keyword in _PIXEL_KEYWORDS:
+        if keyword in ds:
+            del ds[keyword]
+
+
+@dataclass(frozen=True, slots=True)
+class _PlainLayout:
+    """Where one uncompressed frame lies in its file, and how its values are stored."""
+
+    offset: int | None  # in the file; None when the value was read with the header
+    value: bytes | None
+    dtype: np.dtype[Any]
+    unused_bits: int  # Bits Allocated - Bits Stored
+
+
+def _plain_layout(ds: Dataset, rows: int, columns: int) -> _PlainLayout | None:
+    """The layout of a single native little-endian frame, or None for pydicom to decode."""
+    if ds.file_meta.get("TransferSyntaxUID") not in _PLAIN_SYNTAXES or number_of_frames(ds) != 1:
+        return None
+    allocated = ds.get("BitsAllocated")
+    stored = ds.get("BitsStored")
+    representation = ds.get("PixelRepresentation")
+    if (
+        allocated not in (8, 16, 32)
+        or not isinstance(stored, int)
+        or not 0 < stored <= allocated
+        or representation not in (0, 1)
+        or ds.get("SamplesPerPixel", 1) != 1
+    ):
+        return None
+    element = ds.get_item(_PIXEL_DATA, keep_deferred=True)
+    dtype = np.dtype(f"<{'i' if representation else 'u'}{allocated // 8}")
+    if (
+        not isinstance(element, RawDataElement)
+        or element.length == _UNDEFINED_LENGTH
+        or element.length < rows * columns * dtype.itemsize
+    ):
+        return None  # converted already, encapsulated, or short: pydicom says what is wrong
+    if element.value is None:
+        return _PlainLayout(element.value_tell, None, dtype, allocated - stored)
+    if len(element.value) < rows * columns * dtype.itemsize:
+        return None  # the file ends inside the value: pydicom says so
+    return _PlainLayout(None, bytes(element.value), dtype, allocated - stored)
+
+
+def _read_plain(path: Path, layout: _PlainLayout, rows: int, columns: int) -> npt.NDArray[Any]:
+    """The stored values, as pydicom's native decoder gives them (unused bits cleared)."""
+    count = rows * columns
+    if layout.value is not None:
+        pixels = np.frombuffer(layout.value, layout.dtype, count).copy()
+    else:
+        pixels = np.fromfile(path, layout.dtype, count, offset=layout.offset or 0)
+        if pixels.size != count:
+            raise ValueError("the file ends inside its pixel data")
+    if layout.unused_bits:
+        # The bits above Bits Stored are not part of the value: shifting them out and
+        # back clears them (unsigned) or extends the sign (signed), as pydicom does.
+        np.left_shift(pixels, layout.unused_bits, out=pixels)
+        np.right_shift(pixels, layout.unused_bits, out=pixels)
+    return pixels.reshape(rows, columns)
 
 
 def _rescale_into(slab: FloatArray, pixels: npt.NDArray[Any], frame: Frame) -> None:

@@ -69,6 +69,15 @@ class PipelineWorkers:
             log.info("jobs_resumed", count=resumed)
         for thread in self._threads:
             thread.start()
+        # Off the start path: reading highdicom's tables must not delay the listener.
+        threading.Thread(target=self._warm_up, name="pipeline-warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        try:
+            self._engine.warm_up()
+        except Exception:
+            # The root of this thread: a failed warm-up only leaves it to the first job.
+            log.exception("pipeline_warm_up_failed")
 
     def wake(self) -> None:
         self._wake.set()

@@ -18,16 +18,16 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from dicomnode.errors import ResultError
-from dicomnode.results import identity
+from dicomnode.results import identity, tables
 from dicomnode.results.coding import coded
 from dicomnode.results.content import AlgorithmInfo, SegmentSpec
 from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels
-from dicomnode.results.sources import SliceReference, prepare_sources
+from dicomnode.results.sources import SliceReference, Sources, prepare_sources
 
 
 def write_seg(
-    sources: Sequence[Dataset],
-    labels: LabelArray,
+    sources: Sequence[Dataset] | Sources,
+    labels: LabelArray | LabelMap,
     segments: Sequence[SegmentSpec],
     algorithm: AlgorithmInfo,
     *,
@@ -38,8 +38,11 @@ def write_seg(
 
     ``sources`` may be read with or without pixel data; they are not modified. Without
     ``refs`` they must be in the label map's z order (or be one multi-frame image whose
-    frames are); with ``refs`` (``Volume.refs``) any order will do.
+    frames are); with ``refs`` (``Volume.refs``) any order will do. ``labels`` and
+    ``sources`` may come checked and prepared already (``LabelMap.of``,
+    ``prepare_sources``), to be shared with the SR.
     """
+    tables.prepare()
     label_map = LabelMap.of(labels, segments)
     if not label_map.present:
         return None

@@ -3,13 +3,14 @@
 Three things are done here, once, for SEG and SR alike:
 
 - **Headers only.** highdicom reads the source images' metadata, never their pixels
-  (its documentation says so), so each dataset is copied without Pixel Data: a 512x512
-  series costs nothing to copy, and the caller's datasets are never modified.
+  (its documentation says so), so a dataset with Pixel Data is copied without it: a
+  512x512 series costs nothing to copy, and the caller's datasets are never modified.
+  A dataset with nothing to drop or add (the pipeline's sources) is used as it is.
 - **Type 2 attributes present.** De-identified data often lacks Patient Name, Patient ID,
   Birth Date, Sex, Study Date/Time, Referring Physician, Study ID or Accession Number.
   They are Type 2 in the Patient and General Study modules (PS3.3 C.7.1.1, C.7.2.1):
   they must be present, possibly empty. highdicom reads them with attribute access and
-  raises ``AttributeError`` when they are absent, so the copies get empty values.
+  raises ``AttributeError`` when they are absent, so copies get empty values.
 - **Aligned with the label map.** Index ``z`` of the label map is slice ``z`` of the
   volume. Without ``refs`` the sources are taken to be in that order already (one
   single-frame image per slice, or one multi-frame image whose frames are the slices);
@@ -107,13 +108,18 @@ class Sources:
 
 
 def prepare_sources(
-    datasets: Sequence[Dataset], depth: int | None, refs: Sequence[SliceReference] | None = None
+    datasets: Sequence[Dataset] | Sources,
+    depth: int | None,
+    refs: Sequence[SliceReference] | None = None,
 ) -> Sources:
     """Copy, complete and align ``datasets`` with a label map of ``depth`` slices.
 
     ``depth`` None means no label map: the images are only referenced (a report that
-    found nothing), so no alignment is checked.
+    found nothing), so no alignment is checked. Sources prepared before (the SEG's, for
+    the SR of the same run) are checked against ``depth`` and ``refs`` and reused.
     """
+    if isinstance(datasets, Sources):
+        return _reused(datasets, depth, refs)
     if not datasets:
         raise ResultError("no source images were given")
     for ds in datasets:
@@ -129,8 +135,27 @@ def prepare_sources(
     return _single_frames(headers, depth, refs)
 
 
+def _reused(src: Sources, depth: int | None, refs: Sequence[SliceReference] | None) -> Sources:
+    if depth is not None and len(src.slices) != depth:
+        raise ResultError(
+            f"the label map has {depth} slices but the sources were prepared for {len(src.slices)}"
+        )
+    if refs is not None and [(r.sop_instance_uid, r.frame_number or 1) for r in refs] != [
+        (s.sop_instance_uid, s.frame_number or 1) for s in src.slices
+    ]:
+        raise ResultError("the sources were prepared for other slice references")
+    return src
+
+
 def _header(ds: Dataset) -> Dataset:
-    """A copy without pixel data and with the Type 2 patient/study attributes present."""
+    """``ds`` without pixel data and with the Type 2 patient/study attributes present.
+
+    A dataset that already is that (the pipeline's sources: their pixel data is dropped
+    once decoded) is used as it is; the writers and highdicom only read it. Copying 300
+    headers element by element took a third of a second.
+    """
+    if not any(tag in ds for tag in _PIXEL_TAGS) and all(k in ds for k in TYPE2_PATIENT_STUDY):
+        return ds
     header = Dataset()
     for elem in ds.elements():  # raw elements are copied as they are, unparsed
         tag: BaseTag = elem.tag

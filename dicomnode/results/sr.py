@@ -63,7 +63,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dicom_codes
 
 from dicomnode.errors import ResultError
-from dicomnode.results import codes, identity
+from dicomnode.results import codes, identity, tables
 from dicomnode.results.coding import coded
 from dicomnode.results.content import (
     AlgorithmInfo,
@@ -90,9 +90,9 @@ Group = (
 
 
 def write_sr(
-    sources: Sequence[Dataset],
+    sources: Sequence[Dataset] | Sources,
     seg: Dataset | None,
-    labels: LabelArray | None,
+    labels: LabelArray | LabelMap | None,
     segments: Sequence[SegmentSpec],
     algorithm: AlgorithmInfo,
     *,
@@ -107,6 +107,7 @@ def write_sr(
     ``labels`` and ``segments`` (None when nothing was present); ``labels`` may be None
     for a pipeline without a label map (a classifier). ``refs`` as for ``write_seg``.
     """
+    tables.prepare()
     if labels is None:
         check_specs(segments)
         label_map = None

@@ -48,6 +48,11 @@ class ModelHost:
     def names(self) -> tuple[str, ...]:
         return tuple(self._models)
 
+    @property
+    def loaded(self) -> tuple[str, ...]:
+        """The models loaded so far (at start: those the rules in force name)."""
+        return tuple(name for name, model in self._models.items() if model.loaded)
+
     def runner(self, name: str) -> Runner:
         return self._model(name).runner
 
@@ -107,6 +112,10 @@ class _HostedModel:
         self.slots = _Slots(name, params.max_concurrent)
         self._load_lock = threading.Lock()
         self._loaded = False
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
 
     def load(self) -> None:
         with self._load_lock:

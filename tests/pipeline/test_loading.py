@@ -26,6 +26,7 @@ from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     KeyObjectSelectionDocumentStorage,
     PositronEmissionTomographyImageStorage,
     RLELossless,
@@ -322,6 +323,32 @@ def test_deflated_files_load(tmp_path: Path, loaded: LoadedSeries) -> None:
         DeflatedExplicitVRLittleEndian
     )
     assert_same_volume(load_volume(paths), loaded.volume)
+
+
+@pytest.mark.parametrize("size", [64, 256], ids=["read-with-header", "read-at-offset"])
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_uncompressed_values_equal_pydicoms_with_junk_above_bits_stored(
+    tmp_path: Path, size: int, syntax: str
+) -> None:
+    """Signed 12-bit values in 16 bits, the 4 unused bits set: sign-extended, as pydicom does.
+
+    64x64 pixel data is read with the header; 256x256 (128 KB) is deferred and read from
+    the file at its offset.
+    """
+    spec = CTPhantomSpec(
+        slices=3, rows=size, columns=size, pixel_spacing_mm=1.5, slice_thickness_mm=5.0
+    )
+    datasets = phantom_datasets(spec)
+    for ds in datasets:
+        signed = ds.pixel_array.astype(np.int16) - 1024  # within 12-bit signed
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 1, 12, 11
+        ds.RescaleIntercept = 0
+        junk = (signed.view(np.uint16) & 0x0FFF) | 0xA000
+        ds.PixelData = junk.astype("<u2").tobytes()
+    paths = write(tmp_path, datasets, syntax)
+    expected = expected_volume(pydicom.dcmread(path) for path in paths)
+    assert float(expected.array.min()) < 0  # the sign came through
+    np.testing.assert_array_equal(load_volume(paths).array, expected.array)
 
 
 # --- multi-frame ---------------------------------------------------------------------

@@ -25,8 +25,9 @@ from dicomnode.results import (
     write_seg,
     write_sr,
 )
+from dicomnode.results.labelmap import LabelMap
 from dicomnode.results.ohif import ohif_view
-from dicomnode.results.sources import TYPE2_PATIENT_STUDY
+from dicomnode.results.sources import TYPE2_PATIENT_STUDY, prepare_sources
 from dicomnode.volume import SliceRef
 
 ALGORITHM_NAME = dicom_codes.DCM.AlgorithmName
@@ -372,3 +373,44 @@ def test_a_seg_of_another_label_map_is_refused(
         write_sr(ct_images, seg, tissue_labels, TISSUES, ALGORITHM, series_number=102)
     with pytest.raises(ResultError, match="no SEG was given"):
         write_sr(ct_images, None, tissue_labels, TISSUES, ALGORITHM, series_number=102)
+
+
+def test_a_label_map_and_sources_prepared_once_serve_the_seg_and_the_sr(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
+) -> None:
+    """What the pipeline does: check, count and align once, for both writers."""
+    refs = [SliceRef(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in ct_images]
+    label_map = LabelMap.of(tissue_labels, TISSUES)
+    sources = prepare_sources(list(reversed(ct_images)), label_map.depth, refs)
+    seg = write_seg(sources, label_map, TISSUES, ALGORITHM, series_number=101)
+    assert seg is not None
+    sr = write_sr(
+        sources, seg, label_map, TISSUES, ALGORITHM, series_number=102, measurements=MEASURED
+    )
+    dciodvfy(save(seg, tmp_path))
+    dciodvfy(save(sr, tmp_path))
+    separate_seg, separate_sr = segment_report(ct_images, tissue_labels)
+    assert [i.SegmentLabel for i in seg.SegmentSequence] == [
+        i.SegmentLabel for i in separate_seg.SegmentSequence
+    ]
+    assert seg.NumberOfFrames == separate_seg.NumberOfFrames
+    assert seg.PixelData == separate_seg.PixelData
+    assert len(sr.ContentSequence) == len(separate_sr.ContentSequence)
+
+
+def test_a_label_map_or_sources_prepared_for_something_else_are_refused(
+    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+) -> None:
+    label_map = LabelMap.of(tissue_labels, TISSUES)
+    with pytest.raises(ResultError, match="checked against other segment specs"):
+        write_seg(ct_images, label_map, TISSUES[:1], ALGORITHM, series_number=101)
+    sources = prepare_sources(ct_images[1:], len(ct_images) - 1)
+    with pytest.raises(ResultError, match="sources were prepared for"):
+        write_seg(sources, label_map, TISSUES, ALGORITHM, series_number=101)
+    sources = prepare_sources(ct_images, label_map.depth)
+    refs = [SliceRef(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in ct_images]
+    with pytest.raises(ResultError, match="prepared for other slice references"):
+        write_seg(sources, label_map, TISSUES, ALGORITHM, series_number=101, refs=refs[::-1])
