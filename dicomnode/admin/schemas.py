@@ -214,6 +214,7 @@ class RoutedOut(_Model):
 class StageOut(_Model):
     stage: str
     seconds: float
+    failed: bool = False  # the stage a failed job failed in
 
 
 class AttemptOut(_Model):

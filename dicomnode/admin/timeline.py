@@ -95,7 +95,9 @@ def _timeline(
         finished_at=subject.finished_at,
         seconds=timeline.get("seconds"),
         stages=[
-            StageOut(stage=str(s["stage"]), seconds=float(s["seconds"]))
+            StageOut(
+                stage=str(s["stage"]), seconds=float(s["seconds"]), failed=bool(s.get("failed"))
+            )
             for s in timeline.get("stages", [])
         ],
         results=[

@@ -41,6 +41,7 @@ from dicomnode.volume import Volume
 class Stage:
     name: str
     seconds: float
+    failed: bool = False  # the stage the job failed in (its seconds: until it failed)
 
 
 @dataclass
@@ -69,11 +70,16 @@ class PipelineEngine:
         if self.models.loaded:
             tables.prepare()
 
-    def run(self, name: str, paths: Sequence[Path]) -> RunResult:
+    def run(self, name: str, paths: Sequence[Path], result: RunResult | None = None) -> RunResult:
+        """Run pipeline ``name`` on a series' files.
+
+        Stages are appended to ``result`` as they end, so a caller that passes its own
+        keeps, when the run raises, the stages that ran and the one that failed.
+        """
         definition = self.pipelines.get(name)
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
-        result = RunResult()
+        result = RunResult() if result is None else result
         with _timed(result, "load"):
             loaded = load_series(paths)
         source = loaded.volume
@@ -142,7 +148,11 @@ class PipelineEngine:
 @contextmanager
 def _timed(result: RunResult, stage: str) -> Iterator[None]:
     started = time.perf_counter()
-    yield
+    try:
+        yield
+    except BaseException:
+        result.stages.append(Stage(stage, round(time.perf_counter() - started, 4), failed=True))
+        raise
     result.stages.append(Stage(stage, round(time.perf_counter() - started, 4)))
 
 

@@ -121,14 +121,15 @@ class PipelineWorkers:
             if row.series_version <= job.series_version
         ]
         started = time.perf_counter()
+        result = RunResult()  # filled as stages end: a failure keeps what ran and where
         try:
-            result = self._engine.run(job.pipeline, paths)
+            self._engine.run(job.pipeline, paths, result)
         except PipelineError as exc:
-            self._fail(job, str(exc), started)
+            self._fail(job, str(exc), started, result)
             return
         except Exception as exc:
             log.exception("job_crashed", job_id=job.id, pipeline=job.pipeline)
-            self._fail(job, f"{type(exc).__name__}: {exc}", started)
+            self._fail(job, f"{type(exc).__name__}: {exc}", started, result)
             return
         self._store(job, result, started)
 
@@ -175,10 +176,18 @@ class PipelineWorkers:
         if job.send_to and series_ids:
             self._sends_queued(job.send_to)
 
-    def _fail(self, job: JobSummary, error: str, started: float) -> None:
-        self.queue.fail(job.id, self._clock(), error, {"stages": [], "seconds": _since(started)})
+    def _fail(self, job: JobSummary, error: str, started: float, result: RunResult) -> None:
+        stages = _stages(result)
+        timeline = {"stages": stages, "seconds": _since(started)}
+        self.queue.fail(job.id, self._clock(), error, timeline)
+        failed_in = next((s["stage"] for s in stages if s.get("failed")), None)
         log.warning(
-            "job_failed", job_id=job.id, pipeline=job.pipeline, series_id=job.series_id, error=error
+            "job_failed",
+            job_id=job.id,
+            pipeline=job.pipeline,
+            series_id=job.series_id,
+            stage=failed_in,
+            error=error,
         )
 
 
@@ -189,7 +198,10 @@ def _encode(dataset: pydicom.Dataset) -> bytes:
 
 
 def _stages(result: RunResult) -> list[dict[str, Any]]:
-    return [{"stage": s.name, "seconds": s.seconds} for s in result.stages]
+    return [
+        {"stage": s.name, "seconds": s.seconds, **({"failed": True} if s.failed else {})}
+        for s in result.stages
+    ]
 
 
 def _since(started: float) -> float:

@@ -189,7 +189,12 @@ def test_a_failed_pipeline_job_is_retried_and_runs_again(
     assert failed["kind"] == "pipeline"
     assert "NaN where a tumour should be" in failed["error"]
     timeline = client.get(f"/api/jobs/{failed['id']}").json()["timeline"]
-    assert timeline["stages"] == []
+    # The stages that ran, and the one it failed in with its time until it failed.
+    assert [(s["stage"], s["failed"]) for s in timeline["stages"]] == [
+        ("load", False),
+        ("preprocess", False),
+        ("inference", True),
+    ]
     assert timeline["sends"] == []
 
     response = client.post(f"/api/jobs/{failed['id']}/retry")

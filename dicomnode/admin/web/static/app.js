@@ -404,7 +404,8 @@ async function jobView(id) {
 
   const longest = Math.max(0.001, ...t.stages.map((s) => s.seconds));
   const stages = table(["stage", "seconds#", ""], t.stages.map((s) => h("tr", { "data-stage": s.stage },
-    h("td", {}, s.stage), h("td", { class: "num" }, s.seconds.toFixed(3)),
+    h("td", {}, s.stage, s.failed ? [" ", badge("failed here", "bad")] : null),
+    h("td", { class: "num" }, s.seconds.toFixed(3)),
     h("td", { style: null }, h("div", { class: "bar", "data-width": s.seconds / longest })))),
     job.kind === "pipeline" ? "No stage has run yet." : "Sends have no pipeline stages.");
   // widths set from script (the CSP forbids inline style attributes)
