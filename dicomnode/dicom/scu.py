@@ -20,7 +20,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom import sockets
+from dicomnode.dicom import cstore, sockets
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.contexts import VERIFICATION_SOP_CLASS
 from dicomnode.dicom.status import describe, is_permanent_failure, is_success, is_warning
@@ -220,7 +220,14 @@ def _send_one(
     note = ""
     if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
         # Streamed from the file, not decoded.
-        response = assoc.send_c_store(item.path, msg_id=msg_id)
+        response = cstore.send_file(
+            assoc,
+            item.path,
+            item.sop_class_uid,
+            item.sop_instance_uid,
+            item.transfer_syntax_uid,
+            msg_id=msg_id,
+        )
     elif any((item.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED):
         dataset = dcmread(item.path)
         try:
@@ -286,6 +293,8 @@ def _return_stolen_responses(assoc: Any) -> None:
     unexpected C-STORE service message", drops it, and the sender waits out the DIMSE
     timeout. A fast peer on a fast link makes this happen every few hundred instances.
     Here the reactor puts any response back on the queue for the waiting sender.
+    ``reactor`` closes the race at its source where it is installed; this stays for
+    pynetdicom versions that keep their stock loops.
     """
     serve_request = assoc._serve_request
     queue = assoc.dimse.msg_queue

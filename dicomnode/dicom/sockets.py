@@ -15,18 +15,29 @@ from typing import Any
 from pynetdicom import _config
 from pynetdicom.events import Event
 
+from dicomnode.dicom import pdata, reactor
+
 
 def apply_library_settings() -> None:
     """pynetdicom's process-wide switches, set in this one place.
 
     Identifier logging would put patient names into the log; chunked sending streams a
     stored file's dataset bytes without decoding them; the unrestricted storage service
-    accepts private and future storage SOP classes, which a PACS forwards too.
+    accepts private and future storage SOP classes, which a PACS forwards too. The
+    standard event handlers only format pynetdicom's debug and info lines, which the
+    node's logging drops (``dicomnode.logs``), at a cost on every PDU and message.
+
+    Where the pynetdicom version is one they were written for, its polling reactors and
+    its per-PDU sending are replaced too (``reactor``, ``pdata``: why, in their
+    docstrings).
     """
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = True
+    _config.LOG_HANDLER_LEVEL = "none"
+    if reactor.install():
+        pdata.install()
 
 
 def tune(event: Event, timeout_seconds: float) -> None:

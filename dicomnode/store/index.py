@@ -200,8 +200,9 @@ class Index:
         """Index a spooled instance and move its series' completion clock.
 
         This runs once per received instance, on the association's thread, between
-        the file's fsync and the acknowledgement: it uses SQLAlchemy Core with cached
-        statements (the ORM's unit of work cost several milliseconds here).
+        the file's fsync and the acknowledgement: it uses SQLAlchemy Core with statements
+        built once, at import (the ORM's unit of work cost several milliseconds here, and
+        building a statement per call ~7 % of the node's Python time).
         """
         with self._writing() as session:
             conn = session.connection()
@@ -219,7 +220,7 @@ class Index:
             opened = False
             if series is None:
                 state = _new_series_values(header, now)
-                inserted = conn.execute(insert(_SERIES).values(**state)).inserted_primary_key
+                inserted = conn.execute(_INSERT_SERIES, state).inserted_primary_key
                 state["id"] = cast(Any, inserted)[0]
                 opened = True
                 changes: dict[str, Any] = {}
@@ -250,14 +251,14 @@ class Index:
             obsolete = None
             if existing is None:
                 inserted = conn.execute(
-                    insert(_INSTANCES).values(sop_instance_uid=header.sop_instance_uid, **values)
+                    _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
                 ).inserted_primary_key
                 instance_id = cast(Any, inserted)[0]
                 changes["instance_count"] = state["instance_count"] + 1
                 outcome = StoreOutcome.STORED
             else:
                 instance_id, obsolete = existing.id, existing.spool_name
-                conn.execute(update(_INSTANCES).where(_INSTANCES.c.id == existing.id), values)
+                conn.execute(_UPDATE_INSTANCE, {"where_instance_id": existing.id, **values})
                 outcome = StoreOutcome.REPLACED
             merged = _merge_attributes(state["attributes"], header.attributes)
             if merged is not state["attributes"]:
@@ -270,7 +271,7 @@ class Index:
             state.update(changes)
             deadline = _deadline_of(state, policy)
             changes.update(deadline_at=deadline.at, deadline_reason=deadline.reason)
-            conn.execute(update(_SERIES).where(_SERIES.c.id == state["id"]), changes)
+            conn.execute(_UPDATE_SERIES, {"where_series_id": state["id"], **changes})
             return Recorded(
                 instance_id=int(instance_id),
                 series_id=int(state["id"]),
@@ -503,6 +504,11 @@ _SERIES_BY_UID = select(_SERIES).where(_SERIES.c.series_uid == bindparam("uid"))
 _INSTANCE_BY_UID = select(
     _INSTANCES.c.id, _INSTANCES.c.sha256, _INSTANCES.c.series_id, _INSTANCES.c.spool_name
 ).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
+# Executed with a dict of column values: the VALUES / SET clause is the dict's keys.
+_INSERT_SERIES = insert(_SERIES)
+_INSERT_INSTANCE = insert(_INSTANCES)
+_UPDATE_SERIES = update(_SERIES).where(_SERIES.c.id == bindparam("where_series_id"))
+_UPDATE_INSTANCE = update(_INSTANCES).where(_INSTANCES.c.id == bindparam("where_instance_id"))
 
 
 def _new_series_values(header: InstanceHeader, now: datetime) -> dict[str, Any]:

@@ -40,11 +40,17 @@ class Spool:
         self.root = root
         self.objects = root / "objects"
         self.tmp = root / "tmp"
+        self._objects = os.fspath(self.objects)
+        self._tmp = os.fspath(self.tmp)
+        # The 256 folders under objects/ known to exist (made by open(); nothing removes
+        # them); a failed write forgets its folder, in case someone did.
+        self._parents: set[str] = set()
 
     def open(self) -> int:
         """Create the folders and remove stale temporary files; returns how many."""
         self.objects.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._make_fan_out()
         removed = 0
         for stale in self.tmp.iterdir():
             stale.unlink(missing_ok=True)
@@ -62,12 +68,14 @@ class Spool:
         """Durably write ``header`` + ``dataset`` as one new file.
 
         Raises SpoolFullError when the disk is full and StorageError for any other
-        failure; in both cases nothing is left behind.
+        failure; in both cases nothing is left behind. Paths are plain strings here:
+        this runs once per received instance, and pathlib's object per step cost ~4 %
+        of the node's Python time.
         """
         token = uuid.uuid4().hex
-        tmp_path = self.tmp / f"{token}.part"
-        name = f"{token[:2]}/{token}.dcm"
-        final = self.objects / name
+        tmp_path = f"{self._tmp}/{token}.part"
+        parent = f"{self._objects}/{token[:2]}"
+        final = f"{parent}/{token}.dcm"
         try:
             fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
             try:
@@ -75,17 +83,20 @@ class Spool:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            self._ensure_parent(final.parent)
-            tmp_path.rename(final)
-            _fsync_dir(final.parent)
+            self._ensure_parent(parent)
+            os.rename(tmp_path, final)  # noqa: PTH104 - a str path, on the per-instance path
+            _fsync_dir(parent)
         except OSError as exc:
-            tmp_path.unlink(missing_ok=True)
-            final.unlink(missing_ok=True)
+            Path(tmp_path).unlink(missing_ok=True)
+            Path(final).unlink(missing_ok=True)
+            self._parents.discard(parent)
             if exc.errno in _NO_SPACE:
                 raise SpoolFullError(f"spool is full: {exc.strerror}") from exc
             raise StorageError(f"cannot write to the spool: {exc.strerror}") from exc
         digest = hashlib.sha256(dataset).hexdigest()
-        return SpooledFile(name=name, size=len(header) + len(dataset), sha256=digest)
+        return SpooledFile(
+            name=f"{token[:2]}/{token}.dcm", size=len(header) + len(dataset), sha256=digest
+        )
 
     def remove(self, name: str) -> None:
         """Delete a spooled file (one that was never acknowledged, or is superseded)."""
@@ -98,11 +109,32 @@ class Spool:
         for path in self.objects.glob("*/*.dcm"):
             yield f"{path.parent.name}/{path.name}"
 
-    def _ensure_parent(self, folder: Path) -> None:
-        if folder.is_dir():
+    def _make_fan_out(self) -> None:
+        """Create the 256 folders files are spread over, now rather than on first use.
+
+        Made lazily, each cost the instance that first needed it a mkdir and an fsync of
+        ``objects/`` before its acknowledgement: on a fresh node, most of the first few
+        hundred instances (measured: 9 % of the association thread's busy time on a
+        300-slice CT).
+        """
+        created = False
+        for number in range(256):
+            folder = self.objects / f"{number:02x}"
+            if not folder.is_dir():
+                folder.mkdir(exist_ok=True)
+                created = True
+            self._parents.add(os.fspath(folder))
+        if created:
+            _fsync_dir(self.objects)
+
+    def _ensure_parent(self, folder: str) -> None:
+        if folder in self._parents:
             return
-        folder.mkdir(exist_ok=True)
-        _fsync_dir(self.objects)
+        path = Path(folder)
+        if not path.is_dir():
+            path.mkdir(exist_ok=True)
+            _fsync_dir(self._objects)
+        self._parents.add(folder)
 
 
 def _write_all(fd: int, parts: Iterable[bytes | memoryview]) -> None:
@@ -113,7 +145,7 @@ def _write_all(fd: int, parts: Iterable[bytes | memoryview]) -> None:
             view = view[written:]
 
 
-def _fsync_dir(folder: Path) -> None:
+def _fsync_dir(folder: str | Path) -> None:
     """Make a rename or unlink in ``folder`` durable (POSIX needs the folder synced)."""
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom.uid import UID
+from pynetdicom import _config as pynetdicom_config
 from pynetdicom.dsutils import split_dataset
 
 from dicomnode.node import Node
@@ -206,7 +207,9 @@ class AssociationRequests:
     """The A-ASSOCIATE-RQ PDUs the in-process node received, as pynetdicom dumps them.
 
     pynetdicom logs each incoming request at DEBUG, context by context; reading that dump
-    is the one way to see what a sender proposed without changing the node.
+    is the one way to see what a sender proposed without changing the node. The node
+    switches pynetdicom's dump handlers off (``sockets.apply_library_settings``); the
+    fixture switches them back on for the associations the node accepts afterwards.
     """
 
     def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
@@ -219,7 +222,10 @@ class AssociationRequests:
 
 
 @pytest.fixture
-def association_requests(caplog: pytest.LogCaptureFixture) -> Iterator[AssociationRequests]:
+def association_requests(
+    node: Node, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[AssociationRequests]:
+    monkeypatch.setattr(pynetdicom_config, "LOG_HANDLER_LEVEL", "standard")
     with caplog.at_level(logging.DEBUG, logger="pynetdicom"):
         yield AssociationRequests(caplog)
 
