@@ -191,6 +191,7 @@ class _DestinationWorker(threading.Thread):
             event,
             send_id=summary.id,
             destination=self.destination_name,
+            origin=summary.origin,  # rule:<name> (a forward) or job:<id> (a pipeline's result)
             series_id=summary.series_id,
             attempt=work.attempt,
             sent=summary.sent_count,
