@@ -17,8 +17,9 @@ the node does not bind (pynetdicom's own debug handlers for them are switched of
 ``LOG_HANDLER_LEVEL``).
 
 Receiving reads each PDU with ``recv_into`` one buffer, instead of 4 KiB ``recv`` calls
-appended to a ``bytearray``, and a C-STORE response that arrives whole in one PDV (as
-every one does) is decoded by ``commandset`` and queued without pynetdicom's ``Dataset``.
+appended to a ``bytearray``; a C-STORE response that arrives whole in one PDV (as every
+one does), and a C-STORE request whose command set does, are decoded by ``commandset``
+and queued without pynetdicom's ``Dataset``.
 
 Installed together with ``reactor`` and under the same version guard; pynetdicom's
 private names are looked up only once installed, so importing this module is safe with
@@ -30,11 +31,16 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 from typing import Any, cast
 
-from pynetdicom import dimse, evt, fsm
+from pynetdicom import _config, dimse, evt, fsm
 from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ, DIMSEMessage
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import decode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -46,7 +52,9 @@ BLOCK_BYTES = 1 << 20  # P-DATA-TF bytes per hand-off; a message is queued whole
 _PDU_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; PDV length, context
 _P_DATA_TF = 0x04
 _DUL_LOG = logging.getLogger("pynetdicom.dul")
+_INCOMING = "_dicomnode_incoming_store"  # on a DIMSEServiceProvider: an _IncomingStore
 _installed = False
+_stock_receive: Any = None  # pynetdicom's receive_primitive, once replaced (for the tests)
 
 
 class EncodedPData(P_DATA):
@@ -64,8 +72,12 @@ def install() -> None:
         return
     DIMSEServiceProvider.send_msg = _send_msg  # type: ignore[method-assign]  # see module doc
     stock_receive = DIMSEServiceProvider.receive_primitive
+    global _stock_receive
+    _stock_receive = stock_receive
 
     def receive_primitive(self: DIMSEServiceProvider, primitive: P_DATA) -> None:
+        if _received_store_request(self, primitive):
+            return
         if not _received_store_response(self, primitive):
             stock_receive(self, primitive)
 
@@ -173,6 +185,8 @@ def _received_store_response(self: DIMSEServiceProvider, primitive: P_DATA) -> b
     """
     if self.message is not None or primitive.__class__ is not P_DATA:
         return False
+    if getattr(self, _INCOMING, None) is not None:
+        return False
     pdvs = primitive.presentation_data_value_list
     if len(pdvs) != 1 or pdvs[0][1][:1] != b"\x03":  # one PDV: a whole command set
         return False
@@ -185,6 +199,87 @@ def _received_store_response(self: DIMSEServiceProvider, primitive: P_DATA) -> b
     response._context_id = context_id
     self.msg_queue.put((context_id, response))
     return True
+
+
+@dataclass(slots=True)
+class _IncomingStore:
+    """A C-STORE request whose command set is decoded and whose dataset is arriving."""
+
+    request: C_STORE
+    context_id: int
+    command: bytes
+    dataset: BytesIO
+
+
+def _received_store_request(self: DIMSEServiceProvider, primitive: P_DATA) -> bool:
+    """Take a C-STORE request's P-DATA; False: leave it to pynetdicom.
+
+    pynetdicom decodes each request's command set into a pydicom ``Dataset`` and then
+    into the primitive; ``commandset.decode_store_request`` makes the same primitive from
+    the bytes. The dataset's fragments are gathered as pynetdicom gathers them, into a
+    ``BytesIO``. Taken only when the command set arrives whole as the first PDV of a
+    P-DATA and the PDVs after it are dataset fragments, the last one flagged last;
+    anything else, also half way through a message, goes back to pynetdicom's own
+    ``DIMSEMessage`` with what has arrived so far.
+    """
+    incoming = cast(_IncomingStore | None, getattr(self, _INCOMING, None))
+    if primitive.__class__ is not P_DATA:
+        if incoming is not None:
+            _hand_over(self, incoming)
+        return False
+    pdvs = primitive.presentation_data_value_list
+    if incoming is None:
+        if self.message is not None or not pdvs or pdvs[0][1][:1] != b"\x03":
+            return False
+        if self.assoc.get_handlers(evt.EVT_DIMSE_RECV) or _config.STORE_RECV_CHUNKED_DATASET:
+            return False  # someone wants pynetdicom's message object, or a file
+        context_id, pdv = pdvs[0]
+        command = bytes(pdv[1:])
+        request = commandset.decode_store_request(command)
+        if request is None or not _dataset_fragments(pdvs, 1):
+            return False
+        incoming = _IncomingStore(request, context_id, command, BytesIO())
+        first = 1
+    elif not _dataset_fragments(pdvs, 0):
+        _hand_over(self, incoming)
+        return False
+    else:
+        first = 0
+    write = incoming.dataset.write
+    for _context_id, pdv in pdvs[first:]:
+        with memoryview(pdv) as view:
+            write(view[1:])
+    if not pdvs or pdvs[-1][1][0] != 0x02 or len(pdvs) == first:
+        setattr(self, _INCOMING, incoming)
+        return True
+    setattr(self, _INCOMING, None)
+    request = incoming.request
+    request.DataSet = incoming.dataset
+    request._context_id = incoming.context_id
+    self.msg_queue.put((incoming.context_id, request))
+    return True
+
+
+def _dataset_fragments(pdvs: list[tuple[int, bytes]], first: int) -> bool:
+    """Whether ``pdvs[first:]`` are dataset fragments (0x00), the last maybe last (0x02)."""
+    last = len(pdvs) - 1
+    for position in range(first, len(pdvs)):
+        flag = pdvs[position][1][:1]
+        if flag != b"\x00" and not (flag == b"\x02" and position == last):
+            return False
+    return True
+
+
+def _hand_over(self: DIMSEServiceProvider, incoming: _IncomingStore) -> None:
+    """Make pynetdicom's ``DIMSEMessage`` of a request half received, as its own would be."""
+    setattr(self, _INCOMING, None)
+    message = DIMSEMessage()
+    message.encoded_command_set.write(incoming.command)
+    message.context_id = incoming.context_id
+    message.command_set = decode(message.encoded_command_set, True, True)
+    message.__class__ = C_STORE_RQ
+    message.data_set = incoming.dataset
+    self.message = message
 
 
 def _send_pdata(dul: DULServiceProvider) -> None:

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,6 +43,21 @@ class Database:
             try:
                 with session.begin():
                     yield session
+            except SQLAlchemyError as exc:
+                raise StorageError(f"database write failed: {type(exc).__name__}") from exc
+
+    @contextmanager
+    def writing_core(self) -> Iterator[Connection]:
+        """As ``writing``, with a plain Core connection instead of an ORM session.
+
+        For the per-instance index write: an ORM ``Session`` and its transaction objects
+        cost ~10 % of the node's Python time on small instances, for statements that
+        are Core already. The same lock, the same one transaction, committed on return.
+        """
+        with self._write_lock:
+            try:
+                with self.engine.begin() as connection:
+                    yield connection
             except SQLAlchemyError as exc:
                 raise StorageError(f"database write failed: {type(exc).__name__}") from exc
 

@@ -59,6 +59,17 @@ _ROUTING_TAGS = tuple(
     (keyword, Tag(cast(int, tag_for_keyword(keyword)))) for keyword in ROUTING_KEYWORDS
 )
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
+# Every element read_header looks at; pydicom adds (0008,0005) itself. The others are
+# skipped with a seek, not kept: building and storing an element for each of a CT's
+# ~150 elements was most of the parse. Undefined-length sequences are still parsed
+# (pydicom must, to find their end), so what is refused as unreadable does not change.
+_NEEDED_TAGS = sorted(
+    {tag for _keyword, tag in _ROUTING_TAGS}
+    | {
+        Tag(cast(int, tag_for_keyword(keyword)))
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+    }
+)
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _LAST_NEEDED = BaseTag(0x7FDFFFFF)
 _UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
@@ -141,6 +152,7 @@ def _decode(instance: ReceivedInstance) -> Dataset:
             is_little_endian=syntax.is_little_endian,
             stop_when=_stop_at_pixels,
             defer_size=4096,
+            specific_tags=cast(list[BaseTag | int], _NEEDED_TAGS),
         )
     except Exception as exc:
         raise UnreadableDatasetError(f"cannot parse the dataset: {type(exc).__name__}") from exc
