@@ -150,7 +150,7 @@ class _FileParser:
                 (*here, "name"), f"duplicate rule name: first defined at {self.first_seen[name]}"
             )
         else:
-            self.first_seen[name] = f"{self.path}:{self.source.line_of((*here, 'name'))}"
+            self.first_seen[name] = f"{self.path.name}:{self.source.line_of((*here, 'name'))}"
 
     def _match(self, here: KeyPath, raw: dict[Any, Any]) -> tuple[Clause, ...]:
         if "match" not in raw:

@@ -352,7 +352,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     ]
     text = str(caught.value)
     assert len(text.splitlines()) == 7
-    assert f"first defined at {tmp_path / 'a.yaml'}:1" in text
+    assert "first defined at a.yaml:1" in text  # the folder's own files: no path
     assert isinstance(caught.value, ConfigError)
     assert isinstance(caught.value, DicomNodeError)
 
