@@ -9,18 +9,8 @@ from pathlib import Path
 
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.testing.cli import run_dicomnode as dicomnode
 from dicomnode.testing.dcmtk import StoreSCP
-
-
-def dicomnode(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def test_help_lists_the_commands_and_does_not_import_tensorflow() -> None:

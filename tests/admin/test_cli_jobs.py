@@ -4,25 +4,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dicomnode.admin import AuditLog
 from dicomnode.node import Node
+from dicomnode.testing.cli import run_dicomnode as cli
 from dicomnode.testing.process import poll_until
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_a_failed_pipeline_job_is_listed_and_retried_from_the_command_line(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from io import BytesIO
@@ -18,6 +16,7 @@ from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.testing.cli import run_dicomnode
 from dicomnode.testing.dcmtk import StoreSCP, storescu
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.ports import free_port
@@ -212,10 +211,10 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
 
     config = tmp_path / "node.yaml"
     config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
-    listed = _cli("jobs", "--state", "failed", "--config", str(config))
+    listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert f"send-{failed.id}\tsend\tgone" in listed.stdout
     with StoreSCP(ae_title="GONE", port=port) as fixed:
-        retried = _cli("retry", str(failed.id), "--config", str(config))
+        retried = run_dicomnode("retry", str(failed.id), "--config", str(config))
         assert retried.returncode == 0, retried.stderr
         fixed.wait_for_files(6, timeout=60)
         poll_until(lambda: sends_in_state(node, "done"), timeout=30, what="the send done")
@@ -224,7 +223,7 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     (entry,) = AuditLog(node.database).entries()
     assert (entry.action, entry.target) == ("job.retry", f"send-{failed.id}")
     assert entry.actor.endswith("(cli)")
-    again = _cli("retry", str(failed.id), "--config", str(config))
+    again = run_dicomnode("retry", str(failed.id), "--config", str(config))
     assert again.returncode == 1
     assert "is done, not failed" in again.stderr
 
@@ -240,13 +239,3 @@ def test_a_permanent_rejection_fails_at_once_with_the_reason(
     (failed,) = sends_in_state(node, "failed")
     assert failed.attempts == 1
     assert failed.reason is not None and "Rejected Permanent" in failed.reason
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dicomnode", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
