@@ -146,22 +146,7 @@ def outbox_by_destination(database: Database) -> dict[str, OutboxState]:
 
 
 def _series_out(row: SeriesRow) -> SeriesOut:
-    return SeriesOut(
-        id=row.id,
-        study_uid=row.study_uid,
-        series_uid=row.series_uid,
-        modality=row.modality,
-        description=row.description,
-        body_part=row.body_part,
-        instance_count=row.instance_count,
-        version=row.version,
-        state=row.state,
-        origin=row.origin,
-        first_arrival_at=row.first_arrival_at,
-        last_arrival_at=row.last_arrival_at,
-        deadline_at=row.deadline_at,
-        completed_at=row.completed_at,
-    )
+    return SeriesOut.model_validate(row, from_attributes=True)
 
 
 def counts_by_state(database: Database) -> dict[str, dict[str, int]]:

@@ -45,25 +45,14 @@ def get_series(context: Context, series_uid: str) -> SeriesDetail:
         raise HTTPException(404, f"no series with UID {series_uid}")
     return SeriesDetail(
         series=series,
+        # The index's summaries carry every field the API shows (and some it keeps back,
+        # such as spool file names): pydantic reads the declared ones by attribute.
         instances=[
-            InstanceOut(
-                id=i.id,
-                sop_class_uid=i.sop_class_uid,
-                sop_instance_uid=i.sop_instance_uid,
-                transfer_syntax_uid=i.transfer_syntax_uid,
-                size=i.size,
-                series_version=i.series_version,
-            )
+            InstanceOut.model_validate(i, from_attributes=True)
             for i in services.index.instances_of(series.id)
         ],
         completions=[
-            CompletionOut(
-                version=c.version,
-                instance_count=c.instance_count,
-                reason=c.reason,
-                completed_at=c.completed_at,
-                consumed_at=c.consumed_at,
-            )
+            CompletionOut.model_validate(c, from_attributes=True)
             for c in services.index.completions(series.id)
         ],
         decisions=[decision_out(d) for d in services.decisions(series.id)],
