@@ -20,6 +20,7 @@ results with pynetdicom's own.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.uid import UID
@@ -71,30 +72,48 @@ def _request(primitive: C_STORE) -> tuple[bytes, bool] | None:
 
 
 def _response(primitive: C_STORE) -> tuple[bytes, bool] | None:
-    if primitive.OffendingElement is not None or primitive.Status is None:
+    message_id = primitive.MessageIDBeingRespondedTo
+    if primitive.OffendingElement is not None or primitive.Status is None or message_id is None:
         return None
-    parts = []
+    sop_class = sop_instance = None
     if primitive.AffectedSOPClassUID is not None:
         sop_class = _uid(primitive.AffectedSOPClassUID)
         if sop_class is None:
             return None
-        parts.append(_text(0x0002, sop_class))
-    parts.append(_US.pack(0, 0x0100, 2, _C_STORE_RSP))
-    parts.append(_US.pack(0, 0x0120, 2, primitive.MessageIDBeingRespondedTo))
-    parts.append(_US.pack(0, 0x0800, 2, _NO_DATASET))
-    parts.append(_US.pack(0, 0x0900, 2, primitive.Status))
+    comment = None
     if primitive.ErrorComment is not None:
         comment = str(primitive.ErrorComment)
         if not comment.isascii():
             return None
-        parts.append(_text(0x0902, comment.encode("ascii"), pad=b" "))
     if primitive.AffectedSOPInstanceUID is not None:
         sop_instance = _uid(primitive.AffectedSOPInstanceUID)
         if sop_instance is None:
             return None
+    command = store_response(message_id, sop_class, sop_instance, primitive.Status, comment)
+    return command, False
+
+
+def store_response(
+    message_id: int,
+    sop_class: bytes | None,
+    sop_instance: bytes | None,
+    status: int,
+    comment: str | None = None,
+) -> bytes:
+    """A C-STORE response command set; ``comment`` (ASCII) is the Error Comment."""
+    parts = []
+    if sop_class is not None:
+        parts.append(_text(0x0002, sop_class))
+    parts.append(_US.pack(0, 0x0100, 2, _C_STORE_RSP))
+    parts.append(_US.pack(0, 0x0120, 2, message_id))
+    parts.append(_US.pack(0, 0x0800, 2, _NO_DATASET))
+    parts.append(_US.pack(0, 0x0900, 2, status))
+    if comment is not None:
+        parts.append(_text(0x0902, comment.encode("ascii"), pad=b" "))
+    if sop_instance is not None:
         parts.append(_text(0x1000, sop_instance))
     body = b"".join(parts)
-    return _UL.pack(0, 0x0000, 4, len(body)) + body, False
+    return _UL.pack(0, 0x0000, 4, len(body)) + body
 
 
 def _uid(value: Any) -> bytes | None:
@@ -143,6 +162,53 @@ def decode_store_request(command: bytes) -> C_STORE | None:
     (trailing NULs and spaces stripped). A request without a dataset, a UID with several
     values or anything pynetdicom would reject is left to pynetdicom.
     """
+    values = _store_request_values(command)
+    if values is None:
+        return None
+    sop_class, sop_instance = values[0x0002], values[0x1000]
+    request = C_STORE()
+    try:
+        request.AffectedSOPClassUID = UID(sop_class)
+        request.MessageID = values[0x0110]
+        request.Priority = values[0x0700]
+        request.AffectedSOPInstanceUID = UID(sop_instance)
+    except (TypeError, ValueError):
+        return None  # pynetdicom refuses it in its own words
+    return request
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """The fields of a C-STORE request that serving it needs (``direct``)."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+
+
+def store_request_fields(command: bytes) -> StoreRequest | None:
+    """A C-STORE request's fields, only where both UIDs are plain: digits and dots, 1-64.
+
+    pynetdicom accepts every such UID without a word (``set_uid``); anything else, and
+    whatever ``decode_store_request`` declines, is left to pynetdicom.
+    """
+    values = _store_request_values(command)
+    if values is None:
+        return None
+    sop_class, sop_instance = values[0x0002], values[0x1000]
+    if not (_plain_uid(sop_class) and _plain_uid(sop_instance)):
+        return None
+    return StoreRequest(values[0x0110], sop_class, sop_instance)
+
+
+_UID_CHARACTERS = frozenset("0123456789.")
+
+
+def _plain_uid(uid: str) -> bool:
+    return len(uid) <= 64 and _UID_CHARACTERS.issuperset(uid)
+
+
+def _store_request_values(command: bytes) -> dict[int, Any] | None:
     values = _elements(command, _REQUEST_ELEMENTS)
     if values is None:
         return None
@@ -153,15 +219,7 @@ def decode_store_request(command: bytes) -> C_STORE | None:
     sop_class, sop_instance = values[0x0002], values[0x1000]
     if not sop_class or not sop_instance or "\\" in sop_class or "\\" in sop_instance:
         return None
-    request = C_STORE()
-    try:
-        request.AffectedSOPClassUID = UID(sop_class)
-        request.MessageID = values[0x0110]
-        request.Priority = values[0x0700]
-        request.AffectedSOPInstanceUID = UID(sop_instance)
-    except (TypeError, ValueError):
-        return None  # pynetdicom refuses it in its own words
-    return request
+    return values
 
 
 def decode_store_response(command: bytes) -> C_STORE | None:

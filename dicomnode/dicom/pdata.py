@@ -52,7 +52,7 @@ BLOCK_BYTES = 1 << 20  # P-DATA-TF bytes per hand-off; a message is queued whole
 _PDU_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; PDV length, context
 _P_DATA_TF = 0x04
 _DUL_LOG = logging.getLogger("pynetdicom.dul")
-_INCOMING = "_dicomnode_incoming_store"  # on a DIMSEServiceProvider: an _IncomingStore
+INCOMING = "_dicomnode_incoming_store"  # on a DIMSEServiceProvider: an _IncomingStore
 _installed = False
 _stock_receive: Any = None  # pynetdicom's receive_primitive, once replaced (for the tests)
 
@@ -185,7 +185,7 @@ def _received_store_response(self: DIMSEServiceProvider, primitive: P_DATA) -> b
     """
     if self.message is not None or primitive.__class__ is not P_DATA:
         return False
-    if getattr(self, _INCOMING, None) is not None:
+    if getattr(self, INCOMING, None) is not None:
         return False
     pdvs = primitive.presentation_data_value_list
     if len(pdvs) != 1 or pdvs[0][1][:1] != b"\x03":  # one PDV: a whole command set
@@ -222,7 +222,7 @@ def _received_store_request(self: DIMSEServiceProvider, primitive: P_DATA) -> bo
     anything else, also half way through a message, goes back to pynetdicom's own
     ``DIMSEMessage`` with what has arrived so far.
     """
-    incoming = cast(_IncomingStore | None, getattr(self, _INCOMING, None))
+    incoming = cast(_IncomingStore | None, getattr(self, INCOMING, None))
     if primitive.__class__ is not P_DATA:
         if incoming is not None:
             _hand_over(self, incoming)
@@ -250,9 +250,9 @@ def _received_store_request(self: DIMSEServiceProvider, primitive: P_DATA) -> bo
         with memoryview(pdv) as view:
             write(view[1:])
     if not pdvs or pdvs[-1][1][0] != 0x02 or len(pdvs) == first:
-        setattr(self, _INCOMING, incoming)
+        setattr(self, INCOMING, incoming)
         return True
-    setattr(self, _INCOMING, None)
+    setattr(self, INCOMING, None)
     request = incoming.request
     request.DataSet = incoming.dataset
     request._context_id = incoming.context_id
@@ -272,7 +272,7 @@ def _dataset_fragments(pdvs: list[tuple[int, bytes]], first: int) -> bool:
 
 def _hand_over(self: DIMSEServiceProvider, incoming: _IncomingStore) -> None:
     """Make pynetdicom's ``DIMSEMessage`` of a request half received, as its own would be."""
-    setattr(self, _INCOMING, None)
+    setattr(self, INCOMING, None)
     message = DIMSEMessage()
     message.encoded_command_set.write(incoming.command)
     message.context_id = incoming.context_id
@@ -287,13 +287,18 @@ def _send_pdata(dul: DULServiceProvider) -> None:
     if not isinstance(primitive, EncodedPData):
         dul._send(P_DATA_TF(primitive))
         return
+    send_encoded(dul, primitive.encoded)
+
+
+def send_encoded(dul: DULServiceProvider, encoded: bytes) -> None:
+    """Send encoded P-DATA-TF PDUs on the DUL's thread, as DT-1 would (``direct`` too)."""
     socket = dul.socket
     raw = getattr(socket, "socket", None)
     if socket is None or raw is None:
         _DUL_LOG.warning("Attempted to send data over closed connection")
         return
     try:
-        raw.sendall(primitive.encoded)
+        raw.sendall(encoded)
     except Exception:  # noqa: BLE001 - as AssociationSocket.send: any failure is Evt17
         socket.event_queue.put("Evt17")  # Transport connection closed
 

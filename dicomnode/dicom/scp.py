@@ -21,7 +21,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import NodeConfig
-from dicomnode.dicom import contexts, sockets
+from dicomnode.dicom import contexts, direct, sockets
 from dicomnode.dicom.status import Status
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import (
@@ -59,7 +59,7 @@ class StorageSCP:
         self._config = config
         self._allows_caller = allows_caller
         self._sink = sink
-        self._associations: dict[Association, int] = {}
+        self._associations: dict[Association, tuple[int, Peer]] = {}
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
         self._ae = self._make_ae()
@@ -77,6 +77,8 @@ class StorageSCP:
         ae.network_timeout = self._config.idle_timeout_seconds
         ae.acse_timeout = self._config.acse_timeout_seconds
         ae.dimse_timeout = self._config.dimse_timeout_seconds
+        if direct.installed():
+            direct.serve_stores(ae, self._store)
         return ae
 
     @property
@@ -163,7 +165,7 @@ class StorageSCP:
             assoc.abort()
             return
         with self._lock:
-            self._associations[assoc] = association_id
+            self._associations[assoc] = (association_id, peer)
         log.info(
             "association_accepted",
             association_id=association_id,
@@ -173,16 +175,33 @@ class StorageSCP:
         )
 
     def _on_store(self, event: Event) -> Dataset:
-        assoc = event.assoc
+        """EVT_C_STORE, for the requests pynetdicom serves itself (see ``direct``)."""
         request = cast(C_STORE, event.request)
+        status, comment = self._store(
+            event.assoc,
+            str(request.AffectedSOPClassUID or ""),
+            str(request.AffectedSOPInstanceUID or ""),
+            str(event.context.transfer_syntax),
+            cast(BytesIO, request.DataSet).getbuffer(),
+        )
+        return _status(status, comment)
+
+    def _store(
+        self,
+        assoc: Association,
+        sop_class_uid: str,
+        sop_instance_uid: str,
+        transfer_syntax_uid: str,
+        dataset: memoryview,
+    ) -> tuple[int, str | None]:
+        """Store one request's dataset; the DIMSE status and error comment to answer."""
         with self._lock:
-            association_id = self._associations.get(assoc, 0)
-        peer = _peer_of(assoc)
+            association_id, peer = self._associations.get(assoc) or (0, _peer_of(assoc))
         instance = ReceivedInstance(
-            sop_class_uid=str(request.AffectedSOPClassUID or ""),
-            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
-            transfer_syntax_uid=str(event.context.transfer_syntax),
-            dataset=cast(BytesIO, request.DataSet).getbuffer(),
+            sop_class_uid=sop_class_uid,
+            sop_instance_uid=sop_instance_uid,
+            transfer_syntax_uid=transfer_syntax_uid,
+            dataset=dataset,
             peer=peer,
             association_id=association_id,
         )
@@ -196,8 +215,8 @@ class StorageSCP:
             return _reject(instance, Status.OUT_OF_RESOURCES, str(exc))
         except Exception:
             log.exception("instance_rejected", association_id=association_id, status="0xA700")
-            return _status(Status.OUT_OF_RESOURCES, "internal error while storing")
-        return _status(Status.SUCCESS)
+            return Status.OUT_OF_RESOURCES, "internal error while storing"
+        return Status.SUCCESS, None
 
     def _on_echo(self, _event: Event) -> int:
         return int(Status.SUCCESS)
@@ -214,9 +233,10 @@ class StorageSCP:
 
     def _close(self, assoc: Association, released: bool) -> None:
         with self._lock:
-            association_id = self._associations.pop(assoc, None)
-        if association_id is None:
+            opened = self._associations.pop(assoc, None)
+        if opened is None:
             return
+        association_id = opened[0]
         try:
             self._sink.association_closed(association_id, released)
         except Exception:
@@ -239,16 +259,15 @@ def _peer_of(assoc: Association) -> Peer:
     )
 
 
-def _status(status: Status, comment: str | None = None) -> Dataset:
+def _status(status: int, comment: str | None = None) -> Dataset:
     response = Dataset()
     response.Status = int(status)
     if comment:
-        # (0000,0902) Error Comment is LO: at most 64 characters.
-        response.ErrorComment = comment[:64]
+        response.ErrorComment = comment
     return response
 
 
-def _reject(instance: ReceivedInstance, status: Status, reason: str) -> Dataset:
+def _reject(instance: ReceivedInstance, status: Status, reason: str) -> tuple[int, str]:
     log.warning(
         "instance_rejected",
         association_id=instance.association_id,
@@ -257,4 +276,5 @@ def _reject(instance: ReceivedInstance, status: Status, reason: str) -> Dataset:
         status=f"0x{int(status):04X}",
         reason=reason,
     )
-    return _status(status, reason)
+    # (0000,0902) Error Comment is LO: at most 64 characters.
+    return status, reason[:64]

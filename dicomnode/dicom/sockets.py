@@ -15,7 +15,7 @@ from typing import Any
 from pynetdicom import _config
 from pynetdicom.events import Event
 
-from dicomnode.dicom import pdata, reactor
+from dicomnode.dicom import direct, pdata, reactor
 
 
 def apply_library_settings() -> None:
@@ -28,8 +28,8 @@ def apply_library_settings() -> None:
     node's logging drops (``dicomnode.logs``), at a cost on every PDU and message.
 
     Where the pynetdicom version is one they were written for, its polling reactors and
-    its per-PDU sending are replaced too (``reactor``, ``pdata``: why, in their
-    docstrings).
+    its per-PDU sending are replaced too, and C-STORE requests are served on the
+    connection's own thread (``reactor``, ``pdata``, ``direct``: why, in their docstrings).
     """
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
@@ -38,6 +38,7 @@ def apply_library_settings() -> None:
     _config.LOG_HANDLER_LEVEL = "none"
     if reactor.install():
         pdata.install()
+        direct.install()
 
 
 def tune(event: Event, timeout_seconds: float) -> None:

@@ -190,7 +190,7 @@ def test_requests_are_received_as_pynetdicom_receives_them(command: bytes, shape
     assert stock, "the case should produce a request"
     _assert_same(stock, ours)
     assert provider.message is None
-    assert getattr(provider, pdata._INCOMING, None) is None
+    assert getattr(provider, pdata.INCOMING, None) is None
 
 
 def test_the_common_shape_is_decoded_without_pynetdicom() -> None:
@@ -256,7 +256,7 @@ def test_a_listener_for_received_messages_gets_pynetdicom_s_message() -> None:
     provider = DIMSEServiceProvider(_Association(listener))  # type: ignore[arg-type]  # a stand-in
     first = _cut(_request_command(), _DATA, "one-pdata")[0]
     assert not pdata._received_store_request(provider, first)
-    assert getattr(provider, pdata._INCOMING, None) is None
+    assert getattr(provider, pdata.INCOMING, None) is None
 
 
 def test_the_node_s_receiving_is_installed_with_the_reactors() -> None:

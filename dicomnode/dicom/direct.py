@@ -1,0 +1,261 @@
+"""C-STORE requests served on the connection's own thread, for pynetdicom 3.0.4.
+
+In pynetdicom a received instance crosses two threads and four layers: the DUL thread
+reads each PDU, decodes it into a ``P_DATA_TF`` object and a primitive, runs the state
+machine (DT-2) and queues the assembled request; the association thread takes it,
+looks up the service class, builds a response primitive (validating its UIDs with
+regular expressions), fires ``EVT_C_STORE`` and queues the response back to the DUL
+thread, which wakes and sends it. On small instances that machinery was about a third of
+the node's Python time, and two thread hand-offs per instance.
+
+Here, once an association is established, the DUL thread reads a P-DATA-TF PDU's items
+with ``struct``, gathers a C-STORE request's dataset fragments, calls the SCP's store
+function itself and sends the response as DT-1 would: same bytes on the wire (the
+response command set is ``commandset``'s, tested byte-equal to pynetdicom's), same
+association state. What it serves: a C-STORE request whose command set arrives whole as
+the first item of a P-DATA-TF, on an accepted storage context, with plain UIDs, while
+nobody listens for the PDU- and DIMSE-level events this skips. Everything else (C-ECHO,
+a command set in pieces, anything before ``is_established``, every other PDU) goes to
+pynetdicom's own path, decoded from the same bytes. A message served here that breaks
+the fragment rules of PS3.8 E.2 half way is a protocol error: the association is
+aborted, as pynetdicom's reactor does on any failure.
+
+Installed with ``reactor`` and ``pdata``, under the same version guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pynetdicom import _config, evt
+from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
+from pynetdicom.dul import DULServiceProvider
+
+from dicomnode.dicom import commandset, pdata
+
+# (association, SOP class UID, SOP instance UID, transfer syntax UID, dataset bytes)
+# -> (status, error comment or None). It must not raise: a failure is a status.
+StoreFunction = Callable[[Association, str, str, str, memoryview], tuple[int, str | None]]
+
+_HANDLER = "_dicomnode_direct_store"  # on an ApplicationEntity: its StoreFunction
+_MESSAGE = "_dicomnode_direct_message"  # on a DULServiceProvider: the _Message arriving
+_PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, PDU length (PS3.8 9.3.1)
+_ITEM = struct.Struct(">LBB")  # PDV item length, context ID, message control header
+_COMMAND_WHOLE, _DATASET_MORE, _DATASET_LAST = 0x03, 0x00, 0x02
+_P_DATA_TF = 0x04
+_PDU_TYPES = frozenset(range(0x01, 0x08))
+_VERIFICATION = "1.2.840.10008.1.1"
+# Events fired on pynetdicom's path and not on this one: whoever binds one gets that path.
+_SKIPPED_EVENTS = (
+    evt.EVT_DATA_RECV,
+    evt.EVT_PDU_RECV,
+    evt.EVT_DIMSE_RECV,
+    evt.EVT_DATA_SENT,
+    evt.EVT_PDU_SENT,
+    evt.EVT_DIMSE_SENT,
+)
+_DUL_LOG = logging.getLogger("pynetdicom.dul")
+_installed = False
+
+
+class ProtocolError(Exception):
+    """A message served here broke the P-DATA fragment rules; the DUL aborts."""
+
+
+@dataclass(slots=True)
+class _Message:
+    """A C-STORE request whose dataset is arriving."""
+
+    context_id: int
+    request: commandset.StoreRequest
+    transfer_syntax: str
+    chunks: list[memoryview] = field(default_factory=list)
+
+
+def install() -> None:
+    """Read PDUs through ``_read_pdu_data`` below (idempotent); the caller checks the version."""
+    global _installed
+    if not _installed:
+        DULServiceProvider._read_pdu_data = _read_pdu_data  # type: ignore[method-assign]
+        _installed = True
+
+
+def installed() -> bool:
+    return _installed
+
+
+def serve_stores(ae: ApplicationEntity, store: StoreFunction) -> None:
+    """Serve the C-STORE requests of ``ae``'s accepted associations with ``store``."""
+    setattr(ae, _HANDLER, store)
+
+
+def _read_pdu_data(self: DULServiceProvider) -> None:
+    """pynetdicom 3.0.4's ``_read_pdu_data`` (same events, same log lines), serving C-STOREs.
+
+    A P-DATA-TF that ``_serve`` takes is done with here; any other PDU is decoded and
+    queued for the state machine exactly as before.
+    """
+    socket: Any = self.socket
+    try:
+        header = socket.recv(6)
+    except (OSError, TimeoutError) as exc:
+        _closed_early(self, exc)
+        return
+    if len(header) != 6:
+        self.event_queue.put("Evt17")  # Transport connection closed
+        return
+    pdu_type, _, length = _PDU_HEADER.unpack(header)
+    if pdu_type not in _PDU_TYPES:
+        _DUL_LOG.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
+        self.event_queue.put("Evt19")  # Unrecognised or invalid PDU
+        return
+    try:
+        body = socket.recv(length)
+    except (OSError, TimeoutError) as exc:
+        _closed_early(self, exc)
+        return
+    if len(body) != length:
+        _DUL_LOG.error(
+            "The received PDU is shorter than expected "
+            f"({len(body) + 6} of {length + 6} bytes received)"
+        )
+        self.event_queue.put("Evt17")
+        return
+    if pdu_type == _P_DATA_TF:
+        if _serve(self, body):
+            return
+    else:
+        setattr(self, _MESSAGE, None)  # a release or an abort: a half message is dropped
+    header += body
+    try:
+        pdu, event = self._decode_pdu(header)
+        self.event_queue.put(event)
+    except Exception as exc:  # noqa: BLE001 - as pynetdicom: any failure is Evt19
+        _DUL_LOG.error("Unable to decode the received PDU data")
+        _DUL_LOG.exception(exc)
+        self.event_queue.put("Evt19")
+        return
+    self._recv_pdu.put(pdu)
+
+
+def _closed_early(self: DULServiceProvider, exc: BaseException) -> None:
+    _DUL_LOG.error("Connection closed before the entire PDU was received")
+    _DUL_LOG.exception(exc)
+    self.event_queue.put("Evt17")
+
+
+def _serve(self: DULServiceProvider, body: bytearray) -> bool:
+    """Serve a P-DATA-TF's part of a C-STORE request; False: pynetdicom's, untouched."""
+    message: _Message | None = getattr(self, _MESSAGE, None)
+    view = memoryview(body)
+    items = _items(view)
+    if message is None:
+        if items is None or not items or items[0][1] != _COMMAND_WHOLE:
+            return False
+        message = _start(self, view, items[0])
+        if message is None or not _fragments_of(items, 1, message.context_id):
+            return False
+        first = 1
+    elif items is None or not _fragments_of(items, 0, message.context_id):
+        raise ProtocolError("a C-STORE request's P-DATA broke the fragment rules")
+    elif self.state_machine.current_state != "Sta6":
+        raise ProtocolError("a C-STORE request's P-DATA arrived outside data transfer")
+    else:
+        first = 0
+    chunks = message.chunks
+    for _context_id, _flag, start, end in items[first:]:
+        chunks.append(view[start:end])
+    if len(items) == first or items[-1][1] != _DATASET_LAST:
+        setattr(self, _MESSAGE, message)
+        return True
+    setattr(self, _MESSAGE, None)
+    _answer(self, message)
+    return True
+
+
+def _items(view: memoryview) -> list[tuple[int, int, int, int]] | None:
+    """(context ID, control header, start, end) of each PDV's fragment; None if malformed."""
+    items = []
+    offset, end = 0, len(view)
+    while offset < end:
+        if end - offset < _ITEM.size:
+            return None
+        length, context_id, flag = _ITEM.unpack_from(view, offset)
+        stop = offset + 4 + length
+        if length < 2 or stop > end:
+            return None
+        items.append((context_id, flag, offset + _ITEM.size, stop))
+        offset = stop
+    return items
+
+
+def _fragments_of(items: list[tuple[int, int, int, int]], first: int, context_id: int) -> bool:
+    """Whether ``items[first:]`` are dataset fragments on ``context_id``, the last maybe last."""
+    last = len(items) - 1
+    for position in range(first, len(items)):
+        item_context, flag, _start, _end = items[position]
+        if item_context != context_id:
+            return False
+        if flag != _DATASET_MORE and not (flag == _DATASET_LAST and position == last):
+            return False
+    return True
+
+
+def _start(
+    self: DULServiceProvider, view: memoryview, item: tuple[int, int, int, int]
+) -> _Message | None:
+    """The C-STORE request this command set begins, if it is one to serve here."""
+    assoc = self.assoc
+    store = getattr(assoc.ae, _HANDLER, None)
+    if (
+        store is None
+        or not assoc.is_acceptor
+        or not assoc.is_established
+        or self.state_machine.current_state != "Sta6"
+        or _config.STORE_RECV_CHUNKED_DATASET
+    ):
+        return None
+    dimse = assoc.dimse
+    if dimse.message is not None or getattr(dimse, pdata.INCOMING, None) is not None:
+        return None  # pynetdicom is half way through a message
+    if any(assoc.get_handlers(event) for event in _SKIPPED_EVENTS):
+        return None
+    context_id, _flag, start, end = item
+    context = assoc._accepted_cx.get(context_id)
+    if context is None or context.abstract_syntax == _VERIFICATION:
+        return None
+    request = commandset.store_request_fields(view[start:end].tobytes())
+    if request is None:
+        return None
+    return _Message(context_id, request, str(context.transfer_syntax[0]))
+
+
+def _answer(self: DULServiceProvider, message: _Message) -> None:
+    """Store the request's dataset and send the response, as pynetdicom's SCP would."""
+    assoc = self.assoc
+    store: StoreFunction = getattr(assoc.ae, _HANDLER)
+    chunks = message.chunks
+    dataset = chunks[0] if len(chunks) == 1 else memoryview(b"".join(chunks))
+    request = message.request
+    status, comment = store(
+        assoc, request.sop_class_uid, request.sop_instance_uid, message.transfer_syntax, dataset
+    )
+    if not assoc.is_established:
+        return  # aborted meanwhile: pynetdicom sends nothing then either
+    if comment is not None:
+        comment = comment.encode("ascii", "replace").decode("ascii")
+    command = commandset.store_response(
+        request.message_id,
+        request.sop_class_uid.encode("ascii"),
+        request.sop_instance_uid.encode("ascii"),
+        status,
+        comment,
+    )
+    maximum = assoc.dimse.maximum_pdu_size
+    for block in pdata.encode_pdus(pdata.fragments(command, None, message.context_id, maximum)):
+        pdata.send_encoded(self, block)

@@ -1,0 +1,209 @@
+"""C-STORE requests served on the connection's thread (``dicomnode.dicom.direct``).
+
+A pynetdicom SCU talks to a pynetdicom server set up as the node's SCP sets up its own:
+what the store function receives, what the SCU gets back, and which requests are left
+to pynetdicom's own path. The real-peer tests (DCMTK, Orthanc) go through this path too.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.dsutils import encode
+from pynetdicom.dul import DULServiceProvider
+from pynetdicom.sop_class import CTImageStorage, Verification
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dicomnode.dicom import commandset, direct, sockets
+
+_IMPLICIT = "1.2.840.10008.1.2"
+_EXPLICIT = "1.2.840.10008.1.2.1"
+
+
+@dataclass
+class _Server:
+    server: ThreadedAssociationServer
+    port: int
+    stored: list[tuple[str, str, str, bytes, bool]] = field(default_factory=list)
+    stock_stores: list[str] = field(default_factory=list)
+    answer: tuple[int, str | None] = (0x0000, None)
+
+
+def _dataset(instance_uid: str, size: int = 20_000, syntax: str = _IMPLICIT) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = instance_uid
+    ds.PatientID = "DIRECT"
+    ds.Modality = "CT"
+    ds.Rows = ds.Columns = 10
+    ds.BitsAllocated = 8
+    ds.PixelData = bytes(range(256)) * (size // 256)
+    return ds
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[_Server]:
+    sockets.apply_library_settings()
+    if not direct.installed():
+        pytest.skip("pynetdicom version without the adapted loops")
+    options = getattr(request, "param", {})
+    ae = AE("DIRECTSCP")
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(CTImageStorage, [_IMPLICIT, _EXPLICIT])
+    ae.maximum_pdu_size = options.get("max_pdu", 4096)  # a 20 KB dataset in several PDUs
+    state: dict[str, _Server] = {}
+
+    def store(
+        assoc: Association, sop_class: str, sop_instance: str, syntax: str, data: memoryview
+    ) -> tuple[int, str | None]:
+        on_dul = isinstance(threading.current_thread(), DULServiceProvider)
+        state["server"].stored.append((sop_class, sop_instance, syntax, bytes(data), on_dul))
+        return state["server"].answer
+
+    def stock_store(event: evt.Event) -> int:
+        state["server"].stock_stores.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    direct.serve_stores(ae, store)
+    handlers: list[Any] = [(evt.EVT_C_STORE, stock_store), *options.get("handlers", [])]
+    running = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
+    state["server"] = _Server(running, int(running.server_address[1]))
+    try:
+        yield state["server"]
+    finally:
+        running.shutdown()
+
+
+def _associate(port: int, syntax: str = _IMPLICIT) -> Association:
+    ae = AE("DIRECTSCU")
+    ae.add_requested_context(CTImageStorage, syntax)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title="DIRECTSCP")
+    assert assoc.is_established
+    return assoc
+
+
+def test_requests_are_stored_on_the_connection_thread_and_answered(server: _Server) -> None:
+    datasets = [_dataset(f"1.2.826.0.1.3680043.10.1.{n}") for n in range(3)]
+    assoc = _associate(server.port)
+    try:
+        statuses = [assoc.send_c_store(ds).Status for ds in datasets]
+        assert assoc.send_c_echo().Status == 0x0000  # Verification stays pynetdicom's
+    finally:
+        assoc.release()
+    assert statuses == [0x0000] * 3
+    assert server.stock_stores == []
+    assert [entry[1] for entry in server.stored] == [ds.SOPInstanceUID for ds in datasets]
+    for (sop_class, _uid, syntax, data, on_dul), ds in zip(server.stored, datasets, strict=True):
+        assert (sop_class, syntax, on_dul) == (CTImageStorage, _IMPLICIT, True)
+        assert data == encode(ds, True, True)  # every fragment, in order, byte for byte
+
+
+def test_the_context_s_transfer_syntax_is_passed_on(server: _Server) -> None:
+    ds = _dataset("1.2.826.0.1.3680043.10.1.9", size=512, syntax=_EXPLICIT)
+    assoc = _associate(server.port, _EXPLICIT)
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()
+    assert server.stored[0][2] == _EXPLICIT
+    assert server.stored[0][3] == encode(ds, False, True)
+
+
+def test_a_failure_status_and_its_comment_reach_the_sender(server: _Server) -> None:
+    server.answer = (0xA700, "spool is full: No space left on device")
+    assoc = _associate(server.port)
+    try:
+        response = assoc.send_c_store(_dataset("1.2.826.0.1.3680043.10.1.10"))
+    finally:
+        assoc.release()
+    assert response.Status == 0xA700
+    assert response.ErrorComment == "spool is full: No space left on device"
+
+
+def test_a_request_with_an_unplain_uid_is_left_to_pynetdicom(server: _Server) -> None:
+    assoc = _associate(server.port)
+    try:
+        response = assoc.send_c_store(_dataset("1.2.826.0.1.3680043.10.1.x", size=512))
+    finally:
+        assoc.release()
+    assert response.Status == 0x0000
+    assert server.stored == []
+    assert server.stock_stores == ["1.2.826.0.1.3680043.10.1.x"]
+
+
+@pytest.mark.parametrize(
+    "server", [{"handlers": [(evt.EVT_PDU_RECV, lambda event: None)]}], indirect=True
+)
+def test_a_listener_for_received_pdus_gets_pynetdicom_s_path(server: _Server) -> None:
+    assoc = _associate(server.port)
+    try:
+        assert assoc.send_c_store(_dataset("1.2.826.0.1.3680043.10.1.11")).Status == 0x0000
+    finally:
+        assoc.release()
+    assert server.stored == []
+    assert server.stock_stores == ["1.2.826.0.1.3680043.10.1.11"]
+
+
+def _pdata(context_id: int, flag: int, fragment: bytes) -> bytes:
+    pdv = bytes([flag]) + fragment
+    return struct.pack(">BBLLB", 0x04, 0, len(pdv) + 5, len(pdv) + 1, context_id) + pdv
+
+
+def _wait_for(condition: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return bool(condition())
+
+
+def test_a_message_that_breaks_the_fragment_rules_aborts_the_association(
+    server: _Server,
+) -> None:
+    assoc = _associate(server.port)
+    context_id = next(
+        cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage
+    )
+    request = _request_command()
+    raw = assoc.dul.socket.socket  # type: ignore[union-attr]  # connected
+    assert raw is not None
+    # A request's command set, half its dataset, then another command set: PS3.8 E.2
+    # allows no new message before the last fragment of the one under way.
+    raw.sendall(_pdata(context_id, 0x03, request) + _pdata(context_id, 0x00, b"\0" * 64))
+    raw.sendall(_pdata(context_id, 0x03, request))
+    assert _wait_for(lambda: assoc.is_aborted), "the node should abort the association"
+    assert server.stored == []
+
+
+def _request_command() -> bytes:
+    elements = [
+        (0x0002, CTImageStorage.encode() + b"\0"),
+        (0x0100, struct.pack("<H", 0x0001)),
+        (0x0110, struct.pack("<H", 1)),
+        (0x0700, struct.pack("<H", 0)),
+        (0x0800, struct.pack("<H", 0x0001)),
+        (0x1000, b"1.2.3.4\0"),
+    ]
+    body = b"".join(struct.pack("<HHL", 0, tag, len(value)) + value for tag, value in elements)
+    return struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+
+
+def test_the_request_fields_are_read_only_from_plain_uids() -> None:
+    fields = commandset.store_request_fields(_request_command())
+    assert fields == commandset.StoreRequest(1, CTImageStorage, "1.2.3.4")
+    not_plain = _request_command().replace(b"1.2.3.4\0", b"1.2.3.a\0")
+    assert commandset.store_request_fields(not_plain) is None
+    assert commandset.decode_store_request(not_plain) is not None  # pynetdicom's to judge
