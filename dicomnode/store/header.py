@@ -63,19 +63,19 @@ ROUTING_KEYWORDS = (
     "StudyDate",
 )
 _ROUTING_TAGS = tuple(
-    (keyword, Tag(cast(int, tag_for_keyword(keyword)))) for keyword in ROUTING_KEYWORDS
+    (keyword, int(cast(int, tag_for_keyword(keyword)))) for keyword in ROUTING_KEYWORDS
 )
+_UID_TAGS = {
+    keyword: int(cast(int, tag_for_keyword(keyword)))
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+}
 _SPECIFIC_CHARACTER_SET = BaseTag(0x00080005)
 # Every element read_header looks at; pydicom adds (0008,0005) itself. The others are
 # skipped with a seek, not kept: building and storing an element for each of a CT's
 # ~150 elements was most of the parse. Undefined-length sequences are still parsed
 # (pydicom must, to find their end), so what is refused as unreadable does not change.
 _NEEDED_TAGS = sorted(
-    {tag for _keyword, tag in _ROUTING_TAGS}
-    | {
-        Tag(cast(int, tag_for_keyword(keyword)))
-        for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
-    }
+    Tag(tag) for tag in {tag for _keyword, tag in _ROUTING_TAGS} | set(_UID_TAGS.values())
 )
 _NEEDED_SET = frozenset(int(tag) for tag in _NEEDED_TAGS) | {0x00080005}
 _DEFER_SIZE = 4096  # a needed value longer than this is not read (none should be)
@@ -123,17 +123,17 @@ def read_header(instance: ReceivedInstance) -> InstanceHeader:
 
     Raises UnreadableDatasetError (0xC000 range) or UIDMismatchError (0xA900).
     """
-    dataset = _decode(instance)
+    dataset, raw = _decode(instance)
     warnings: list[str] = []
-    sop_class = _uid(dataset, "SOPClassUID", warnings)
-    sop_instance = _uid(dataset, "SOPInstanceUID", warnings)
+    sop_class = _uid(dataset, raw, "SOPClassUID", warnings)
+    sop_instance = _uid(dataset, raw, "SOPInstanceUID", warnings)
     if sop_class != instance.sop_class_uid.strip():
         raise UIDMismatchError("SOP Class UID in the dataset differs from the C-STORE request")
     if sop_instance != instance.sop_instance_uid.strip():
         raise UIDMismatchError("SOP Instance UID in the dataset differs from the C-STORE request")
-    study = _uid(dataset, "StudyInstanceUID", warnings)
-    series = _uid(dataset, "SeriesInstanceUID", warnings)
-    attributes = _routing_attributes(dataset)
+    study = _uid(dataset, raw, "StudyInstanceUID", warnings)
+    series = _uid(dataset, raw, "SeriesInstanceUID", warnings)
+    attributes = _routing_attributes(dataset, raw)
     modality = attributes.get("Modality")
     return InstanceHeader(
         sop_class_uid=sop_class,
@@ -160,40 +160,45 @@ def header_of(dataset: Dataset) -> InstanceHeader:
     )
 
 
-def _decode(instance: ReceivedInstance) -> Dataset:
+# The elements _scan read, by tag as a plain int; None where pydicom read the dataset.
+RawElements = dict[int, RawDataElement] | None
+
+
+def _decode(instance: ReceivedInstance) -> tuple[Dataset, RawElements]:
     syntax_uid = instance.transfer_syntax_uid
     raw: bytes | memoryview = instance.dataset
     implicit = _LITTLE_ENDIAN_SYNTAXES.get(syntax_uid)
     if implicit is not None:
         try:
-            dataset = _scan(raw, implicit)
+            elements = _scan(raw, implicit)
+            if elements is not None:
+                return _dataset_of(elements, implicit), elements
         except Exception as exc:
             raise UnreadableDatasetError(f"cannot parse the dataset: {type(exc).__name__}") from exc
-        if dataset is not None:
-            return dataset
-    return _read_with_pydicom(raw, UID(syntax_uid))
+    return _read_with_pydicom(raw, UID(syntax_uid)), None
 
 
-def _scan(raw: bytes | memoryview, implicit: bool) -> Dataset | None:
+def _scan(raw: bytes | memoryview, implicit: bool) -> dict[int, RawDataElement] | None:
     """What ``_read_with_pydicom`` reads, for the common shape only; None: let pydicom read it.
 
     pydicom's ``data_element_generator`` makes a ``BaseTag`` and compares it with the
     stop tag for each of a dataset's elements, needed or not: on small instances that
     walk was about a fifth of the node's Python time. This walks the top level with
     ``struct`` and makes the same ``RawDataElement`` for the elements read, with the
-    same offsets and values, and the same ``Dataset`` around them. It declines whatever
-    pydicom would treat specially: an undefined length before the pixel data (a
-    sequence pydicom must parse to find its end), a VR pydicom does not know, a dataset
-    whose first element contradicts the transfer syntax's VR encoding, an item
-    delimiter, a value running past the end. ``tests/store/test_header.py`` compares
-    the two on real, synthetic and damaged datasets.
+    same offsets and values (``_dataset_of`` puts the same ``Dataset`` around them). It
+    declines whatever pydicom would treat specially: an undefined length before the
+    pixel data (a sequence pydicom must parse to find its end), a VR pydicom does not
+    know, a dataset whose first element contradicts the transfer syntax's VR encoding,
+    an item delimiter, a value running past the end. ``tests/store/test_header.py``
+    compares the two on real, synthetic and damaged datasets.
     """
     end = len(raw)
     if end >= 6:
         looks_implicit = not (0x40 < raw[4] < 0x5B and 0x40 < raw[5] < 0x5B)
         if looks_implicit != implicit:
             return None
-    elements: dict[BaseTag, RawDataElement | DataElement] = {}
+    elements: dict[int, RawDataElement] = {}
+    needed = _NEEDED_SET
     offset = 0
     vr: str | None = None
     while end - offset >= 8:
@@ -204,7 +209,6 @@ def _scan(raw: bytes | memoryview, implicit: bool) -> Dataset | None:
             group, number, vr_bytes, length = _EXPLICIT_ELEMENT.unpack_from(raw, offset)
             if vr_bytes not in ENCODED_VR:
                 return None
-            vr = vr_bytes.decode("ascii")
             value_at = offset + 8
             if vr_bytes in _LONG_LENGTH_VRS:
                 if end - value_at < 4:
@@ -212,15 +216,17 @@ def _scan(raw: bytes | memoryview, implicit: bool) -> Dataset | None:
                 (length,) = _LENGTH_32.unpack_from(raw, value_at)
                 value_at += 4
         tag = group << 16 | number
-        if tag == 0xFFFEE00D:
-            return None
         if tag >= 0x7FE00010:  # _stop_at_pixels
+            if tag == 0xFFFEE00D:
+                return None
             break
         if length == 0xFFFFFFFF or value_at + length > end:
             return None
         offset = value_at + length
-        if tag not in _NEEDED_SET:
+        if tag not in needed:
             continue
+        if not implicit:
+            vr = vr_bytes.decode("ascii")
         value: bytes | None
         if length > _DEFER_SIZE and tag != 0x00080005:
             value = None
@@ -228,12 +234,16 @@ def _scan(raw: bytes | memoryview, implicit: bool) -> Dataset | None:
             value = bytes(raw[value_at:offset])
         else:
             value = cast(bytes | None, empty_value_for_VR(vr, raw=True))
-        key = BaseTag(tag)
-        elements[key] = RawDataElement(key, vr, length, value, value_at, implicit, True)
-    dataset = Dataset(elements)
+        elements[tag] = RawDataElement(BaseTag(tag), vr, length, value, value_at, implicit, True)
+    return elements
+
+
+def _dataset_of(elements: dict[int, RawDataElement], implicit: bool) -> Dataset:
+    """The ``Dataset`` pydicom's ``read_dataset`` makes of these elements."""
+    dataset = Dataset({element.tag: element for element in elements.values()})
     encoding: str | list[str] = default_encoding
-    charset = elements.get(_SPECIFIC_CHARACTER_SET)
-    if isinstance(charset, RawDataElement):
+    charset = elements.get(0x00080005)
+    if charset is not None:
         encoding = convert_encodings(convert_raw_data_element(charset).value)
     dataset.set_original_encoding(implicit, True, encoding)
     return dataset
@@ -259,11 +269,13 @@ def _stop_at_pixels(tag: BaseTag, _vr: str | None, _length: int) -> bool:
     return bool(tag >= _PIXEL_DATA)
 
 
-def _uid(dataset: Dataset, keyword: str, warnings: list[str]) -> str:
-    try:
-        value = dataset.get(keyword)
-    except Exception as exc:
-        raise UnreadableDatasetError(f"{keyword} cannot be read") from exc
+def _uid(dataset: Dataset, raw: RawElements, keyword: str, warnings: list[str]) -> str:
+    value = _plain_uid(raw, keyword)
+    if value is None:
+        try:
+            value = dataset.get(keyword)
+        except Exception as exc:
+            raise UnreadableDatasetError(f"{keyword} cannot be read") from exc
     if value is None or str(value).strip("\x00 ") == "":
         raise UnreadableDatasetError(f"{keyword} is missing: not a storable instance")
     if isinstance(value, MultiValue):
@@ -276,26 +288,58 @@ def _uid(dataset: Dataset, keyword: str, warnings: list[str]) -> str:
     return text
 
 
-def _routing_attributes(dataset: Dataset) -> dict[str, JSONValue]:
+def _plain_uid(raw: RawElements, keyword: str) -> str | None:
+    """A scanned UI value as pydicom's ``convert_UI`` decodes it; None: ask pydicom.
+
+    Only a single value in a UI (or implicit) element: what pydicom makes of it is its
+    text, ``default_encoding``, trailing NULs and spaces stripped, then whitespace at
+    both ends (``UID`` itself strips it). Skipping pydicom's
+    conversion and validation of the four UIDs was ~5 % of the node's Python time.
+    """
+    if raw is None:
+        return None
+    element = raw.get(_UID_TAGS[keyword])
+    if element is None or element.VR not in (None, "UI") or not element.value:
+        return None
+    text = element.value.decode(default_encoding).rstrip("\0 ")
+    return None if "\\" in text else text.strip()  # as UID() strips it
+
+
+def _routing_attributes(dataset: Dataset, raw: RawElements) -> dict[str, JSONValue]:
     """The routing keywords present in ``dataset``, converted once per distinct raw value.
 
     The key holds everything the conversion depends on: the tag, the raw bytes and how
     they are encoded (VR, implicit or explicit, byte order) and the character set.
+    Scanned elements are looked up in ``raw`` (plain int keys), not through the
+    ``Dataset``'s tag conversions.
     """
     charset = _charset_key(dataset)
     attributes: dict[str, JSONValue] = {}
     for keyword, tag in _ROUTING_TAGS:
-        if tag not in dataset:
-            continue
-        try:
-            raw = dataset.get_item(tag)
-        except Exception:  # noqa: BLE001 - a malformed optional element is simply not indexed
-            attributes[keyword] = None
-            continue
-        if not isinstance(raw, RawDataElement) or not isinstance(raw.value, bytes):
+        element: Any
+        if raw is not None:
+            element = raw.get(tag)
+            if element is None:
+                continue
+        else:
+            if tag not in dataset:
+                continue
+            try:
+                element = dataset.get_item(tag)
+            except Exception:  # noqa: BLE001 - a malformed optional element is simply not indexed
+                attributes[keyword] = None
+                continue
+        if not isinstance(element, RawDataElement) or not isinstance(element.value, bytes):
             attributes[keyword] = _json_value(dataset, keyword)
             continue
-        key = (tag, raw.VR, raw.value, raw.is_implicit_VR, raw.is_little_endian, charset)
+        key = (
+            tag,
+            element.VR,
+            element.value,
+            element.is_implicit_VR,
+            element.is_little_endian,
+            charset,
+        )
         try:
             value = _CONVERTED[key]
         except KeyError:

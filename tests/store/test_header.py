@@ -124,7 +124,8 @@ def test_the_common_shape_is_scanned_not_left_to_pydicom() -> None:
         assert data is not None
         scanned = header._scan(memoryview(data), implicit)
         assert scanned is not None, syntax
-        assert str(scanned.SeriesDescription) == "Thorax kontrastmittelverstärkt"
+        dataset = header._dataset_of(scanned, implicit)
+        assert str(dataset.SeriesDescription) == "Thorax kontrastmittelverstärkt"
     data = encode(_with_sequence(), True, True)
     assert data is not None
     assert header._scan(memoryview(data), True) is not None  # a defined length: skipped
@@ -172,6 +173,11 @@ def _damaged(data: bytes, seed: int, count: int) -> Iterator[bytes]:
         damaged = bytearray(data)
         for _flip in range(rng.randint(1, 4)):
             damaged[rng.randrange(min(len(damaged), 1200))] = rng.randrange(256)
+        yield bytes(damaged)
+    # Characters that decoding and stripping treat specially, where the UIDs are.
+    for _ in range(count // 3):
+        damaged = bytearray(data)
+        damaged[rng.randrange(min(len(damaged), 500))] = rng.choice(b" \t\r\n\0\\.a0\xe9\x7f")
         yield bytes(damaged)
 
 
