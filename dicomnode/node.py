@@ -160,6 +160,7 @@ class Node:
         if self.admin is not None:
             self.admin.stop()
         self.scp.stop()
+        self.ingest.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.router.stop()

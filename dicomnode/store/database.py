@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -28,12 +28,15 @@ class Database:
         self.engine: Engine = _make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()
+        self._writer: Connection | None = None  # writing_core's, kept between writes
 
     def create_schema(self) -> None:
         """Create missing tables (idempotent)."""
         Base.metadata.create_all(self.engine)
 
     def close(self) -> None:
+        with self._write_lock:
+            self._drop_writer()
         self.engine.dispose()
 
     @contextmanager
@@ -53,13 +56,30 @@ class Database:
         For the per-instance index write: an ORM ``Session`` and its transaction objects
         cost ~10 % of the node's Python time on small instances, for statements that
         are Core already. The same lock, the same one transaction, committed on return.
+        The connection is kept between writes (taking one from the pool and giving it
+        back was ~5 % more); one that failed is closed and replaced on the next write, so
+        a database server that restarted costs one failed write, as with the pool.
         """
         with self._write_lock:
+            connection = self._writer
             try:
-                with self.engine.begin() as connection:
+                if connection is None or connection.closed:
+                    connection = self._writer = self.engine.connect()
+                with connection.begin():
                     yield connection
             except SQLAlchemyError as exc:
+                self._drop_writer()
                 raise StorageError(f"database write failed: {type(exc).__name__}") from exc
+            except BaseException:
+                # The transaction was rolled back; the connection itself is still good.
+                raise
+
+    def _drop_writer(self) -> None:
+        connection, self._writer = self._writer, None
+        if connection is not None:
+            with suppress(SQLAlchemyError):
+                connection.invalidate()
+                connection.close()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from dicomnode.config import CompletionPolicy
@@ -196,90 +196,108 @@ class Index:
         received: ReceivedInstance,
         now: datetime,
         policy: PolicyLookup,
+        before_commit: Callable[[], object] | None = None,
     ) -> Recorded:
         """Index a spooled instance and move its series' completion clock.
 
-        This runs once per received instance, on the association's thread, between
-        the file's fsync and the acknowledgement: it uses a plain SQLAlchemy Core connection
+        ``before_commit`` runs inside the transaction, after its statements: the ingest
+        waits there for the file to be synced (an exception rolls everything back).
+
+        This runs once per received instance, on the association's thread, before its
+        acknowledgement: it uses a plain SQLAlchemy Core connection
         and statements built once, at import (the ORM's unit of work cost several
         milliseconds here, its session ~10 % and building a statement per call ~7 % of
         the node's Python time).
         """
         with self.database.writing_core() as conn:
-            series = conn.execute(_SERIES_BY_UID, {"uid": header.series_uid}).mappings().first()
-            existing = conn.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
-            if existing is not None and series is not None and existing.sha256 == spooled.sha256:
-                return Recorded(
-                    instance_id=existing.id,
-                    series_id=existing.series_id,
-                    outcome=StoreOutcome.DUPLICATE,
-                    opened=False,
-                    deadline=_deadline_of(dict(series), policy),
-                    obsolete_file=spooled.name,
-                )
-            opened = False
-            if series is None:
-                state = _new_series_values(header, now)
-                inserted = conn.execute(_INSERT_SERIES, state).inserted_primary_key
-                state["id"] = cast(Any, inserted)[0]
-                opened = True
-                changes: dict[str, Any] = {}
-            else:
-                state = dict(series)
-                changes = {}
-                if state["state"] == "complete":
-                    changes = {
-                        "version": state["version"] + 1,
-                        "version_started_at": now,
-                        "state": "receiving",
-                        "completed_at": None,
-                    }
-                    opened = True
-            values = {
-                "series_version": changes.get("version", state["version"]),
-                "sop_class_uid": header.sop_class_uid,
-                "study_uid": header.study_uid,
-                "transfer_syntax_uid": received.transfer_syntax_uid,
-                "size": spooled.size,
-                "sha256": spooled.sha256,
-                "calling_ae": received.peer.calling_ae,
-                "association_id": received.association_id or None,
-                "received_at": now,
-                "spool_name": spooled.name,
-                "series_id": state["id"],
-            }
-            obsolete = None
-            if existing is None:
-                inserted = conn.execute(
-                    _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
-                ).inserted_primary_key
-                instance_id = cast(Any, inserted)[0]
-                changes["instance_count"] = state["instance_count"] + 1
-                outcome = StoreOutcome.STORED
-            else:
-                instance_id, obsolete = existing.id, existing.spool_name
-                conn.execute(_UPDATE_INSTANCE, {"where_instance_id": existing.id, **values})
-                outcome = StoreOutcome.REPLACED
-            merged = _merge_attributes(state["attributes"], header.attributes)
-            if merged is not state["attributes"]:
-                changes["attributes"] = merged
-            changes.update(
-                last_arrival_at=now,
-                last_association_id=received.association_id or None,
-                released_at=None,
-            )
-            state.update(changes)
-            deadline = _deadline_of(state, policy)
-            changes.update(deadline_at=deadline.at, deadline_reason=deadline.reason)
-            conn.execute(_UPDATE_SERIES, {"where_series_id": state["id"], **changes})
+            recorded = self._record(conn, header, spooled, received, now, policy)
+            if before_commit is not None:
+                before_commit()
+            return recorded
+
+    @staticmethod
+    def _record(
+        conn: Connection,
+        header: InstanceHeader,
+        spooled: SpooledFile,
+        received: ReceivedInstance,
+        now: datetime,
+        policy: PolicyLookup,
+    ) -> Recorded:
+        series = conn.execute(_SERIES_BY_UID, {"uid": header.series_uid}).mappings().first()
+        existing = conn.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
+        if existing is not None and series is not None and existing.sha256 == spooled.sha256:
             return Recorded(
-                instance_id=int(instance_id),
-                series_id=int(state["id"]),
-                outcome=outcome,
-                opened=opened,
-                deadline=deadline,
-                obsolete_file=obsolete,
+                instance_id=existing.id,
+                series_id=existing.series_id,
+                outcome=StoreOutcome.DUPLICATE,
+                opened=False,
+                deadline=_deadline_of(dict(series), policy),
+                obsolete_file=spooled.name,
             )
+        opened = False
+        if series is None:
+            state = _new_series_values(header, now)
+            inserted = conn.execute(_INSERT_SERIES, state).inserted_primary_key
+            state["id"] = cast(Any, inserted)[0]
+            opened = True
+            changes: dict[str, Any] = {}
+        else:
+            state = dict(series)
+            changes = {}
+            if state["state"] == "complete":
+                changes = {
+                    "version": state["version"] + 1,
+                    "version_started_at": now,
+                    "state": "receiving",
+                    "completed_at": None,
+                }
+                opened = True
+        values = {
+            "series_version": changes.get("version", state["version"]),
+            "sop_class_uid": header.sop_class_uid,
+            "study_uid": header.study_uid,
+            "transfer_syntax_uid": received.transfer_syntax_uid,
+            "size": spooled.size,
+            "sha256": spooled.sha256,
+            "calling_ae": received.peer.calling_ae,
+            "association_id": received.association_id or None,
+            "received_at": now,
+            "spool_name": spooled.name,
+            "series_id": state["id"],
+        }
+        obsolete = None
+        if existing is None:
+            inserted = conn.execute(
+                _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
+            ).inserted_primary_key
+            instance_id = cast(Any, inserted)[0]
+            changes["instance_count"] = state["instance_count"] + 1
+            outcome = StoreOutcome.STORED
+        else:
+            instance_id, obsolete = existing.id, existing.spool_name
+            conn.execute(_UPDATE_INSTANCE, {"where_instance_id": existing.id, **values})
+            outcome = StoreOutcome.REPLACED
+        merged = _merge_attributes(state["attributes"], header.attributes)
+        if merged is not state["attributes"]:
+            changes["attributes"] = merged
+        changes.update(
+            last_arrival_at=now,
+            last_association_id=received.association_id or None,
+            released_at=None,
+        )
+        state.update(changes)
+        deadline = _deadline_of(state, policy)
+        changes.update(deadline_at=deadline.at, deadline_reason=deadline.reason)
+        conn.execute(_UPDATE_SERIES, {"where_series_id": state["id"], **changes})
+        return Recorded(
+            instance_id=int(instance_id),
+            series_id=int(state["id"]),
+            outcome=outcome,
+            opened=opened,
+            deadline=deadline,
+            obsolete_file=obsolete,
+        )
 
     @staticmethod
     def record_result(

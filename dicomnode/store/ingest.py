@@ -8,8 +8,10 @@ error tree, which the DICOM layer turns into a status.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from dicomnode.config import CompletionConfig
@@ -21,7 +23,7 @@ from dicomnode.store.disk import DiskGuard
 from dicomnode.store.filemeta import file_meta_bytes
 from dicomnode.store.header import InstanceHeader, read_header
 from dicomnode.store.index import Index
-from dicomnode.store.spool import Spool
+from dicomnode.store.spool import Spool, SpooledFile
 
 log = get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)  # where structlog's events end up
@@ -49,6 +51,7 @@ class Ingest:
         config: CompletionConfig,
         disk: DiskGuard | None = None,
         clock: Clock = utc_now,
+        writers: int = 16,
     ) -> None:
         self._spool = spool
         self._index = index
@@ -61,6 +64,12 @@ class Ingest:
         # 4 % of the node's Python time, and it said little a summary does not.
         self._tallies: dict[int, dict[int, _SeriesTally]] = {}
         self._tallies_lock = threading.Lock()
+        # One file write at a time per association; ``writers`` bounds the threads.
+        self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="spool")
+
+    def close(self) -> None:
+        """Let the file writes under way finish; after this, ``store`` refuses."""
+        self._writers.shutdown(wait=True)
 
     def association_opened(self, peer: Peer) -> int:
         """Record a new association; returns its id."""
@@ -77,23 +86,47 @@ class Ingest:
             )
 
     def store(self, instance: ReceivedInstance) -> StoredInstance:
-        """Durably store ``instance``. Raises InstanceError or StorageError."""
+        """Durably store ``instance``. Raises InstanceError or StorageError.
+
+        The file is written and synced on a writer thread while this one reads the
+        header and prepares the index row; the index commits only once the file and
+        its folder are synced (``record_instance``'s ``before_commit``), so the order
+        that makes an acknowledgement a promise is kept, and the two fsyncs (~0.6 ms
+        here) no longer add to the instance's time on the association. The file meta
+        takes its UIDs from the request: a dataset that disagrees is refused (0xA900)
+        and its file removed.
+        """
         if self._disk is not None and not self._disk.accepting():
             raise SpoolFullError("the spool's disk is above its high-water mark")
-        header = read_header(instance)
+        dataset = instance.dataset
         meta = file_meta_bytes(
-            header.sop_class_uid,
-            header.sop_instance_uid,
+            instance.sop_class_uid.strip(),
+            instance.sop_instance_uid.strip(),
             instance.transfer_syntax_uid,
             instance.peer.calling_ae,
         )
-        spooled = self._spool.write(meta, instance.dataset)
+        name = self._spool.new_name()
+        writing = self._writers.submit(self._spool.write_as, name, meta, dataset)
         try:
-            recorded = self._index.record_instance(
-                header, spooled, instance, self._clock(), self._config.policy_for
+            header = read_header(instance)
+            spooled = SpooledFile(
+                name=name,
+                size=len(meta) + len(dataset),
+                sha256=hashlib.sha256(dataset).hexdigest(),
             )
+            recorded = self._index.record_instance(
+                header,
+                spooled,
+                instance,
+                self._clock(),
+                self._config.policy_for,
+                before_commit=writing.result,
+            )
+            writing.result()  # a duplicate commits nothing, but its file must be whole
         except BaseException:
-            self._remove_quietly(spooled.name)
+            wait([writing])
+            if writing.exception() is None:
+                self._remove_quietly(name)
             raise
         if recorded.obsolete_file is not None:
             self._remove_quietly(recorded.obsolete_file)
