@@ -44,6 +44,7 @@ StoreFunction = Callable[[Association, str, str, str, memoryview], tuple[int, st
 
 _HANDLER = "_dicomnode_direct_store"  # on an ApplicationEntity: its StoreFunction
 _MESSAGE = "_dicomnode_direct_message"  # on a DULServiceProvider: the _Message arriving
+_SERVED = "_dicomnode_direct_served"  # on a DULServiceProvider: whether _start may serve
 _PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, PDU length (PS3.8 9.3.1)
 _ITEM = struct.Struct(">LBB")  # PDV item length, context ID, message control header
 _COMMAND_WHOLE, _DATASET_MORE, _DATASET_LAST = 0x03, 0x00, 0x02
@@ -211,20 +212,27 @@ def _start(
 ) -> _Message | None:
     """The C-STORE request this command set begins, if it is one to serve here."""
     assoc = self.assoc
-    store = getattr(assoc.ae, _HANDLER, None)
     if (
-        store is None
-        or not assoc.is_acceptor
-        or not assoc.is_established
+        not assoc.is_established
         or self.state_machine.current_state != "Sta6"
         or _config.STORE_RECV_CHUNKED_DATASET
     ):
         return None
+    served = getattr(self, _SERVED, None)
+    if served is None:
+        # Asked once, when the association is established: the node binds its
+        # handlers when it starts the server, never on an association under way.
+        served = (
+            getattr(assoc.ae, _HANDLER, None) is not None
+            and assoc.is_acceptor
+            and not any(assoc.get_handlers(event) for event in _SKIPPED_EVENTS)
+        )
+        setattr(self, _SERVED, served)
+    if not served:
+        return None
     dimse = assoc.dimse
     if dimse.message is not None or getattr(dimse, pdata.INCOMING, None) is not None:
         return None  # pynetdicom is half way through a message
-    if any(assoc.get_handlers(event) for event in _SKIPPED_EVENTS):
-        return None
     context_id, _flag, start, end = item
     context = assoc._accepted_cx.get(context_id)
     if context is None or context.abstract_syntax == _VERIFICATION:

@@ -9,6 +9,7 @@ byte against pydicom's.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from pydicom.uid import UID
@@ -27,11 +28,21 @@ def file_meta_bytes(
     sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str, source_ae: str
 ) -> bytes:
     """Preamble, ``DICM`` and group 0002 for a dataset stored exactly as received."""
-    body = b"".join(
+    before, after = _around_instance_uid(sop_class_uid, transfer_syntax_uid, source_ae)
+    instance = _element(0x0003, "UI", sop_instance_uid.encode("ascii", "replace"), b"\x00")
+    length = len(before) + len(instance) + len(after)
+    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, length)
+    return b"".join((_PREAMBLE, group_length, before, instance, after))
+
+
+@functools.lru_cache(maxsize=256)
+def _around_instance_uid(
+    sop_class_uid: str, transfer_syntax_uid: str, source_ae: str
+) -> tuple[bytes, bytes]:
+    """The elements before and after (0002,0003): the same for a whole series."""
+    before = _VERSION + _element(0x0002, "UI", sop_class_uid.encode("ascii", "replace"), b"\x00")
+    after = b"".join(
         (
-            _VERSION,
-            _element(0x0002, "UI", sop_class_uid.encode("ascii", "replace"), b"\x00"),
-            _element(0x0003, "UI", sop_instance_uid.encode("ascii", "replace"), b"\x00"),
             _element(0x0010, "UI", transfer_syntax_uid.encode("ascii", "replace"), b"\x00"),
             _element(0x0012, "UI", IMPLEMENTATION_CLASS_UID.encode(), b"\x00"),
             _element(0x0013, "SH", IMPLEMENTATION_VERSION_NAME.encode(), b" "),
@@ -40,8 +51,7 @@ def file_meta_bytes(
             else b"",
         )
     )
-    group_length = struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body))
-    return _PREAMBLE + group_length + body
+    return before, after
 
 
 def _element(element: int, vr: str, value: bytes, pad: bytes) -> bytes:

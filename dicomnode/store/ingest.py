@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from dicomnode.config import CompletionConfig
+from dicomnode.config import CompletionConfig, CompletionPolicy
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import SpoolFullError
 from dicomnode.logs import get_logger
@@ -64,12 +64,20 @@ class Ingest:
         # 4 % of the node's Python time, and it said little a summary does not.
         self._tallies: dict[int, dict[int, _SeriesTally]] = {}
         self._tallies_lock = threading.Lock()
+        self._policies: dict[str | None, CompletionPolicy] = {}
         # One file write at a time per association; ``writers`` bounds the threads.
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="spool")
 
     def close(self) -> None:
         """Let the file writes under way finish; after this, ``store`` refuses."""
         self._writers.shutdown(wait=True)
+
+    def _policy_for(self, modality: str | None) -> CompletionPolicy:
+        """The configuration's policy for ``modality``, built once (it is asked per instance)."""
+        policy = self._policies.get(modality)
+        if policy is None:
+            policy = self._policies[modality] = self._config.policy_for(modality)
+        return policy
 
     def association_opened(self, peer: Peer) -> int:
         """Record a new association; returns its id."""
@@ -81,9 +89,7 @@ class Ingest:
         if released:
             self._completion.association_released(association_id)
         else:
-            self._index.close_association(
-                association_id, False, self._clock(), self._config.policy_for
-            )
+            self._index.close_association(association_id, False, self._clock(), self._policy_for)
 
     def store(self, instance: ReceivedInstance) -> StoredInstance:
         """Durably store ``instance``. Raises InstanceError or StorageError.
@@ -119,7 +125,7 @@ class Ingest:
                 spooled,
                 instance,
                 self._clock(),
-                self._config.policy_for,
+                self._policy_for,
                 before_commit=writing.result,
             )
             writing.result()  # a duplicate commits nothing, but its file must be whole

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +80,7 @@ class Spool:
     @staticmethod
     def new_name() -> str:
         """A fresh random name for ``write_as``, relative to ``objects/``."""
-        token = uuid.uuid4().hex
+        token = os.urandom(16).hex()  # uuid4's randomness, without building a UUID
         return f"{token[:2]}/{token}.dcm"
 
     def write_as(self, name: str, header: bytes, dataset: bytes | memoryview) -> None:
