@@ -46,7 +46,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.transport import AssociationSocket
 
-from dicomnode.dicom import commandset
+from dicomnode.dicom import commandset, tcp
 
 BLOCK_BYTES = 1 << 20  # P-DATA-TF bytes per hand-off; a message is queued whole anyway
 _PDU_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; PDV length, context
@@ -328,4 +328,5 @@ def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
             received += count
     if received < nr_bytes:
         del buffer[received:]
+    tcp.quick_ack(raw)
     return buffer

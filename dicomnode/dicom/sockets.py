@@ -5,6 +5,8 @@
   here: small instances at 19/s without it, 81/s with it.
 - A timeout on the socket: pynetdicom reads a PDU with blocking ``recv`` calls, so a
   peer that stops mid-PDU would hold its thread and association slot for ever.
+- TCP_QUICKACK (``tcp``): the other half of the Nagle problem, for senders that leave
+  Nagle on, as DCMTK and many PACS do by default.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from pynetdicom import _config
 from pynetdicom.events import Event
 
-from dicomnode.dicom import direct, pdata, reactor
+from dicomnode.dicom import direct, pdata, reactor, tcp
 
 
 def apply_library_settings() -> None:
@@ -48,3 +50,4 @@ def tune(event: Event, timeout_seconds: float) -> None:
         return
     raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     raw.settimeout(timeout_seconds)
+    tcp.quick_ack(raw)
