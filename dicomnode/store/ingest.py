@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from dicomnode.config import CompletionConfig, CompletionPolicy
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
-from dicomnode.errors import SpoolFullError
+from dicomnode.errors import SpoolFullError, StorageError
 from dicomnode.logs import get_logger
 from dicomnode.store.completion import Clock, CompletionTracker, utc_now
 from dicomnode.store.disk import DiskGuard
@@ -94,13 +94,13 @@ class Ingest:
     def store(self, instance: ReceivedInstance) -> StoredInstance:
         """Durably store ``instance``. Raises InstanceError or StorageError.
 
-        The file is written and synced on a writer thread while this one reads the
-        header and prepares the index row; the index commits only once the file and
-        its folder are synced (``record_instance``'s ``before_commit``), so the order
-        that makes an acknowledgement a promise is kept, and the two fsyncs (~0.6 ms
-        here) no longer add to the instance's time on the association. The file meta
-        takes its UIDs from the request: a dataset that disagrees is refused (0xA900)
-        and its file removed.
+        The file is written here and synced and renamed on a writer thread while this
+        one reads the header and prepares the index row; the index commits only once
+        the file and its folder are synced (``record_instance``'s ``before_commit``), so
+        the order that makes an acknowledgement a promise is kept, and the two fsyncs
+        (0.5-2 ms on this machine) overlap the parsing and the index statements instead
+        of adding to them. The file meta takes its UIDs from the request: a dataset
+        that disagrees is refused (0xA900) and its file removed.
         """
         if self._disk is not None and not self._disk.accepting():
             raise SpoolFullError("the spool's disk is above its high-water mark")
@@ -112,7 +112,7 @@ class Ingest:
             instance.peer.calling_ae,
         )
         name = self._spool.new_name()
-        writing = self._writers.submit(self._spool.write_as, name, meta, dataset)
+        writing = self._start_writing(name, meta, dataset)
         try:
             header = read_header(instance)
             spooled = SpooledFile(
@@ -166,6 +166,29 @@ class Ingest:
             outcome=recorded.outcome,
             warning=warning,
         )
+
+    def _start_writing(self, name: str, meta: bytes, dataset: bytes | memoryview) -> Future[None]:
+        """Write the file here, and sync and rename it on a writer thread.
+
+        Writing is quick; the fsyncs are what take time (0.5-2 ms here). This thread
+        waits until the writer is about to sync: otherwise the writer, woken while this
+        thread parses the header, would wait for the GIL and start its fsync late
+        (measured: ~0.7 ms of a ~4 ms instance).
+        """
+        pending = self._spool.begin(name, meta, dataset)
+        syncing = threading.Event()
+
+        def finish() -> None:
+            syncing.set()
+            self._spool.finish(pending)
+
+        try:
+            writing = self._writers.submit(finish)
+        except RuntimeError as exc:  # shut down: the node is stopping
+            self._spool.abandon(pending)
+            raise StorageError("the node is stopping") from exc
+        syncing.wait()
+        return writing
 
     def _tally(
         self,

@@ -12,8 +12,10 @@ import errno
 import hashlib
 import os
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from dicomnode.errors import SpoolFullError, StorageError
 from dicomnode.logs import get_logger
@@ -30,6 +32,20 @@ class SpooledFile:
     name: str
     size: int
     sha256: str  # of the dataset part only, to recognise a re-sent instance
+
+
+@dataclass(slots=True)
+class PendingFile:
+    """A file ``Spool.begin`` wrote to ``tmp/`` and ``Spool.finish`` will put in place."""
+
+    tmp_path: str
+    parent: str  # the folder under objects/ it goes to
+    file_name: str
+    fd: int = -1
+
+    @property
+    def final_path(self) -> str:
+        return f"{self.parent}/{self.file_name}"
 
 
 class Spool:
@@ -86,31 +102,62 @@ class Spool:
     def write_as(self, name: str, header: bytes, dataset: bytes | memoryview) -> None:
         """Durably write ``header`` + ``dataset`` under ``name`` (from ``new_name``).
 
-        Raises as ``write``, leaving nothing behind. Paths are plain strings here: this
-        runs once per received instance, and pathlib's object per step cost ~4 % of the
-        node's Python time.
+        Raises as ``write``, leaving nothing behind. ``begin`` then ``finish``, for a
+        caller that has no use for the two halves apart.
+        """
+        self.finish(self.begin(name, header, dataset))
+
+    def begin(self, name: str, header: bytes, dataset: bytes | memoryview) -> PendingFile:
+        """Write ``header`` + ``dataset`` to a temporary file, not yet synced or in place.
+
+        The quick half of ``write_as`` (no fsync): ``finish`` makes it durable under
+        ``name``, ``abandon`` removes it. Raises as ``write``, leaving nothing behind.
+        Paths are plain strings here: this runs once per received instance, and
+        pathlib's object per step cost ~4 % of the node's Python time.
         """
         folder, _, file_name = name.partition("/")
-        tmp_path = f"{self._tmp}/{file_name}.part"
-        parent = f"{self._objects}/{folder}"
-        final = f"{parent}/{file_name}"
+        pending = PendingFile(
+            f"{self._tmp}/{file_name}.part", f"{self._objects}/{folder}", file_name
+        )
         try:
-            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                _write_all(fd, (header, dataset))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._ensure_parent(parent)
-            os.rename(tmp_path, final)  # noqa: PTH104 - a str path, on the per-instance path
-            _fsync_dir(parent)
+            pending.fd = os.open(pending.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            _write_all(pending.fd, (header, dataset))
         except OSError as exc:
-            Path(tmp_path).unlink(missing_ok=True)
-            Path(final).unlink(missing_ok=True)
-            self._parents.discard(parent)
-            if exc.errno in _NO_SPACE:
-                raise SpoolFullError(f"spool is full: {exc.strerror}") from exc
-            raise StorageError(f"cannot write to the spool: {exc.strerror}") from exc
+            self._fail(pending, exc)
+        return pending
+
+    def finish(self, pending: PendingFile) -> None:
+        """Sync the file, rename it into place and sync its folder; raises as ``write``."""
+        try:
+            try:
+                os.fsync(pending.fd)
+            finally:
+                os.close(pending.fd)
+                pending.fd = -1
+            self._ensure_parent(pending.parent)
+            os.rename(pending.tmp_path, pending.final_path)  # noqa: PTH104 - str paths, per instance
+            _fsync_dir(pending.parent)
+        except OSError as exc:
+            self._fail(pending, exc)
+
+    def abandon(self, pending: PendingFile) -> None:
+        """Remove a file ``begin`` wrote and ``finish`` never got (quietly: it is garbage)."""
+        if pending.fd >= 0:
+            os.close(pending.fd)
+            pending.fd = -1
+        Path(pending.tmp_path).unlink(missing_ok=True)
+
+    def _fail(self, pending: PendingFile, exc: OSError) -> NoReturn:
+        if pending.fd >= 0:
+            with suppress(OSError):
+                os.close(pending.fd)
+            pending.fd = -1
+        Path(pending.tmp_path).unlink(missing_ok=True)
+        Path(pending.final_path).unlink(missing_ok=True)
+        self._parents.discard(pending.parent)
+        if exc.errno in _NO_SPACE:
+            raise SpoolFullError(f"spool is full: {exc.strerror}") from exc
+        raise StorageError(f"cannot write to the spool: {exc.strerror}") from exc
 
     def remove(self, name: str) -> None:
         """Delete a spooled file (one that was never acknowledged, or is superseded)."""

@@ -7,6 +7,8 @@ index and the spool hold.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,7 @@ from dicomnode.phantom.ct import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.store.database import Database
 from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
-from dicomnode.store.spool import Spool
+from dicomnode.store.spool import PendingFile, Spool
 
 _EXPLICIT = "1.2.840.10008.1.2.1"
 _PEER = Peer(calling_ae="SCU", called_ae="NODE", host="127.0.0.1", port=1)
@@ -92,14 +94,14 @@ def test_the_index_commits_only_once_the_file_is_written(
 ) -> None:
     ingest, spool, index = parts
     started, release = threading.Event(), threading.Event()
-    write_as = spool.write_as
+    finish = spool.finish
 
-    def held_write(name: str, header: bytes, dataset: bytes | memoryview) -> None:
+    def held_finish(pending: PendingFile) -> None:
         started.set()
         assert release.wait(30)
-        write_as(name, header, dataset)
+        finish(pending)
 
-    monkeypatch.setattr(spool, "write_as", held_write)
+    monkeypatch.setattr(spool, "finish", held_finish)
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(ingest.store(_instances(1)[0])))
     worker.start()
@@ -122,14 +124,16 @@ def test_a_failed_file_write_rolls_the_index_back(
 ) -> None:
     ingest, spool, index = parts
 
-    def failing_write(name: str, header: bytes, dataset: bytes | memoryview) -> None:
-        raise StorageError("cannot write to the spool: Input/output error")
+    def failing_fsync(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(spool, "write_as", failing_write)
+    monkeypatch.setattr("dicomnode.store.spool.os.fsync", failing_fsync)
     with pytest.raises(StorageError):
         ingest.store(_instances(1)[0])
     assert index.count_instances() == 0
     assert index.list_series() == []  # the series row went with the transaction
+    assert list(spool.names()) == []
+    assert list(spool.tmp.iterdir()) == []
     monkeypatch.undo()
     assert ingest.store(_instances(1)[0]).outcome is StoreOutcome.STORED  # and it goes on
 
