@@ -63,7 +63,12 @@ class Node:
             config.storage.min_free_bytes,
         )
         self.ingest = Ingest(
-            self.spool, self.index, self.completion, config.completion, disk=self.disk
+            self.spool,
+            self.index,
+            self.completion,
+            config.completion,
+            disk=self.disk,
+            writers=config.node.max_associations,  # one file being synced per association
         )
         self.counters = ReceiveCounters()
         self.scp = StorageSCP(
