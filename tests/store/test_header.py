@@ -52,6 +52,7 @@ def _outcome(instance: ReceivedInstance) -> Any:
 
 def _both(instance: ReceivedInstance, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     header._CONVERTED.clear()
+    header._ENCODINGS.clear()
     fast = _outcome(instance)
     with monkeypatch.context() as patch:
         patch.setattr(header, "_scan", lambda raw, implicit: None)
@@ -124,7 +125,8 @@ def test_the_common_shape_is_scanned_not_left_to_pydicom() -> None:
         assert data is not None
         scanned = header._scan(memoryview(data), implicit)
         assert scanned is not None, syntax
-        dataset = header._dataset_of(scanned, implicit)
+        charset = header._encoding_of(scanned.get(0x00080005))
+        dataset = header._Parsed(scanned, implicit, charset).dataset()
         assert str(dataset.SeriesDescription) == "Thorax kontrastmittelverstärkt"
     data = encode(_with_sequence(), True, True)
     assert data is not None
