@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dicomnode.config import CompletionPolicy
@@ -32,6 +33,10 @@ _MAX_DISTINCT_VALUES = 16
 
 class _StaleSeriesError(Exception):
     """A remembered series row changed in the database since; read it and start again."""
+
+
+class _KnownInstanceError(Exception):
+    """The instance guessed new is in the index already; look it up and start again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,16 +222,21 @@ class Index:
         the node's Python time).
         """
         uid = header.series_uid
-        for cached in (self._series_rows.get(uid), None):
+        cached, new_instance = self._series_rows.get(uid), True
+        for _attempt in range(3):  # each retry switches one guess off: three at most
             try:
                 with self.database.writing_core() as conn:
                     recorded, state = self._record(
-                        conn, cached, header, spooled, received, now, policy
+                        conn, cached, new_instance, header, spooled, received, now, policy
                     )
                     if before_commit is not None:
                         before_commit()
             except _StaleSeriesError:
                 self._series_rows.pop(uid, None)
+                cached = None
+                continue
+            except _KnownInstanceError:
+                new_instance = False
                 continue
             except BaseException:
                 self._series_rows.pop(uid, None)
@@ -235,12 +245,13 @@ class Index:
                 self._series_rows.clear()
             self._series_rows[uid] = state
             return recorded
-        raise AssertionError("unreachable: the second pass reads the series row")
+        raise AssertionError("unreachable: the third pass guesses nothing")
 
     @staticmethod
     def _record(
         conn: Connection,
         cached: dict[str, Any] | None,
+        new_instance: bool,
         header: InstanceHeader,
         spooled: SpooledFile,
         received: ReceivedInstance,
@@ -249,17 +260,23 @@ class Index:
     ) -> tuple[Recorded, dict[str, Any]]:
         """The statements of ``record_instance``; returns the series row as written.
 
-        With ``cached`` (the row as this index last committed it) the series is not
-        read, and its update applies only if the row still has the version, state and
-        instance count it had then; otherwise ``_StaleSeriesError`` rolls the transaction
-        back and the caller reads the row and starts again. Whatever else changes a
-        series row (a release moving its deadline) is written over here anyway.
+        Two guesses save a read each, and a wrong one rolls the transaction back for the
+        caller to start again without it. ``cached`` (the series row as this index last
+        committed it): the series is not read, and its update applies only if the row
+        still has the version, state and instance count it had then, else
+        ``_StaleSeriesError``; whatever else changes a series row (a release moving its
+        deadline) is written over here anyway. ``new_instance``: the SOP Instance UID is
+        not looked up first; the insert does nothing if it exists (PostgreSQL, SQLite),
+        and ``_KnownInstanceError`` sends the caller to the re-sent-instance path.
         """
         if cached is not None:
             series: Any = cached
         else:
             series = conn.execute(_SERIES_BY_UID, {"uid": header.series_uid}).mappings().first()
-        existing = conn.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
+        insert_new = _INSERT_NEW_INSTANCE.get(conn.dialect.name) if new_instance else None
+        existing = None
+        if insert_new is None:
+            existing = conn.execute(_INSTANCE_BY_UID, {"uid": header.sop_instance_uid}).first()
         if existing is not None and series is not None and existing.sha256 == spooled.sha256:
             recorded = Recorded(
                 instance_id=existing.id,
@@ -303,10 +320,13 @@ class Index:
         }
         obsolete = None
         if existing is None:
-            inserted = conn.execute(
-                _INSERT_INSTANCE, {"sop_instance_uid": header.sop_instance_uid, **values}
-            ).inserted_primary_key
-            instance_id = cast(Any, inserted)[0]
+            result = conn.execute(
+                _INSERT_INSTANCE if insert_new is None else insert_new,
+                {"sop_instance_uid": header.sop_instance_uid, **values},
+            )
+            if result.rowcount != 1:
+                raise _KnownInstanceError
+            instance_id = cast(Any, result.inserted_primary_key)[0]
             changes["instance_count"] = state["instance_count"] + 1
             outcome = StoreOutcome.STORED
         else:
@@ -572,6 +592,15 @@ _INSTANCE_BY_UID = select(
 # Executed with a dict of column values: the VALUES / SET clause is the dict's keys.
 _INSERT_SERIES = insert(_SERIES)
 _INSERT_INSTANCE = insert(_INSTANCES)
+# By dialect: the instance insert that does nothing where the SOP Instance UID exists.
+_INSERT_NEW_INSTANCE: dict[str, Any] = {
+    "sqlite": sqlite.insert(_INSTANCES).on_conflict_do_nothing(
+        index_elements=[_INSTANCES.c.sop_instance_uid]
+    ),
+    "postgresql": postgresql.insert(_INSTANCES).on_conflict_do_nothing(
+        index_elements=[_INSTANCES.c.sop_instance_uid]
+    ),
+}
 _UPDATE_SERIES = update(_SERIES).where(_SERIES.c.id == bindparam("where_series_id"))
 _UPDATE_CACHED_SERIES = _UPDATE_SERIES.where(
     _SERIES.c.version == bindparam("where_version"),

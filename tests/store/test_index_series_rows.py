@@ -42,7 +42,9 @@ def index(url: str) -> Iterator[Index]:
         index.close()
 
 
-def _record(index: Index, number: int, seconds: float = 0, **kwargs: object) -> Recorded:
+def _record(
+    index: Index, number: int, seconds: float = 0, copy: int = 0, **kwargs: object
+) -> Recorded:
     uid = f"{_SERIES}.{number}"
     header = InstanceHeader(
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
@@ -60,7 +62,9 @@ def _record(index: Index, number: int, seconds: float = 0, **kwargs: object) -> 
         peer=_PEER,
         association_id=0,
     )
-    spooled = SpooledFile(name=f"00/{number:032x}.dcm", size=10, sha256=f"{number:064x}")
+    spooled = SpooledFile(
+        name=f"{copy:02x}/{number:032x}.dcm", size=10, sha256=f"{copy:02x}{number:062x}"
+    )
     now = _START + timedelta(seconds=seconds)
     return index.record_instance(header, spooled, received, now, _POLICY, **kwargs)  # type: ignore[arg-type]  # before_commit
 
@@ -119,3 +123,16 @@ def test_a_resent_instance_is_a_duplicate_and_not_counted(index: Index) -> None:
     assert _record(index, 1).outcome is StoreOutcome.DUPLICATE
     assert _record(index, 2).outcome is StoreOutcome.STORED
     assert _series(index)[0] == 2
+
+
+def test_a_resent_instance_with_other_bytes_replaces_the_first(index: Index) -> None:
+    first = _record(index, 1)
+    _record(index, 2)
+    replaced = _record(index, 1, copy=1)
+    assert replaced.outcome is StoreOutcome.REPLACED
+    assert replaced.instance_id == first.instance_id
+    assert replaced.obsolete_file == f"00/{1:032x}.dcm"
+    assert _series(index)[0] == 2
+    assert index.spool_names() == {f"01/{1:032x}.dcm", f"00/{2:032x}.dcm"}
+    assert _record(index, 3).outcome is StoreOutcome.STORED  # and the next is new again
+    assert _series(index)[0] == 3
