@@ -70,9 +70,7 @@ class Database:
             except SQLAlchemyError as exc:
                 self._drop_writer()
                 raise StorageError(f"database write failed: {type(exc).__name__}") from exc
-            except BaseException:
-                # The transaction was rolled back; the connection itself is still good.
-                raise
+            # Any other exception: the transaction was rolled back, the connection is good.
 
     def _drop_writer(self) -> None:
         connection, self._writer = self._writer, None
