@@ -91,7 +91,6 @@ _LITTLE_ENDIAN_SYNTAXES = {
     if uid.is_little_endian and uid != DeflatedExplicitVRLittleEndian and not uid.is_deflated
 }
 _PIXEL_DATA = BaseTag(0x7FE00010)
-_LAST_NEEDED = BaseTag(0x7FDFFFFF)
 _UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 _UID_USABLE = re.compile(r"[\x21-\x5b\x5d-\x7e]{1,64}")  # printable, no space or backslash
 

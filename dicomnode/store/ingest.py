@@ -128,7 +128,6 @@ class Ingest:
                 self._policy_for,
                 before_commit=writing.result,
             )
-            writing.result()  # a duplicate commits nothing, but its file must be whole
         except BaseException:
             wait([writing])
             if writing.exception() is None:

@@ -86,7 +86,7 @@ class Spool:
         failure; in both cases nothing is left behind.
         """
         name = self.new_name()
-        self.write_as(name, header, dataset)
+        self.finish(self.begin(name, header, dataset))
         return SpooledFile(
             name=name,
             size=len(header) + len(dataset),
@@ -95,22 +95,14 @@ class Spool:
 
     @staticmethod
     def new_name() -> str:
-        """A fresh random name for ``write_as``, relative to ``objects/``."""
+        """A fresh random name for ``begin``, relative to ``objects/``."""
         token = os.urandom(16).hex()  # uuid4's randomness, without building a UUID
         return f"{token[:2]}/{token}.dcm"
-
-    def write_as(self, name: str, header: bytes, dataset: bytes | memoryview) -> None:
-        """Durably write ``header`` + ``dataset`` under ``name`` (from ``new_name``).
-
-        Raises as ``write``, leaving nothing behind. ``begin`` then ``finish``, for a
-        caller that has no use for the two halves apart.
-        """
-        self.finish(self.begin(name, header, dataset))
 
     def begin(self, name: str, header: bytes, dataset: bytes | memoryview) -> PendingFile:
         """Write ``header`` + ``dataset`` to a temporary file, not yet synced or in place.
 
-        The quick half of ``write_as`` (no fsync): ``finish`` makes it durable under
+        The quick half of ``write`` (no fsync): ``finish`` makes it durable under
         ``name``, ``abandon`` removes it. Raises as ``write``, leaving nothing behind.
         Paths are plain strings here: this runs once per received instance, and
         pathlib's object per step cost ~4 % of the node's Python time.

@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom.dsutils import encode
 
+from dicomnode.dicom import cstore
 from dicomnode.domain import Peer, ReceivedInstance
 from dicomnode.phantom.ct import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.store import header
@@ -217,14 +218,9 @@ def test_the_real_ct_series_reads_the_same(monkeypatch: pytest.MonkeyPatch) -> N
             continue  # the folder's README
         ds = dcmread(path)
         syntax = str(ds.file_meta.TransferSyntaxUID)
-        offset = _dataset_offset(data)
+        offset = cstore._dataset_offset(path)
+        assert offset is not None, path.name
         fast, slow = _both(_instance(data[offset:], syntax, ds), monkeypatch)
         assert fast == slow, path.name
         read += isinstance(fast, header.InstanceHeader)
     assert read >= 28
-
-
-def _dataset_offset(data: bytes) -> int:
-    """Where the dataset starts after the preamble and the file meta group."""
-    (group_length,) = struct.unpack_from("<L", data, 132 + 8)
-    return 132 + 12 + group_length
