@@ -23,7 +23,7 @@ from dicomnode.store.disk import DiskGuard
 from dicomnode.store.filemeta import file_meta_bytes
 from dicomnode.store.header import InstanceHeader, read_header
 from dicomnode.store.index import Index
-from dicomnode.store.spool import Spool, SpooledFile
+from dicomnode.store.spool import PendingFile, Spool, SpooledFile
 
 log = get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)  # where structlog's events end up
@@ -38,6 +38,28 @@ class _SeriesTally:
     instances: int = 0
     bytes: int = 0
     warnings: int = 0
+
+
+class _InPlace:
+    """Puts a file in place once its sync is done: ``record_instance``'s last step
+    before it commits (it may run more than once: the index retries)."""
+
+    __slots__ = ("_pending", "_spool", "_syncing")
+
+    def __init__(self, spool: Spool, pending: PendingFile, syncing: Future[None]) -> None:
+        self._spool = spool
+        self._pending = pending
+        self._syncing = syncing
+
+    def __call__(self) -> None:
+        if not self._pending.placed:
+            self._syncing.result()
+            self._spool.place(self._pending)
+
+    def undo(self) -> None:
+        """Nothing was acknowledged: remove the file, wherever it got to."""
+        wait([self._syncing])
+        self._spool.discard(self._pending)
 
 
 class Ingest:
@@ -94,13 +116,14 @@ class Ingest:
     def store(self, instance: ReceivedInstance) -> StoredInstance:
         """Durably store ``instance``. Raises InstanceError or StorageError.
 
-        The file is written here and synced and renamed on a writer thread while this
-        one reads the header and prepares the index row; the index commits only once
-        the file and its folder are synced (``record_instance``'s ``before_commit``), so
-        the order that makes an acknowledgement a promise is kept, and the two fsyncs
-        (0.5-2 ms on this machine) overlap the parsing and the index statements instead
-        of adding to them. The file meta takes its UIDs from the request: a dataset
-        that disagrees is refused (0xA900) and its file removed.
+        The file is written here and synced on a writer thread while this one reads
+        the header and prepares the index row; then, in ``record_instance``'s
+        ``before_commit``, this thread renames it into place and syncs its folder, and
+        only then does the index commit. So the order that makes an acknowledgement a
+        promise is kept, and the file's fsync (the slowest, 0.5-2 ms on this machine)
+        overlaps the parsing and the index statements instead of adding to them. The
+        file meta takes its UIDs from the request: a dataset that disagrees is refused
+        (0xA900) and its file removed.
         """
         if self._disk is not None and not self._disk.accepting():
             raise SpoolFullError("the spool's disk is above its high-water mark")
@@ -112,7 +135,8 @@ class Ingest:
             instance.peer.calling_ae,
         )
         name = self._spool.new_name()
-        writing = self._start_writing(name, meta, dataset)
+        pending = self._spool.begin(name, meta, dataset)
+        in_place = _InPlace(self._spool, pending, self._start_sync(pending))
         try:
             header = read_header(instance)
             spooled = SpooledFile(
@@ -126,12 +150,10 @@ class Ingest:
                 instance,
                 self._clock(),
                 self._policy_for,
-                before_commit=writing.result,
+                before_commit=in_place,
             )
         except BaseException:
-            wait([writing])
-            if writing.exception() is None:
-                self._remove_quietly(name)
+            in_place.undo()
             raise
         if recorded.obsolete_file is not None:
             self._remove_quietly(recorded.obsolete_file)
@@ -166,28 +188,30 @@ class Ingest:
             warning=warning,
         )
 
-    def _start_writing(self, name: str, meta: bytes, dataset: bytes | memoryview) -> Future[None]:
-        """Write the file here, and sync and rename it on a writer thread.
+    def _start_sync(self, pending: PendingFile) -> Future[None]:
+        """Sync the file on a writer thread, while this one reads the header and
+        prepares the index row.
 
-        Writing is quick; the fsyncs are what take time (0.5-2 ms here). This thread
-        waits until the writer is about to sync: otherwise the writer, woken while this
-        thread parses the header, would wait for the GIL and start its fsync late
-        (measured: ~0.7 ms of a ~4 ms instance).
+        Only the fsync runs there: one call that holds no GIL. Each further step a
+        writer took (close, rename, open and sync the folder) had to win the GIL back
+        from this thread, ~0.4 ms a step here, and made the acknowledgement wait; this
+        thread does them once its own work is done. It also waits until the writer is
+        about to sync: otherwise the writer, woken while this thread parses the header,
+        would wait for the GIL and start its fsync late (measured: ~0.7 ms of ~4).
         """
-        pending = self._spool.begin(name, meta, dataset)
         syncing = threading.Event()
 
-        def finish() -> None:
+        def sync() -> None:
             syncing.set()
-            self._spool.finish(pending)
+            self._spool.sync(pending)
 
         try:
-            writing = self._writers.submit(finish)
+            future = self._writers.submit(sync)
         except RuntimeError as exc:  # shut down: the node is stopping
-            self._spool.abandon(pending)
+            self._spool.discard(pending)
             raise StorageError("the node is stopping") from exc
         syncing.wait()
-        return writing
+        return future
 
     def _tally(
         self,

@@ -36,12 +36,13 @@ class SpooledFile:
 
 @dataclass(slots=True)
 class PendingFile:
-    """A file ``Spool.begin`` wrote to ``tmp/`` and ``Spool.finish`` will put in place."""
+    """A file ``Spool.begin`` wrote to ``tmp/``, which ``sync`` and ``place`` put in place."""
 
     tmp_path: str
     parent: str  # the folder under objects/ it goes to
     file_name: str
-    fd: int = -1
+    fd: int = -1  # open until ``place`` closes it
+    placed: bool = False  # renamed to ``final_path``
 
     @property
     def final_path(self) -> str:
@@ -102,8 +103,9 @@ class Spool:
     def begin(self, name: str, header: bytes, dataset: bytes | memoryview) -> PendingFile:
         """Write ``header`` + ``dataset`` to a temporary file, not yet synced or in place.
 
-        The quick half of ``write`` (no fsync): ``finish`` makes it durable under
-        ``name``, ``abandon`` removes it. Raises as ``write``, leaving nothing behind.
+        The quick first step of ``write`` (no fsync): ``sync`` then ``place`` (or
+        ``finish``, both) make it durable under ``name``, ``discard`` removes it.
+        Raises as ``write``, leaving nothing behind.
         Paths are plain strings here: this runs once per received instance, and
         pathlib's object per step cost ~4 % of the node's Python time.
         """
@@ -120,32 +122,45 @@ class Spool:
 
     def finish(self, pending: PendingFile) -> None:
         """Sync the file, rename it into place and sync its folder; raises as ``write``."""
+        self.sync(pending)
+        self.place(pending)
+
+    def sync(self, pending: PendingFile) -> None:
+        """Sync the temporary file's content: the slow step, and one call that runs
+        without the GIL, so another thread can run it while this one works on."""
         try:
-            try:
-                os.fsync(pending.fd)
-            finally:
-                os.close(pending.fd)
-                pending.fd = -1
+            os.fsync(pending.fd)
+        except OSError as exc:
+            self._fail(pending, exc)
+
+    def place(self, pending: PendingFile) -> None:
+        """Rename a synced file into place and sync its folder; raises as ``write``."""
+        try:
+            os.close(pending.fd)
+            pending.fd = -1
             self._ensure_parent(pending.parent)
             os.rename(pending.tmp_path, pending.final_path)  # noqa: PTH104 - str paths, per instance
+            pending.placed = True
             _fsync_dir(pending.parent)
         except OSError as exc:
             self._fail(pending, exc)
 
-    def abandon(self, pending: PendingFile) -> None:
-        """Remove a file ``begin`` wrote and ``finish`` never got (quietly: it is garbage)."""
-        if pending.fd >= 0:
-            os.close(pending.fd)
-            pending.fd = -1
-        Path(pending.tmp_path).unlink(missing_ok=True)
-
-    def _fail(self, pending: PendingFile, exc: OSError) -> NoReturn:
+    def discard(self, pending: PendingFile) -> None:
+        """Remove a file ``begin`` wrote, wherever it got to (quietly: it is garbage)."""
         if pending.fd >= 0:
             with suppress(OSError):
                 os.close(pending.fd)
             pending.fd = -1
-        Path(pending.tmp_path).unlink(missing_ok=True)
-        Path(pending.final_path).unlink(missing_ok=True)
+        if pending.placed:
+            pending.placed = False
+            Path(pending.final_path).unlink(missing_ok=True)
+            with suppress(OSError):
+                _fsync_dir(pending.parent)
+        else:
+            Path(pending.tmp_path).unlink(missing_ok=True)
+
+    def _fail(self, pending: PendingFile, exc: OSError) -> NoReturn:
+        self.discard(pending)
         self._parents.discard(pending.parent)
         if exc.errno in _NO_SPACE:
             raise SpoolFullError(f"spool is full: {exc.strerror}") from exc

@@ -1,8 +1,9 @@
 """Ingest writes the file beside the index work, and commits the index only after it.
 
-The file is written and synced on a writer thread while the header is read and the index
-row prepared. These tests hold that write back, or make it fail, and look at what the
-index and the spool hold.
+The file is written, then synced on a writer thread while the header is read and the
+index row prepared; renamed into place and its folder synced just before the commit.
+These tests hold the sync back, or make a step fail, and look at what the index and the
+spool hold.
 """
 
 from __future__ import annotations
@@ -94,14 +95,14 @@ def test_the_index_commits_only_once_the_file_is_written(
 ) -> None:
     ingest, spool, index = parts
     started, release = threading.Event(), threading.Event()
-    finish = spool.finish
+    sync = spool.sync
 
-    def held_finish(pending: PendingFile) -> None:
+    def held_sync(pending: PendingFile) -> None:
         started.set()
         assert release.wait(30)
-        finish(pending)
+        sync(pending)
 
-    monkeypatch.setattr(spool, "finish", held_finish)
+    monkeypatch.setattr(spool, "sync", held_sync)
     outcome: list[Any] = []
     worker = threading.Thread(target=lambda: outcome.append(ingest.store(_instances(1)[0])))
     worker.start()
@@ -163,3 +164,21 @@ def test_a_resent_instance_keeps_one_file(parts: tuple[Ingest, Spool, Index]) ->
     assert ingest.store(instance).outcome is StoreOutcome.DUPLICATE
     assert len(list(spool.names())) == 1
     assert index.spool_names() == set(spool.names())
+
+
+def test_a_failed_folder_sync_removes_the_renamed_file(
+    parts: tuple[Ingest, Spool, Index], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ingest, spool, index = parts
+
+    def failing_fsync_dir(folder: str) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr("dicomnode.store.spool._fsync_dir", failing_fsync_dir)
+    with pytest.raises(StorageError):
+        ingest.store(_instances(1)[0])
+    assert index.count_instances() == 0
+    assert list(spool.names()) == []  # renamed into place, then removed again
+    assert list(spool.tmp.iterdir()) == []
+    monkeypatch.undo()
+    assert ingest.store(_instances(1)[0]).outcome is StoreOutcome.STORED
