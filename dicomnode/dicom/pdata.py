@@ -16,10 +16,9 @@ as before. Lost on the way: ``EVT_PDU_SENT`` and ``EVT_DATA_SENT`` for these PDU
 the node does not bind (pynetdicom's own debug handlers for them are switched off with
 ``LOG_HANDLER_LEVEL``).
 
-Receiving reads each PDU with ``recv_into`` one buffer, instead of 4 KiB ``recv`` calls
-appended to a ``bytearray``; a C-STORE response that arrives whole in one PDV (as every
-one does), and a C-STORE request whose command set does, are decoded by ``commandset``
-and queued without pynetdicom's ``Dataset``.
+Receiving (PDUs are read by ``direct``): a C-STORE response that arrives whole in one
+PDV (as every one does), and a C-STORE request whose command set does, are decoded by
+``commandset`` and queued without pynetdicom's ``Dataset``.
 
 Installed together with ``reactor`` and under the same version guard; pynetdicom's
 private names are looked up only once installed, so importing this module is safe with
@@ -44,9 +43,8 @@ from pynetdicom.dsutils import decode
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
-from pynetdicom.transport import AssociationSocket
 
-from dicomnode.dicom import commandset, tcp
+from dicomnode.dicom import commandset
 
 BLOCK_BYTES = 1 << 20  # P-DATA-TF bytes per hand-off; a message is queued whole anyway
 _PDU_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; PDV length, context
@@ -82,7 +80,6 @@ def install() -> None:
             stock_receive(self, primitive)
 
     DIMSEServiceProvider.receive_primitive = receive_primitive  # type: ignore[method-assign]
-    AssociationSocket.recv = _recv  # type: ignore[method-assign]
     for name, send in (("DT-1", _dt_1), ("AR-7", _ar_7)):
         description, _stock, next_state = fsm.ACTIONS[name]
         fsm.ACTIONS[name] = (description, send, next_state)
@@ -313,20 +310,3 @@ def _ar_7(dul: DULServiceProvider) -> str:
     """AR-7 (Sta8 + Evt9): send P-DATA-TF while a release is pending."""
     _send_pdata(dul)
     return "Sta8"
-
-
-def _recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
-    """``nr_bytes`` from the socket, fewer only if the peer closed (as stock ``recv``)."""
-    raw = cast(Any, self.socket)
-    buffer = bytearray(nr_bytes)
-    received = 0
-    with memoryview(buffer) as view:
-        while received < nr_bytes:
-            count = raw.recv_into(view[received:])
-            if not count:
-                break
-            received += count
-    if received < nr_bytes:
-        del buffer[received:]
-    tcp.quick_ack(raw)
-    return buffer

@@ -64,6 +64,10 @@ MAX_WAIT = 0.05  # seconds a reactor sleeps with nothing to do; bounds any misse
 _WAKER = "_dicomnode_waker"  # on a DULServiceProvider
 _USER_WAITING = "_dicomnode_user_waiting"  # on a DULServiceProvider: see _may_read
 _WAKE = "_dicomnode_wake"  # on an Association
+_READABLE = "_dicomnode_readable"  # on a DULServiceProvider: select() just saw the socket
+# On a DULServiceProvider: bytes read from its socket that are not yet a whole PDU's
+# (``direct`` reads ahead). The loop serves them before it waits on the socket again.
+INBOX = "_dicomnode_inbox"
 _installed = False
 
 
@@ -192,6 +196,7 @@ def _patch_dul() -> None:
     DULServiceProvider.stop_dul = stop_dul  # type: ignore[method-assign]
     DULServiceProvider.run_reactor = _dul_run_reactor  # type: ignore[method-assign]
     DULServiceProvider.receive_pdu = receive_pdu  # type: ignore[method-assign]
+    DULServiceProvider._is_transport_event = _is_transport_event  # type: ignore[method-assign]
 
 
 def _dul_run_reactor(self: DULServiceProvider) -> None:
@@ -236,13 +241,42 @@ def _dul_loop(self: DULServiceProvider, waker: Waker) -> None:
         idle = False
 
 
+def _is_transport_event(self: DULServiceProvider) -> bool:
+    """pynetdicom 3.0.4's, reading bytes already read first and trusting ``_dul_wait``.
+
+    The stock check asks ``select()`` again (``socket.ready``) even when ``_dul_wait``
+    has just seen the socket readable: a system call per PDU for nothing.
+    """
+    socket: Any = self.socket
+    if getattr(self, INBOX, None):
+        self._read_pdu_data()
+        return True
+    readable = getattr(self, _READABLE, False)
+    if readable:
+        setattr(self, _READABLE, False)
+        readable = socket is not None and socket.socket is not None and socket._is_connected
+    if self.state_machine.current_state == "Sta13":
+        if socket and (readable or socket.ready):
+            self._read_pdu_data()
+            return True
+        socket.close()
+        return True
+    if socket and (readable or socket.ready):
+        self._read_pdu_data()
+        return True
+    return False
+
+
 def _dul_wait(self: DULServiceProvider, waker: Waker) -> None:
     """Sleep until the socket is readable, something is queued, or a timer may fire."""
+    if getattr(self, INBOX, None) and _may_read(self):
+        return  # a PDU is (partly) read already: serve it first
     timeout = MAX_WAIT
     artim = self.artim_timer
     if artim._start_time is not None and artim._end_time is None:  # running
         timeout = min(timeout, max(0.0, artim.remaining))
-    watched: list[Any] = [waker.open()]
+    wake_fd = waker.open()
+    watched: list[Any] = [wake_fd]
     assoc_socket = self.socket
     raw = getattr(assoc_socket, "socket", None)
     if raw is not None and getattr(assoc_socket, "_is_connected", False) and _may_read(self):
@@ -253,8 +287,11 @@ def _dul_wait(self: DULServiceProvider, waker: Waker) -> None:
         ready, _, _ = select.select(watched, [], [], timeout)
     except (OSError, ValueError):
         return  # the socket closed under us: let the loop find out, as stock does
-    if ready:
-        waker.drain()
+    for item in ready:
+        if item is wake_fd:
+            waker.drain()
+        else:
+            setattr(self, _READABLE, True)
 
 
 def _may_read(self: DULServiceProvider) -> bool:

@@ -188,17 +188,53 @@ def test_a_message_that_breaks_the_fragment_rules_aborts_the_association(
     assert server.stored == []
 
 
-def _request_command() -> bytes:
+def _request_command(message_id: int = 1, instance_uid: bytes = b"1.2.3.4\0") -> bytes:
     elements = [
         (0x0002, CTImageStorage.encode() + b"\0"),
         (0x0100, struct.pack("<H", 0x0001)),
-        (0x0110, struct.pack("<H", 1)),
+        (0x0110, struct.pack("<H", message_id)),
         (0x0700, struct.pack("<H", 0)),
         (0x0800, struct.pack("<H", 0x0001)),
-        (0x1000, b"1.2.3.4\0"),
+        (0x1000, instance_uid),
     ]
     body = b"".join(struct.pack("<HHL", 0, tag, len(value)) + value for tag, value in elements)
     return struct.pack("<HHLL", 0, 0, 4, len(body)) + body
+
+
+def _requests(context_id: int, count: int) -> tuple[bytes, list[bytes]]:
+    """``count`` whole C-STORE requests as the wire carries them, and their datasets."""
+    wire, datasets = b"", []
+    for number in range(1, count + 1):
+        dataset = bytes([number]) * (300 + number)
+        uid = f"1.2.826.0.1.3680043.10.9.{number}".encode()
+        command = _request_command(number, uid + b"\0" * (len(uid) % 2))
+        wire += _pdata(context_id, 0x03, command) + _pdata(context_id, 0x02, dataset)
+        datasets.append(dataset)
+    return wire, datasets
+
+
+@pytest.mark.parametrize("piece", [0, 1, 7], ids=["all at once", "byte by byte", "7 bytes"])
+def test_requests_are_served_however_their_bytes_arrive(server: _Server, piece: int) -> None:
+    """Read ahead: PDUs that arrive together are each served, and so are PDUs in pieces."""
+    assoc = _associate(server.port)
+    context_id = next(
+        cx.context_id for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage
+    )
+    wire, datasets = _requests(context_id, 3)
+    raw = assoc.dul.socket.socket  # type: ignore[union-attr]  # connected
+    assert raw is not None
+    try:
+        if piece == 0:
+            raw.sendall(wire)
+        else:
+            for start in range(0, len(wire), piece):
+                raw.sendall(wire[start : start + piece])
+                time.sleep(0.0005)  # lets the server read the pieces apart
+        assert _wait_for(lambda: len(server.stored) == 3), server.stored
+        assert [stored[3] for stored in server.stored] == datasets
+        assert assoc.is_established
+    finally:
+        assoc.release()
 
 
 def test_the_request_fields_are_read_only_from_plain_uids() -> None:

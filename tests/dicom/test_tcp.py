@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dicomnode.dicom import pdata, sockets, tcp
+from dicomnode.dicom import direct, sockets, tcp
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only"
@@ -46,15 +46,26 @@ def test_every_read_asks_for_it_again(
     client, accepted = connected
     asked: list[socket.socket] = []
     monkeypatch.setattr(tcp, "quick_ack", asked.append)
+    reads: list[int] = []
+
+    class _Counting:
+        """The accepted socket, counting the reads the DUL makes of it."""
+
+        def recv(self, size: int) -> bytes:
+            reads.append(size)
+            return accepted.recv(min(size, 4))  # a few bytes per read: several reads
+
+        def recv_into(self, view: memoryview) -> int:
+            reads.append(len(view))
+            return accepted.recv_into(view[:4])
+
     client.sendall(b"0123456789")
-
-    class _AssociationSocket:
-        socket = accepted
-
-    data = pdata._recv(_AssociationSocket(), 6)  # type: ignore[arg-type]  # a stand-in
-    data += pdata._recv(_AssociationSocket(), 4)  # type: ignore[arg-type]
-    assert bytes(data) == b"0123456789"
-    assert asked == [accepted, accepted]
+    counting, inbox = _Counting(), bytearray()
+    assert direct._read_ahead(counting, inbox, 6)
+    pdu, received = direct._take(counting, inbox, 10)
+    assert (bytes(pdu), received) == (b"0123456789", 10)
+    assert len(reads) >= 3
+    assert asked == [counting] * len(reads)  # re-armed after each read
 
 
 def test_a_new_connection_is_tuned(
