@@ -185,7 +185,7 @@ def _timed_runs(
         console.rule(sender_label(nodelay))
         for data in datasets:
             for rep in range(1, repeat + 1):
-                for name in options.only:
+                for name in _rotated(options.only, rep - 1):
                     number += 1
                     sample = run_once(
                         RECEIVERS[name],
@@ -197,6 +197,12 @@ def _timed_runs(
                     samples.append(sample)
                     _print_sample(console, sample, rep, repeat)
     return samples
+
+
+def _rotated(names: Sequence[str], by: int) -> list[str]:
+    """``names`` started ``by`` places later: each receiver takes each turn in a run order."""
+    shift = by % len(names)
+    return [*names[shift:], *names[:shift]]
 
 
 def _print_sample(console: Console, s: Sample, rep: int, repeat: int) -> None:
