@@ -172,6 +172,7 @@ def _generate(console: Console, folder: Path, options: argparse.Namespace) -> li
             f"generated {label}: {len(paths)} files, {size / 1e6:.1f} MB "
             f"in {elapsed:.1f} s (not part of any timing)"
         )
+    os.sync()  # else the first receiver's fsyncs write the generated files out too
     return datasets
 
 
