@@ -136,8 +136,8 @@ class Spool:
     def place(self, pending: PendingFile) -> None:
         """Rename a synced file into place and sync its folder; raises as ``write``."""
         try:
-            os.close(pending.fd)
-            pending.fd = -1
+            fd, pending.fd = pending.fd, -1  # closed even if close() fails: never twice
+            os.close(fd)
             self._ensure_parent(pending.parent)
             os.rename(pending.tmp_path, pending.final_path)  # noqa: PTH104 - str paths, per instance
             pending.placed = True
@@ -146,18 +146,25 @@ class Spool:
             self._fail(pending, exc)
 
     def discard(self, pending: PendingFile) -> None:
-        """Remove a file ``begin`` wrote, wherever it got to (quietly: it is garbage)."""
+        """Remove a file ``begin`` wrote, wherever it got to.
+
+        Quietly: the error being handled is what matters, and a file left behind is
+        garbage that start-up removes (from ``tmp/``, or as an orphan of the index).
+        """
         if pending.fd >= 0:
+            fd, pending.fd = pending.fd, -1
             with suppress(OSError):
-                os.close(pending.fd)
-            pending.fd = -1
-        if pending.placed:
-            pending.placed = False
-            Path(pending.final_path).unlink(missing_ok=True)
-            with suppress(OSError):
+                os.close(fd)
+        try:
+            if pending.placed:
+                pending.placed = False
+                Path(pending.final_path).unlink(missing_ok=True)
                 _fsync_dir(pending.parent)
-        else:
-            Path(pending.tmp_path).unlink(missing_ok=True)
+            else:
+                Path(pending.tmp_path).unlink(missing_ok=True)
+        except OSError as exc:
+            name = f"{Path(pending.parent).name}/{pending.file_name}"
+            log.warning("spool_file_not_removed", spool_name=name, error=exc.strerror)
 
     def _fail(self, pending: PendingFile, exc: OSError) -> NoReturn:
         self.discard(pending)
