@@ -56,6 +56,7 @@ _COMMAND_WHOLE, _DATASET_MORE, _DATASET_LAST = 0x03, 0x00, 0x02
 _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))
 _READ_AHEAD = 64 * 1024  # bytes asked of the socket when the inbox lacks a PDU header
+_PREALLOCATE = 4 * 1024 * 1024  # a PDU buffer made ahead of its bytes (the node offers 128 KiB)
 _VERIFICATION = "1.2.840.10008.1.1"
 # Events fired on pynetdicom's path and not on this one: whoever binds one gets that path.
 _SKIPPED_EVENTS = (
@@ -126,14 +127,15 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
             _DUL_LOG.error(f"Unknown PDU type received '0x{pdu_type:02X}'")
             self.event_queue.put("Evt19")  # Unrecognised or invalid PDU
             return
-        pdu, received = _take(raw, inbox, _PDU_HEADER.size + length)
+        size = _PDU_HEADER.size + length
+        pdu = _take(raw, inbox, size)
     except (OSError, TimeoutError) as exc:
         inbox.clear()
         _closed_early(self, exc)
         return
-    if received < len(pdu):
+    if len(pdu) < size:
         _DUL_LOG.error(
-            f"The received PDU is shorter than expected ({received} of {len(pdu)} bytes received)"
+            f"The received PDU is shorter than expected ({len(pdu)} of {size} bytes received)"
         )
         self.event_queue.put("Evt17")
         return
@@ -166,29 +168,41 @@ def _read_ahead(raw: Any, inbox: bytearray, wanted: int) -> bool:
     return True
 
 
-def _take(raw: Any, inbox: bytearray, size: int) -> tuple[bytearray, int]:
-    """The next ``size`` bytes, from the inbox and then the socket; and how many arrived.
+def _take(raw: Any, inbox: bytearray, size: int) -> bytearray:
+    """The next ``size`` bytes, from the inbox and then the socket.
 
-    Fewer than ``size`` arrived only if the peer closed; the inbox is then empty.
+    Fewer only if the peer closed; the inbox is then empty. A buffer is made for the
+    whole PDU only up to ``_PREALLOCATE`` bytes: a PDU header may claim 4 GiB, and only
+    bytes that have arrived may cost memory.
     """
     if len(inbox) >= size:
         pdu = inbox[:size]
         del inbox[:size]
-        return pdu, size
+        return pdu
+    if size > _PREALLOCATE:
+        pdu = inbox[:]
+        inbox.clear()
+        while raw is not None and len(pdu) < size:
+            chunk = raw.recv(min(size - len(pdu), _PREALLOCATE))
+            tcp.quick_ack(raw)
+            if not chunk:
+                break
+            pdu += chunk
+        return pdu
     pdu = bytearray(size)
     received = len(inbox)
     pdu[:received] = inbox
     inbox.clear()
-    if raw is None:
-        return pdu, received
-    with memoryview(pdu) as view:
-        while received < size:
-            count = raw.recv_into(view[received:])
-            tcp.quick_ack(raw)
-            if not count:
-                break
-            received += count
-    return pdu, received
+    if raw is not None:
+        with memoryview(pdu) as view:
+            while received < size:
+                count = raw.recv_into(view[received:])
+                tcp.quick_ack(raw)
+                if not count:
+                    break
+                received += count
+    del pdu[received:]
+    return pdu
 
 
 def _closed_early(self: DULServiceProvider, exc: BaseException) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -243,3 +244,29 @@ def test_the_request_fields_are_read_only_from_plain_uids() -> None:
     not_plain = _request_command().replace(b"1.2.3.4\0", b"1.2.3.a\0")
     assert commandset.store_request_fields(not_plain) is None
     assert commandset.decode_store_request(not_plain) is not None  # pynetdicom's to judge
+
+
+def test_a_pdu_that_claims_gigabytes_costs_only_the_bytes_that_arrive() -> None:
+    """A hostile PDU header (length 4 GiB - 1) with 100 bytes behind it, then a close."""
+
+    class _Peer:
+        def __init__(self) -> None:
+            self.parts = [b"\0" * 100, b""]
+
+        def recv(self, size: int) -> bytes:
+            return self.parts.pop(0)
+
+        def recv_into(self, view: memoryview) -> int:
+            raise AssertionError("a buffer was made for the whole claimed PDU")
+
+        def setsockopt(self, *args: object) -> None:
+            pass  # TCP_QUICKACK
+
+    tracemalloc.start()
+    try:
+        pdu = direct._take(_Peer(), bytearray(struct.pack(">BBL", 4, 0, 0xFFFFFFFF)), 2**32 + 5)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(pdu) == 106  # short: the caller reports the closed connection
+    assert peak < 16 * 2**20
