@@ -255,14 +255,11 @@ def _is_transport_event(self: DULServiceProvider) -> bool:
     if readable:
         setattr(self, _READABLE, False)
         readable = socket is not None and socket.socket is not None and socket._is_connected
-    if self.state_machine.current_state == "Sta13":
-        if socket and (readable or socket.ready):
-            self._read_pdu_data()
-            return True
-        socket.close()
-        return True
     if socket and (readable or socket.ready):
         self._read_pdu_data()
+        return True
+    if self.state_machine.current_state == "Sta13":  # nothing more to read: close
+        socket.close()
         return True
     return False
 

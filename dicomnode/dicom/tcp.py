@@ -6,7 +6,7 @@ delays the acknowledgement of a segment its reader has not answered yet by up to
 so every instance waited ~40 ms: measured here, 2,000 small instances from DCMTK storescu
 at its defaults took 99 s, for the node and for Orthanc alike. Quick-ack mode sends the
 acknowledgement at once; Linux leaves the mode again on its own, so the node asks again
-after every read (``pdata``'s ``recv``) and when a connection opens (``sockets.tune``).
+after every read (``direct``'s PDU reading) and when a connection opens (``sockets.tune``).
 The same 200 instances: 10.1 s -> 1.8 s; a sender with TCP_NODELAY is unaffected.
 """
 

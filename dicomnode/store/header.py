@@ -88,7 +88,7 @@ _LONG_LENGTH_VRS = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGT
 _LITTLE_ENDIAN_SYNTAXES = {
     str(uid): uid.is_implicit_VR
     for uid in map(UID, AllTransferSyntaxes)
-    if uid.is_little_endian and uid != DeflatedExplicitVRLittleEndian and not uid.is_deflated
+    if uid.is_little_endian and not uid.is_deflated
 }
 _PIXEL_DATA = BaseTag(0x7FE00010)
 _UID_SYNTAX = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")

@@ -8,7 +8,6 @@ error tree, which the DICOM layer turns into a status.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -87,11 +86,11 @@ class Ingest:
         self._tallies: dict[int, dict[int, _SeriesTally]] = {}
         self._tallies_lock = threading.Lock()
         self._policies: dict[str | None, CompletionPolicy] = {}
-        # One file write at a time per association; ``writers`` bounds the threads.
+        # One file sync at a time per association; ``writers`` bounds the threads.
         self._writers = ThreadPoolExecutor(max_workers=writers, thread_name_prefix="spool")
 
     def close(self) -> None:
-        """Let the file writes under way finish; after this, ``store`` refuses."""
+        """Let the file syncs under way finish; after this, ``store`` refuses."""
         self._writers.shutdown(wait=True)
 
     def _policy_for(self, modality: str | None) -> CompletionPolicy:
@@ -139,11 +138,7 @@ class Ingest:
         in_place = _InPlace(self._spool, pending, self._start_sync(pending))
         try:
             header = read_header(instance)
-            spooled = SpooledFile(
-                name=name,
-                size=len(meta) + len(dataset),
-                sha256=hashlib.sha256(dataset).hexdigest(),
-            )
+            spooled = SpooledFile.of(name, meta, dataset)
             recorded = self._index.record_instance(
                 header,
                 spooled,

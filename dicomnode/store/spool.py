@@ -33,6 +33,13 @@ class SpooledFile:
     size: int
     sha256: str  # of the dataset part only, to recognise a re-sent instance
 
+    @classmethod
+    def of(cls, name: str, header: bytes, dataset: bytes | memoryview) -> SpooledFile:
+        """The description of ``header`` + ``dataset`` written under ``name``."""
+        return cls(
+            name=name, size=len(header) + len(dataset), sha256=hashlib.sha256(dataset).hexdigest()
+        )
+
 
 @dataclass(slots=True)
 class PendingFile:
@@ -88,11 +95,7 @@ class Spool:
         """
         name = self.new_name()
         self.finish(self.begin(name, header, dataset))
-        return SpooledFile(
-            name=name,
-            size=len(header) + len(dataset),
-            sha256=hashlib.sha256(dataset).hexdigest(),
-        )
+        return SpooledFile.of(name, header, dataset)
 
     @staticmethod
     def new_name() -> str:
