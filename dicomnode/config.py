@@ -64,6 +64,25 @@ class NodeConfig(_Frozen):
     idle_timeout_seconds: PositiveSeconds = 60.0
     acse_timeout_seconds: PositiveSeconds = 30.0
     dimse_timeout_seconds: PositiveSeconds = 60.0
+    # A connection must finish association negotiation (send its A-ASSOCIATE-RQ) this soon,
+    # or it is closed: until then it holds a slot a real sender may need.
+    association_request_timeout_seconds: PositiveSeconds = 5.0
+    # Connections still negotiating, per source address; more are closed at once.
+    max_pending_per_host: Annotated[int, Field(ge=1, le=1000)] = 4
+    # One instance's dataset as received; a larger one is refused (0xA700) unstored.
+    max_dataset_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
+    # Deflated datasets are inflated (in bounded chunks) up to this size; more is 0xA700.
+    max_inflated_bytes: Annotated[int, Field(ge=1024 * 1024)] = 256 * 1024 * 1024
+    # Dataset bytes held in memory by all associations together; a dataset that would
+    # pass it is refused (0xA700, a temporary failure the sender retries).
+    max_buffered_bytes: Annotated[int, Field(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
+
+
+class PipelineLimits(_Frozen):
+    """What a pipeline may allocate for one volume: checked before it loads pixel data."""
+
+    max_voxels: Annotated[int, Field(ge=1)] = 1024 * 1024 * 1024
+    max_bytes: Annotated[int, Field(ge=1)] = 4 * 1024 * 1024 * 1024
 
 
 class StorageConfig(_Frozen):
@@ -189,6 +208,7 @@ class Config(_Frozen):
     models: Mapping[str, Any] = Field(default_factory=dict)
     pipelines: Mapping[str, Any] = Field(default_factory=dict)
     pipeline_workers: Annotated[int, Field(ge=1, le=16)] = 2
+    pipeline_limits: PipelineLimits = PipelineLimits()
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     # The folder relative model paths are taken from (the configuration file's).
