@@ -14,10 +14,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY dicomnode ./dicomnode
 RUN python -m venv /opt/dicomnode/.venv \
-    && /opt/dicomnode/.venv/bin/pip install --no-cache-dir . \
+    && /opt/dicomnode/.venv/bin/pip install --no-cache-dir -c constraints.txt . \
     && /opt/dicomnode/.venv/bin/dicomnode --version
 
 # --- runtime: the same base, the venv, a non-root user ------------------------------
