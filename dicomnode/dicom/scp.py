@@ -21,7 +21,8 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import NodeConfig
-from dicomnode.dicom import contexts, direct, sockets
+from dicomnode.dicom import contexts, sockets
+from dicomnode.dicom.adapt import direct
 from dicomnode.dicom.status import Status
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import (

@@ -20,7 +20,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom import cstore, sockets
+from dicomnode.dicom import sockets
+from dicomnode.dicom.adapt import cstore
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.contexts import VERIFICATION_SOP_CLASS
 from dicomnode.dicom.status import describe, is_permanent_failure, is_success, is_warning

@@ -17,7 +17,7 @@ from typing import Any
 from pynetdicom import _config
 from pynetdicom.events import Event
 
-from dicomnode.dicom import direct, pdata, reactor, tcp
+from dicomnode.dicom import adapt, tcp
 
 
 def apply_library_settings() -> None:
@@ -31,16 +31,14 @@ def apply_library_settings() -> None:
 
     Where the pynetdicom version is one they were written for, its polling reactors and
     its per-PDU sending are replaced too, and C-STORE requests are served on the
-    connection's own thread (``reactor``, ``pdata``, ``direct``: why, in their docstrings).
+    connection's own thread (``dicomnode.dicom.adapt``).
     """
     _config.LOG_REQUEST_IDENTIFIERS = False
     _config.LOG_RESPONSE_IDENTIFIERS = False
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.LOG_HANDLER_LEVEL = "none"
-    if reactor.install():
-        pdata.install()
-        direct.install()
+    adapt.install()
 
 
 def tune(event: Event, timeout_seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""C-STORE requests served on the connection's thread (``dicomnode.dicom.direct``).
+"""C-STORE requests served on the connection's thread (``dicomnode.dicom.adapt.direct``).
 
 A pynetdicom SCU talks to a pynetdicom server set up as the node's SCP sets up its own:
 what the store function receives, what the SCU gets back, and which requests are left
@@ -24,7 +24,8 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.sop_class import CTImageStorage, Verification
 from pynetdicom.transport import ThreadedAssociationServer
 
-from dicomnode.dicom import commandset, direct, sockets
+from dicomnode.dicom import sockets
+from dicomnode.dicom.adapt import commandset, direct
 
 _IMPLICIT = "1.2.840.10008.1.2"
 _EXPLICIT = "1.2.840.10008.1.2.1"

@@ -20,7 +20,8 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import Verification
 
-from dicomnode.dicom import commandset, pdata, reactor, sockets
+from dicomnode.dicom import adapt, sockets
+from dicomnode.dicom.adapt import commandset, pdata, reactor
 
 
 @pytest.fixture
@@ -120,7 +121,7 @@ def test_unusual_command_sets_are_left_to_pynetdicom() -> None:
 
 
 def test_an_idle_association_does_not_spin(echo_server: int) -> None:
-    assert reactor.install()  # the pinned pynetdicom is a supported one
+    assert adapt.install()  # the pinned pynetdicom is a supported one
     ae = AE("ECHOSCU")
     ae.add_requested_context(Verification)
     assoc = ae.associate("127.0.0.1", echo_server)
@@ -144,10 +145,10 @@ def test_an_idle_association_does_not_spin(echo_server: int) -> None:
 
 def test_other_pynetdicom_versions_keep_their_own_loops(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")
-    assert not reactor.adaptable()
+    assert not adapt.adaptable()
     monkeypatch.setattr(pynetdicom, "__version__", "3.0.4")
-    monkeypatch.setenv(reactor.STOCK_VARIABLE, "1")
-    assert not reactor.adaptable()
+    monkeypatch.setenv(adapt.STOCK_VARIABLE, "1")
+    assert not adapt.adaptable()
 
 
 def test_a_waker_closed_under_a_writer_is_harmless() -> None:
@@ -168,7 +169,7 @@ def test_the_dataset_offset_is_where_pynetdicom_finds_it(tmp_path: Path) -> None
     from pydicom.uid import ExplicitVRLittleEndian
     from pynetdicom.dsutils import split_dataset
 
-    from dicomnode.dicom import cstore
+    from dicomnode.dicom.adapt import cstore
 
     dataset = Dataset()
     dataset.SOPClassUID = "1.2.840.10008.5.1.4.1.1.2"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pynetdicom import AE
 
-from dicomnode.dicom import reactor
+from dicomnode.dicom import adapt
+from dicomnode.dicom.adapt import reactor
 from dicomnode.dicom.sockets import apply_library_settings
 from dicomnode.testing.storescp import StoreSCP
 
@@ -16,7 +17,7 @@ def test_a_peer_that_rejects_and_hangs_up_is_a_rejection_every_time() -> None:
     requestor saw the socket closed before it had looked at the answer, and reported an
     abort about one time in six (a temporary failure, retried, instead of a permanent one)."""
     apply_library_settings()
-    assert reactor.installed() == reactor.adaptable()
+    assert reactor.installed() == adapt.adaptable()
     outcomes: dict[str, int] = {}
     with StoreSCP(ae_title="NO", extra_args=["--refuse"]) as refusing:
         for _ in range(40):

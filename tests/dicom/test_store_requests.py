@@ -17,7 +17,8 @@ from pynetdicom import evt
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicomnode.dicom import commandset, pdata, reactor, sockets
+from dicomnode.dicom import sockets
+from dicomnode.dicom.adapt import commandset, pdata, reactor
 
 # pynetdicom's own, whether or not another test installed the node's already.
 _STOCK_RECEIVE = pdata._stock_receive or DIMSEServiceProvider.receive_primitive

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from dicomnode.dicom import direct, sockets, tcp
+from dicomnode.dicom import sockets, tcp
+from dicomnode.dicom.adapt import direct
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux only"

@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom.dsutils import encode
 
-from dicomnode.dicom import cstore
+from dicomnode.dicom.adapt import cstore
 from dicomnode.domain import Peer, ReceivedInstance
 from dicomnode.phantom.ct import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.store import header

@@ -44,7 +44,7 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
-from dicomnode.dicom import commandset
+from dicomnode.dicom.adapt import commandset
 
 BLOCK_BYTES = 1 << 20  # P-DATA-TF bytes per hand-off; a message is queued whole anyway
 _PDU_HEADER = struct.Struct(">BBLLB")  # PDU type, reserved, PDU length; PDV length, context

@@ -41,7 +41,8 @@ from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
-from dicomnode.dicom import commandset, pdata, reactor, tcp
+from dicomnode.dicom import tcp
+from dicomnode.dicom.adapt import commandset, pdata, reactor
 
 # (association, SOP class UID, SOP instance UID, transfer syntax UID, dataset bytes)
 # -> (status, error comment or None). It must not raise: a failure is a status.

@@ -26,9 +26,7 @@ response meant for ``send_c_store`` (``_leave_pause``; ``scu._return_stolen_resp
 stays, for stock loops); and a requestor whose peer rejects and hangs up at once could
 report an abort instead of the rejection (``_may_read``), which a DUL that answers
 without its 1 ms sleeps made frequent (7 times in 40 against a refusing storescp).
-They are installed only for the versions in ``SUPPORTED``, whose code they copy; any
-other version keeps its own loops. ``DICOMNODE_PYNETDICOM_STOCK=1`` keeps the stock loops
-too, to compare or to rule this module out.
+Installed by ``dicomnode.dicom.adapt.install``, which checks the version they copy.
 """
 
 from __future__ import annotations
@@ -43,22 +41,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pynetdicom
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.transport import AssociationSocket
 
-from dicomnode.logs import get_logger
-
-log = get_logger(__name__)
 # pynetdicom's own loggers, for the messages its loops log (kept word for word).
 _DUL_LOG = logging.getLogger("pynetdicom.dul")
 _ASSOC_LOG = logging.getLogger("pynetdicom.association")
 
-SUPPORTED = frozenset({"3.0.4"})
-STOCK_VARIABLE = "DICOMNODE_PYNETDICOM_STOCK"
 MAX_WAIT = 0.05  # seconds a reactor sleeps with nothing to do; bounds any missed wake-up
 
 _WAKER = "_dicomnode_waker"  # on a DULServiceProvider
@@ -71,32 +63,18 @@ INBOX = "_dicomnode_inbox"
 _installed = False
 
 
-def adaptable() -> bool:
-    """Whether this pynetdicom is one whose internals these adaptations copy."""
-    return pynetdicom.__version__ in SUPPORTED and os.environ.get(STOCK_VARIABLE) != "1"
-
-
 def installed() -> bool:
-    """Whether this process runs the adapted loops (``install`` succeeded)."""
+    """Whether this process runs the adapted loops."""
     return _installed
 
 
-def install() -> bool:
-    """Replace the two polling loops (idempotent); False where pynetdicom keeps its own."""
+def install() -> None:
+    """Replace the two polling loops (idempotent); the caller checks the version."""
     global _installed
-    if _installed:
-        return True
-    if not adaptable():
-        log.info(
-            "pynetdicom_stock_reactors",
-            version=pynetdicom.__version__,
-            reason="not a supported version" if pynetdicom.__version__ not in SUPPORTED else "",
-        )
-        return False
-    _patch_dul()
-    _patch_association()
-    _installed = True
-    return True
+    if not _installed:
+        _patch_dul()
+        _patch_association()
+        _installed = True
 
 
 class NotifyingQueue(queue.Queue[Any]):

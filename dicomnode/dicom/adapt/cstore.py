@@ -24,7 +24,7 @@ from typing import Any
 
 from pynetdicom.dimse_primitives import C_STORE
 
-from dicomnode.dicom import reactor
+from dicomnode.dicom.adapt import reactor
 
 _META_START = 128 + 4  # preamble, "DICM"
 _GROUP_LENGTH = struct.Struct("<HH2sHL")  # (0002,0000) UL, 2-byte length, value
