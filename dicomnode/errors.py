@@ -6,6 +6,8 @@
      +-- ConfigError          invalid configuration; names the file and the key
      +-- StorageError         the spool or the index could not persist something
      |    +-- SpoolFullError  no space left (answered as 0xA700)
+     |    +-- DatasetTooLargeError  a dataset, or its inflated form, passes a size limit (0xA700)
+     |    +-- StorageInUseError  another process (a running node) holds the storage lock
      +-- InstanceError        a received dataset cannot be accepted as it is
      |    +-- UIDMismatchError      dataset UIDs differ from the command's (0xA900)
      |    +-- UnreadableDatasetError cannot parse or lacks identifying keys (0xC000 range)
@@ -14,6 +16,7 @@
      |    +-- AssociationRejectedError  A-ASSOCIATE-RJ; ``permanent`` per its result
      |    +-- AssociationAbortedError   the peer or the network ended it (temporary)
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
+     +-- RoutingError         a completed series version cannot be routed (a file unreadable)
      +-- PipelineError        a pipeline job cannot complete; the job keeps the message
           +-- VolumeError     the series cannot form one correct volume
           +-- StepError       a preprocessing step cannot apply (e.g. a missing PET attribute)
@@ -41,6 +44,18 @@ class StorageError(DicomNodeError):
 
 class SpoolFullError(StorageError):
     """The spool's file system has no space left."""
+
+
+class StorageInUseError(StorageError):
+    """Another process holds the storage's lock; ``pid`` is its id when recorded."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class DatasetTooLargeError(StorageError):
+    """A dataset, as received or once inflated, is larger than the node takes (0xA700)."""
 
 
 class InstanceError(DicomNodeError):
@@ -79,6 +94,10 @@ class AssociationAbortedError(PeerError):
 
 class AddressError(DicomNodeError):
     """An ``AE@HOST:PORT`` address or destination name is invalid."""
+
+
+class RoutingError(DicomNodeError):
+    """A completed series version cannot be routed; the routing queue keeps the message."""
 
 
 class PipelineError(DicomNodeError):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -28,17 +30,19 @@ from dicomnode.dicom.scp import StorageSCP
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.outbox.worker import Outbox
-from dicomnode.pipeline.definition import all_definitions
+from dicomnode.pipeline.definition import PipelineDefinition, all_definitions
 from dicomnode.pipeline.engine import PipelineEngine
 from dicomnode.pipeline.worker import PipelineWorkers
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.router import Router
+from dicomnode.rules import RuleSet, load_rules
 from dicomnode.runners import ModelHost
 from dicomnode.store.completion import CompletionTracker, utc_now
 from dicomnode.store.database import Database
 from dicomnode.store.disk import DiskGuard
 from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
+from dicomnode.store.lock import StorageLock
 from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 
@@ -47,11 +51,52 @@ log = get_logger(__name__)
 RULES_RELOAD_SECONDS = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class CheckedConfig:
+    """What ``check_config`` found valid, for the node to be built from."""
+
+    models: Mapping[str, Any]
+    pipelines: Mapping[str, PipelineDefinition]
+    admin_token: str | None
+    rules: RuleSet  # as they would come into force now; empty without a rules folder
+
+
+def check_config(config: Config, source: str = "configuration") -> CheckedConfig:
+    """Every check ``serve`` runs before it touches the storage or binds a port.
+
+    ``dicomnode config check`` runs this same function, so a configuration it passes is
+    one ``serve`` accepts, with the same message when it is not. Reads no storage and
+    loads no model (``config check`` then loads them all, ``serve`` those in use).
+    Raises ConfigError (RulesError is one) naming the file and key.
+    """
+    token = _admin_token(config) if config.admin.enabled else None
+    models, pipelines = all_definitions(config.models, config.pipelines, source)
+    rules = RuleSet((), version="none")
+    if config.rules_dir.exists():
+        rules = load_rules(
+            config.rules_dir,
+            destinations=tuple(config.destinations),
+            pipelines=tuple(pipelines),
+        )
+    return CheckedConfig(models, pipelines, token, rules)
+
+
+def _admin_token(config: Config) -> str | None:
+    """The admin token; refuses an open API on an address other machines can reach."""
+    admin = config.admin
+    inline = admin.token.get_secret_value() if admin.token is not None else None
+    token = read_token(inline, admin.token_file)
+    check_admin_security(admin.host, token)
+    return token
+
+
 class Node:
     """A running dicomnode: SCP, spool, index, completion, routing, pipelines, outbox."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        checked = check_config(config)
+        self.storage_lock = StorageLock(config.storage.path)
         self.database = Database(config.database_url)
         self.spool = Spool(config.spool_path)
         self.index = Index(self.database)
@@ -76,10 +121,8 @@ class Node:
             self.counters.caller_policy(config.allows_caller),
             self.counters.sink(self.ingest),
         )
-        model_configs, self.pipelines = all_definitions(
-            config.models, config.pipelines, "configuration"
-        )
-        self.models = ModelHost(model_configs, config.base_dir)
+        self.pipelines = dict(checked.pipelines)
+        self.models = ModelHost(checked.models, config.base_dir)
         self.rules = LiveRules(
             config.rules_dir,
             self.database,
@@ -110,17 +153,21 @@ class Node:
             self.database,
             self.index,
             self.spool,
-            PipelineEngine(self.pipelines, self.models),
+            PipelineEngine(self.pipelines, self.models, config.pipeline_limits),
             config.node.ae_title,
             self._sends_queued,
             utc_now,
             count=config.pipeline_workers,
         )
-        self.admin = self._admin_server() if config.admin.enabled else None
+        self.admin = self._admin_server(checked.admin_token) if config.admin.enabled else None
 
     def start(self) -> None:
-        """Recover from any previous crash, then start every stage, the listener last."""
-        self.config.storage.path.mkdir(parents=True, exist_ok=True)
+        """Recover from any previous crash, then start every stage, the listener last.
+
+        The storage lock comes first: recovery beside another live node on the same
+        storage would remove the files it is writing and abort its associations.
+        """
+        self.storage_lock.acquire()
         self.spool.open()
         self.index.open()
         self.rules.load_initial()
@@ -173,6 +220,7 @@ class Node:
         self.outbox.stop()
         self.models.close()
         self.database.close()
+        self.storage_lock.release()
         log.info("node_stopped")
 
     def run_until_signalled(self) -> None:
@@ -191,12 +239,9 @@ class Node:
         finally:
             self.stop()
 
-    def _admin_server(self) -> AdminServer:
-        """The admin API over this node's parts; refuses an open API on a reachable host."""
+    def _admin_server(self, token: str | None) -> AdminServer:
+        """The admin API over this node's parts (``check_config`` vetted its token)."""
         admin = self.config.admin
-        inline = admin.token.get_secret_value() if admin.token is not None else None
-        token = read_token(inline, admin.token_file)
-        check_admin_security(admin.host, token)
         services = AdminServices(
             database=self.database,
             index=self.index,

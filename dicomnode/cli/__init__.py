@@ -13,7 +13,7 @@ Heavy imports (the node, TensorFlow, SQLAlchemy) happen inside the commands, so 
 ``dicomnode --help`` answers at once.
 
 Exit codes: 0 success; 1 the operation failed (a peer refused, a file was not stored);
-2 bad usage or an invalid configuration.
+2 bad usage or an invalid configuration (a storage another node holds is one).
 """
 
 from __future__ import annotations
@@ -47,9 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_usage_error(exc: Exception) -> bool:
-    from dicomnode.errors import AddressError, ConfigError
+    # Another node on the same storage is an operator's mistake, like a wrong setting.
+    from dicomnode.errors import AddressError, ConfigError, StorageInUseError
 
-    return isinstance(exc, ConfigError | AddressError)
+    return isinstance(exc, ConfigError | AddressError | StorageInUseError)
 
 
 def _parser() -> argparse.ArgumentParser:

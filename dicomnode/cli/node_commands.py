@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from dicomnode.cli.common import EXIT_OK, config_option, print_help
-from dicomnode.cli.rules_commands import load_rules
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,19 +51,31 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def config_check(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
-    from dicomnode.pipeline.definition import all_definitions
+    from dicomnode.node import check_config
     from dicomnode.runners import ModelHost
+    from dicomnode.store.lock import StorageLock
 
     config = load_config(args.config)
     source = args.config or "built-in defaults"
-    models, pipelines = all_definitions(config.models, config.pipelines, str(source))
-    # A model that cannot load fails here, not on the first study.
-    with ModelHost(models, config.base_dir) as host:
+    # The very checks serve runs before it binds; then every model loads, not only
+    # those the rules use, so that a broken one fails here and not on the first study.
+    checked = check_config(config, str(source))
+    with ModelHost(checked.models, config.base_dir) as host:
         host.load()
-    print(f"{source}: {len(pipelines)} pipelines and {len(models)} models load")
-    if config.rules_dir.is_dir():
-        load_rules(args, None)
-        print(f"{config.rules_dir}: rules valid")
+    print(f"{source}: {len(checked.pipelines)} pipelines and {len(checked.models)} models load")
+    if config.rules_dir.exists():
+        count = len(checked.rules)
+        print(f"{config.rules_dir}: rules valid ({count} rule{'s' * (count != 1)})")
+    if config.admin.enabled:
+        access = "token required" if checked.admin_token is not None else "loopback, no token"
+        print(f"admin API on {config.admin.host}:{config.admin.port} ({access})")
+    lock = StorageLock(config.storage.path)
+    holder = lock.holder()
+    if holder is None:
+        print(f"storage {config.storage.path}: free")
+    else:
+        # Information, not an error: checking a running node's configuration is normal.
+        print(f"note: {lock.in_use_message(holder)}; serve would refuse to start beside it")
     print(
         f"{source}: OK (AE {config.node.ae_title} on port {config.node.port}, "
         f"storage {config.storage.path}, {len(config.destinations)} destinations)"
