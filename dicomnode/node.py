@@ -114,6 +114,7 @@ class Node:
             config.completion,
             disk=self.disk,
             writers=config.node.max_associations,  # one file being synced per association
+            max_inflated_bytes=config.node.max_inflated_bytes,
         )
         self.counters = ReceiveCounters()
         self.scp = StorageSCP(

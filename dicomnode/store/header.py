@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, cast
@@ -292,9 +291,10 @@ def _dataset_of(
 
 
 def _read_with_pydicom(raw: bytes | memoryview, syntax: UID) -> Dataset:
+    if syntax == DeflatedExplicitVRLittleEndian:
+        # Inflating is bounded by the configuration: ``store.inflate`` does it first.
+        raise UnreadableDatasetError("a deflated dataset reached the header read uninflated")
     try:
-        if syntax == DeflatedExplicitVRLittleEndian:
-            raw = zlib.decompressobj(-zlib.MAX_WBITS).decompress(raw)
         return read_dataset(
             BytesIO(raw),
             is_implicit_VR=syntax.is_implicit_VR,

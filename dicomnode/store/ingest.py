@@ -22,7 +22,9 @@ from dicomnode.store.disk import DiskGuard
 from dicomnode.store.filemeta import file_meta_bytes
 from dicomnode.store.header import InstanceHeader, read_header
 from dicomnode.store.index import Index
+from dicomnode.store.inflate import inflated
 from dicomnode.store.spool import PendingFile, Spool, SpooledFile
+from dicomnode.store.walk import walk
 
 log = get_logger(__name__)
 _stdlib_log = logging.getLogger(__name__)  # where structlog's events end up
@@ -73,6 +75,7 @@ class Ingest:
         disk: DiskGuard | None = None,
         clock: Clock = utc_now,
         writers: int = 16,
+        max_inflated_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         self._spool = spool
         self._index = index
@@ -80,6 +83,7 @@ class Ingest:
         self._config = config
         self._disk = disk
         self._clock = clock
+        self._max_inflated_bytes = max_inflated_bytes
         # association id -> series id -> tally. One info event per series and
         # association, not per instance: at ~100 instances a second that event was
         # 4 % of the node's Python time, and it said little a summary does not.
@@ -137,7 +141,11 @@ class Ingest:
         pending = self._spool.begin(name, meta, dataset)
         in_place = _InPlace(self._spool, pending, self._start_sync(pending))
         try:
-            header = read_header(instance)
+            # Refused unless a reader can walk all of it: an acknowledgement says it is
+            # readable. This overlaps the file's sync like the rest of the checks.
+            readable = inflated(instance, self._max_inflated_bytes)
+            walk(readable.dataset, readable.transfer_syntax_uid)
+            header = read_header(readable)
             spooled = SpooledFile.of(name, meta, dataset)
             recorded = self._index.record_instance(
                 header,
