@@ -17,7 +17,7 @@ RULE_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,60}\.ya?ml$"
 MAX_RULE_FILE_CHARS = 256 * 1024
 
 JobKind = Literal["pipeline", "send"]
-JobState = Literal["pending", "running", "sending", "done", "failed"]
+JobState = Literal["pending", "running", "sending", "done", "failed", "cancelled"]
 
 
 class _Model(BaseModel):
@@ -108,6 +108,7 @@ class SeriesOut(_Model):
     last_arrival_at: datetime
     deadline_at: datetime | None
     completed_at: datetime | None
+    rejected_count: int = 0  # instances withdrawn by IOCM rejection notes (docs/routing.md)
 
 
 class InstanceOut(_Model):
@@ -141,6 +142,9 @@ class DecisionOut(_Model):
     matched_rules: list[str]
     forward_to: list[str]
     pipeline_runs: list[PipelineRunOut]
+    # IOCM (docs/routing.md): a rejection note's handling, or a rejected series' withholding.
+    rejection_note: dict[str, Any] | None = None
+    rejected: dict[str, Any] | None = None
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -156,7 +160,7 @@ class PipelineJobOut(_Model):
     rule: str
     pipeline: str
     send_to: list[str]
-    state: str  # pending | running | done | failed
+    state: str  # pending | running | done | failed | cancelled
     attempts: int
     error: str | None
     created_at: datetime

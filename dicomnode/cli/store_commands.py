@@ -15,7 +15,7 @@ from typing import Any
 
 from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
 
-PIPELINE_STATES = ("pending", "running", "done", "failed")
+PIPELINE_STATES = ("pending", "running", "done", "failed", "cancelled")
 SEND_STATES = ("pending", "sending", "done", "failed")
 
 
@@ -64,7 +64,16 @@ def series_command(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    header = ("series UID", "modality", "description", "instances", "version", "state", "last")
+    header = (
+        "series UID",
+        "modality",
+        "description",
+        "instances",
+        "version",
+        "state",
+        "rejected",
+        "last",
+    )
     lines = [
         (
             row.series_uid,
@@ -73,6 +82,7 @@ def series_command(args: argparse.Namespace) -> int:
             str(row.instance_count),
             str(row.version),
             row.state,
+            str(row.rejected_count) if row.rejected_count else "",
             row.last_arrival_at.isoformat(timespec="seconds"),
         )
         for row in rows

@@ -108,6 +108,29 @@ class JobQueue:
         row.state, row.finished_at, row.error = "done", now, None
         row.timeline = timeline
 
+    @staticmethod
+    def cancel_pending(
+        session: Session, series_id: int, from_version: int, reason: str, now: datetime
+    ) -> list[int]:
+        """Cancel a series' pending jobs that would load ``from_version`` or later.
+
+        Inside the caller's transaction (an IOCM rejection note's, docs/routing.md): a job
+        loads every version up to its own, so these are the ones that would read the
+        rejected instances. A running job is left to end. Returns the cancelled jobs' ids.
+        """
+        rows = session.scalars(
+            select(JobRow).where(
+                JobRow.series_id == series_id,
+                JobRow.series_version >= from_version,
+                JobRow.state == "pending",
+            )
+        )
+        cancelled = []
+        for row in rows:
+            row.state, row.error, row.finished_at = "cancelled", reason[:1024], now
+            cancelled.append(row.id)
+        return cancelled
+
     def retry(self, job_id: int) -> JobSummary | None:
         """Requeue a failed job; None when it is not failed."""
         with self._db.writing() as session:

@@ -81,6 +81,7 @@ class SeriesSummary:
     last_arrival_at: datetime
     deadline_at: datetime | None
     completed_at: datetime | None
+    rejected_count: int = 0  # instances an IOCM rejection note withdrew
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,4 +729,5 @@ def _summary(row: SeriesRow) -> SeriesSummary:
         last_arrival_at=row.last_arrival_at,
         deadline_at=row.deadline_at,
         completed_at=row.completed_at,
+        rejected_count=row.rejected_count or 0,
     )

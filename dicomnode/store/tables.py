@@ -77,6 +77,9 @@ class SeriesRow(Base):
     completed_at: Mapped[datetime | None]
     # Set when retention deleted the series' files; its rows stay, for history.
     purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Instances withdrawn by an IOCM rejection note, counted when a note or the series is
+    # routed (dicomnode.routing.rejection).
+    rejected_count: Mapped[int] = mapped_column(default=0)
 
 
 class InstanceRow(Base):
@@ -215,3 +218,24 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None]
     # [{"stage": "load", "seconds": 1.2, "at": "..."}, ...] and the result summary
     timeline: Mapped[dict[str, Any]]
+
+
+class RejectionRow(Base):
+    """An instance an IOCM rejection note withdrew, whether it has arrived yet or not.
+
+    Keyed by SOP Instance UID, not by instance row: a note may come before the instances
+    it names, which are then rejected when their series is routed.
+    """
+
+    __tablename__ = "rejections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(16))  # 113001 | 113037 | 113038 | 113039
+    meaning: Mapped[str] = mapped_column(String(64))
+    note_sop_instance_uid: Mapped[str] = mapped_column(String(64))
+    note_series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
+    note_version: Mapped[int]
+    noted_at: Mapped[datetime]
