@@ -4,42 +4,45 @@ Files are sent as they are stored: pynetdicom streams each file's dataset bytes 
 decoding them (chunked sending), so a presentation context is proposed for every
 (SOP class, transfer syntax) pair found, and the batches are split so that no
 association proposes more than the 128 contexts PS3.8 allows.
+
+Beside each file's own syntax, a context in Implicit VR Little Endian is proposed (and
+Explicit VR Little Endian too for a compressed file): every node must accept Implicit VR
+Little Endian (PS3.5 10.1), so a peer that takes nothing else still receives the
+instance, converted. An instance for which the peer accepted no context is refused for
+good, and the reason names its SOP class and the syntaxes offered; the other failures
+(``negotiation``) say whether the connection was refused, the association rejected or
+aborted, or the peer timed out.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pydicom.uid import UID
+from pynetdicom import evt
 from pynetdicom.presentation import build_context
 
-from dicomnode.dicom import sockets
+from dicomnode.dicom import negotiation, proposal, sockets
 from dicomnode.dicom.adapt import cstore
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.contexts import VERIFICATION_SOP_CLASS
+from dicomnode.dicom.negotiation import TracingAE
 from dicomnode.dicom.status import describe, is_permanent_failure, is_success, is_warning
 from dicomnode.errors import (
-    AssociationAbortedError,
-    AssociationRejectedError,
     PeerError,
-    PeerUnreachableError,
 )
 from dicomnode.logs import get_logger
 
 log = get_logger(__name__)
 
-MAX_CONTEXTS = 128  # PS3.8 9.3.2.2: presentation context IDs are odd numbers 1..255
 DEFAULT_CALLING_AE = "DICOMNODE"
-# Offered beside a compressed file's own syntax, so a peer that cannot take it still can
-# receive the instance, decompressed.
-_UNCOMPRESSED = (UID(ExplicitVRLittleEndian), UID(ImplicitVRLittleEndian))
+_NO_RESPONSE = "no response"  # replaced by what ended the association (Trace.ended_early)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,13 +104,19 @@ def echo(address: DicomAddress, settings: ScuSettings = ScuSettings()) -> EchoRe
     ae.add_requested_context(VERIFICATION_SOP_CLASS)
     started = time.perf_counter()
     assoc = _associate(ae, address, settings)
+    if not assoc.is_established:
+        raise PeerError(
+            f"{address}: {proposal.refusal(VERIFICATION_SOP_CLASS, [proposal.IMPLICIT])}"
+        )
     try:
         response = assoc.send_c_echo()
         status = int(getattr(response, "Status", -1)) if response else -1
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     if status < 0:
-        raise PeerError(f"{address}: no C-ECHO response (timeout or aborted)")
+        cause = ae.trace.ended_early(assoc, "C-ECHO", settings.network_timeout_seconds)
+        raise PeerError(f"{address}: {cause}")
     return EchoResult(status=status, seconds=time.perf_counter() - started)
 
 
@@ -137,7 +146,9 @@ def inspect_file(path: Path) -> SendableFile | SkippedFile:
     return SendableFile(path, sop_class, sop_instance, syntax, path.stat().st_size)
 
 
-def batches(files: Sequence[SendableFile], limit: int = MAX_CONTEXTS) -> list[list[SendableFile]]:
+def batches(
+    files: Sequence[SendableFile], limit: int = proposal.MAX_CONTEXTS
+) -> list[list[SendableFile]]:
     """Split ``files`` so that each batch needs at most ``limit`` presentation contexts."""
     result: list[list[SendableFile]] = []
     current: list[SendableFile] = []
@@ -155,12 +166,17 @@ def batches(files: Sequence[SendableFile], limit: int = MAX_CONTEXTS) -> list[li
     return result
 
 
-def _contexts_for(item: SendableFile) -> list[tuple[str, tuple[str, ...]]]:
-    """The exact context, plus an uncompressed fallback for a compressed file."""
-    exact = (item.sop_class_uid, (item.transfer_syntax_uid,))
-    if UID(item.transfer_syntax_uid) in _UNCOMPRESSED:
-        return [exact]
-    return [exact, (item.sop_class_uid, _UNCOMPRESSED)]
+def _contexts_for(item: SendableFile) -> list[proposal.Context]:
+    return proposal.contexts_for(item.sop_class_uid, item.transfer_syntax_uid)
+
+
+def _proposal_words(batch: Sequence[SendableFile]) -> str:
+    return proposal.proposal_words((i.sop_class_uid, i.transfer_syntax_uid) for i in batch)
+
+
+def _refusal(item: SendableFile) -> str:
+    offered = proposal.offered(item.sop_class_uid, item.transfer_syntax_uid)
+    return proposal.refusal(item.sop_class_uid, offered)
 
 
 def send_files(
@@ -190,25 +206,41 @@ def _send_batch(
     ae = _make_ae(settings)
     wanted = dict.fromkeys(ctx for item in batch for ctx in _contexts_for(item))
     ae.requested_contexts = [build_context(sop, list(syntaxes)) for sop, syntaxes in wanted]
-    assoc = _associate(ae, address, settings)
+    assoc = _associate(ae, address, settings, describe_proposal=lambda: _proposal_words(batch))
+    results: list[FileResult] = []
+    if not assoc.is_established:
+        # Accepted, but none of the contexts: no instance of this batch can ever go.
+        log.warning("presentation_contexts_refused", peer_ae=address.ae_title)
+        for item in batch:
+            result = FileResult(item.path, None, _refusal(item), refused=True)
+            results.append(result)
+            if progress is not None:
+                progress(result, 0)
+        return results
     accepted = {
         (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in assoc.accepted_contexts
     }
-    results: list[FileResult] = []
+    ended = ""
     try:
         for number, item in enumerate(batch):
             # PS3.7 9.1.1.1: Message IDs tell requests apart (and make logs readable).
             result = _send_one(assoc, item, accepted, msg_id=number % 0xFFFF + 1)
+            if result.note == _NO_RESPONSE:
+                ended = ae.trace.ended_early(assoc, "C-STORE", settings.network_timeout_seconds)
+                result = replace(result, note=ended)
             results.append(result)
             if progress is not None:
                 progress(result, item.size)
-            if not assoc.is_established:
+            if ended or not assoc.is_established:
                 break
     finally:
         if assoc.is_established:
-            assoc.release()
+            if ended:
+                assoc.abort()
+            else:
+                assoc.release()
     for item in batch[len(results) :]:
-        result = FileResult(item.path, None, "not sent: the association ended early")
+        result = FileResult(item.path, None, f"not sent: {ended or 'the association ended'}")
         results.append(result)
         if progress is not None:
             progress(result, 0)
@@ -219,46 +251,79 @@ def _send_one(
     assoc: Any, item: SendableFile, accepted: set[tuple[str, str]], msg_id: int
 ) -> FileResult:
     note = ""
-    if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
-        # Streamed from the file, not decoded.
-        response = cstore.send_file(
-            assoc,
-            item.path,
-            item.sop_class_uid,
-            item.sop_instance_uid,
-            item.transfer_syntax_uid,
-            msg_id=msg_id,
-        )
-    elif any((item.sop_class_uid, ts) in accepted for ts in _UNCOMPRESSED):
-        dataset = dcmread(item.path)
-        try:
-            # The same instance in another transfer syntax: it keeps its UID (PS3.5 8.2).
-            dataset.decompress(generate_instance_uid=False)
-        except Exception as exc:  # noqa: BLE001 - any codec failure: this file cannot go
-            note = f"cannot decompress: {type(exc).__name__}"
-            return FileResult(item.path, None, note, refused=True)
-        note = f"decompressed from {item.transfer_syntax_uid}"
-        log.info(
-            "transfer_syntax_converted",
-            sop_instance_uid=item.sop_instance_uid,
-            from_syntax=item.transfer_syntax_uid,
-            to_syntax=str(dataset.file_meta.TransferSyntaxUID),
-        )
-        response = assoc.send_c_store(dataset, msg_id=msg_id)
-    else:
-        note = "refused: the peer accepts neither its transfer syntax nor ours"
+    fallback = [ts for ts in proposal.UNCOMPRESSED if (item.sop_class_uid, str(ts)) in accepted]
+    if (item.sop_class_uid, item.transfer_syntax_uid) not in accepted and not fallback:
+        note = _refusal(item)
+        return FileResult(item.path, None, note, refused=True)
+    try:
+        if (item.sop_class_uid, item.transfer_syntax_uid) in accepted:
+            _check_readable(item.path)
+            # Streamed from the file, not decoded.
+            response = cstore.send_file(
+                assoc,
+                item.path,
+                item.sop_class_uid,
+                item.sop_instance_uid,
+                item.transfer_syntax_uid,
+                msg_id=msg_id,
+            )
+        else:
+            dataset = dcmread(item.path)
+            target = _convert(dataset, item, fallback)
+            note = f"converted from {UID(item.transfer_syntax_uid).name} to {target.name}"
+            response = assoc.send_c_store(dataset, msg_id=msg_id)
+    except _Unconvertible as exc:
+        return FileResult(item.path, None, str(exc), refused=True)
+    except (OSError, InvalidDicomError, EOFError, ValueError, AttributeError) as exc:
+        # The stored file is missing or unreadable: this instance fails, the rest go on.
+        note = f"cannot read the stored file: {type(exc).__name__}: {exc}"
         return FileResult(item.path, None, note, refused=True)
     status = getattr(response, "Status", None) if response else None
     if status is None:
-        return FileResult(item.path, None, "no response (timeout or aborted)")
+        return FileResult(item.path, None, _NO_RESPONSE)
     comment = str(getattr(response, "ErrorComment", "") or "")
     text = describe(int(status)) + (f": {comment}" if comment else "")
     return FileResult(item.path, int(status), f"{text}; {note}" if note else text)
 
 
-def _make_ae(settings: ScuSettings) -> AE:
+class _Unconvertible(Exception):  # noqa: N818 - a control-flow signal inside this module
+    """The instance cannot be put into a syntax the peer accepted."""
+
+
+def _check_readable(path: Path) -> None:
+    """Raise OSError now if the file cannot be opened: pynetdicom reads it later, on the
+    association's own thread, where a missing file would end the association."""
+    with path.open("rb") as file:
+        file.read(1)
+
+
+def _convert(dataset: Any, item: SendableFile, fallback: Sequence[UID]) -> UID:
+    """Decompress ``dataset`` if need be; returns the syntax it will go in.
+
+    pynetdicom encodes an uncompressed dataset in the accepted context's syntax
+    (Explicit to Implicit VR Little Endian and back), so only decompression is done here.
+    The instance keeps its UID: the same instance in another transfer syntax (PS3.5 8.2).
+    """
+    syntax = UID(item.transfer_syntax_uid)
+    if syntax.is_compressed:
+        try:
+            dataset.decompress(generate_instance_uid=False)
+        except Exception as exc:  # any codec failure: this file cannot go
+            raise _Unconvertible(f"cannot decompress: {type(exc).__name__}") from exc
+        syntax = UID(dataset.file_meta.TransferSyntaxUID)
+    target = syntax if syntax in fallback else fallback[0]
+    log.info(
+        "transfer_syntax_converted",
+        sop_instance_uid=item.sop_instance_uid,
+        from_syntax=item.transfer_syntax_uid,
+        to_syntax=str(target),
+    )
+    return target
+
+
+def _make_ae(settings: ScuSettings) -> TracingAE:
     sockets.apply_library_settings()
-    ae = AE(ae_title=settings.calling_ae)
+    ae = TracingAE(settings.calling_ae)
     ae.connection_timeout = settings.connect_timeout_seconds
     ae.network_timeout = settings.network_timeout_seconds
     ae.acse_timeout = settings.network_timeout_seconds
@@ -267,23 +332,38 @@ def _make_ae(settings: ScuSettings) -> AE:
     return ae
 
 
-def _associate(ae: AE, address: DicomAddress, settings: ScuSettings) -> Any:
-    handlers: list[Any] = [(evt.EVT_CONN_OPEN, sockets.tune, [settings.network_timeout_seconds])]
+def _associate(
+    ae: TracingAE,
+    address: DicomAddress,
+    settings: ScuSettings,
+    describe_proposal: Callable[[], str] | None = None,
+) -> Any:
+    """An established association, or one whose peer accepted none of its contexts
+    (``is_established`` False: the caller refuses its instances for good).
+
+    Raises PeerError naming what happened: connection refused, association rejected
+    (source, reason), aborted by peer, or timed out.
+    """
+    handlers: list[Any] = [
+        (evt.EVT_CONN_OPEN, sockets.tune, [settings.network_timeout_seconds]),
+        *ae.trace.handlers(),
+    ]
     assoc = ae.associate(
         address.host, address.port, ae_title=address.ae_title, evt_handlers=handlers
     )
     if assoc.is_established:
         _return_stolen_responses(assoc)
         return assoc
-    if assoc.is_rejected:
-        answer = assoc.acceptor.primitive
-        result = getattr(answer, "result", None)
-        reason = f"{getattr(answer, 'result_str', '')}: {getattr(answer, 'reason_str', '')}"
-        # PS3.8 9.3.4: result 1 is rejected-permanent, 2 rejected-transient.
-        raise AssociationRejectedError(f"{address}: association rejected ({reason})", result == 1)
-    if assoc.is_aborted:
-        raise AssociationAbortedError(f"{address}: association aborted")
-    raise PeerUnreachableError(f"{address}: cannot connect")
+    if negotiation.accepted_nothing(assoc):
+        return assoc
+    raise negotiation.failure(
+        ae.trace,
+        assoc,
+        str(address),
+        settings.connect_timeout_seconds,
+        settings.network_timeout_seconds,
+        describe_proposal,
+    )
 
 
 def _return_stolen_responses(assoc: Any) -> None:

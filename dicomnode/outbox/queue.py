@@ -84,6 +84,7 @@ class Finish:
     failure: str | None = None  # association-level failure, if any
     permanent: bool = False  # retrying cannot cure it (e.g. rejected-permanent)
     sent: int = 0  # instances the destination acknowledged during this attempt
+    refusal: str | None = None  # why the first instance refused for good was refused
 
 
 class OutboxQueue:
@@ -230,8 +231,10 @@ class OutboxQueue:
                 outcome, send.state, send.reason = "delivered", "done", None
             elif pending == 0:
                 outcome, send.state = "permanent", "failed"
-                send.reason = f"{failed} instance(s) refused by the destination" + (
-                    f" (last status 0x{last_status:04X})" if last_status is not None else ""
+                send.reason = (
+                    f"{failed} instance(s) refused by the destination"
+                    + (f" (last status 0x{last_status:04X})" if last_status is not None else "")
+                    + (f": {finish.refusal}" if finish.refusal else "")
                 )
             elif now - send.age_from >= timedelta(seconds=policy.max_age_seconds):
                 last = finish.failure or f"{pending} instance(s) not accepted"

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from dicomnode.config import Destination
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.scu import FileResult, ScuSettings, SendableFile, send_files
-from dicomnode.errors import DicomNodeError, PeerError
+from dicomnode.errors import PeerError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import Finish, ItemResult, OutboxQueue, SendWork
 from dicomnode.store.spool import Spool
@@ -140,16 +140,21 @@ class _DestinationWorker(threading.Thread):
         last_flush = time.monotonic()
         last_status: int | None = None
         sent = 0
+        refusal: str | None = None  # the first instance refused for good: why
+        unsent: str | None = None  # the last instance to try again: why
 
         def on_result(result: FileResult, _size: int) -> None:
-            nonlocal last_flush, last_status, sent
+            nonlocal last_flush, last_status, sent, refusal, unsent
             sent += result.ok
             item = by_path[result.path]
             if result.status is not None:
                 last_status = result.status
             state = "sent" if result.ok else "failed" if result.permanent else "pending"
             pending.append(ItemResult(item.item_id, state, result.status))
+            if state == "pending":
+                unsent = result.note
             if state == "failed":
+                refusal = refusal or result.note
                 log.warning(
                     "instance_send_refused",
                     send_id=work.send_id,
@@ -175,9 +180,14 @@ class _DestinationWorker(threading.Thread):
             failure, permanent = str(exc), exc.permanent
         except _Stopping:
             failure = "interrupted: the node is stopping"
-        except (DicomNodeError, OSError) as exc:
+        except Exception as exc:
+            # The root of one send: whatever it raised is this send's failure, retried with
+            # backoff; it never leaves the send "sending" nor stops the destination's others.
+            log.exception("send_raised", send_id=work.send_id, destination=self.destination_name)
             failure = f"{type(exc).__name__}: {exc}"
-        finish = Finish(failure=failure, permanent=permanent, sent=sent)
+        if failure is None and unsent is not None:
+            failure = f"{self.address}: {unsent}"
+        finish = Finish(failure=failure, permanent=permanent, sent=sent, refusal=refusal)
         self.queue.record_items(work.send_id, pending)
         summary = self.queue.finish(
             work.send_id, started, self.clock(), finish, self.destination.retry, last_status

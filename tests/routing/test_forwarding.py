@@ -238,4 +238,5 @@ def test_a_permanent_rejection_fails_at_once_with_the_reason(
         poll_until(lambda: sends_in_state(node, "failed"), timeout=60, what="the send to fail")
     (failed,) = sends_in_state(node, "failed")
     assert failed.attempts == 1
-    assert failed.reason is not None and "Rejected Permanent" in failed.reason
+    assert failed.reason is not None
+    assert "association rejected (service-user, no-reason-given; permanent)" in failed.reason

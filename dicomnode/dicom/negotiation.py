@@ -1,0 +1,248 @@
+"""Why an association we requested did not work, in words an operator can act on.
+
+pynetdicom tells a requestor only ``is_established``, ``is_rejected`` or ``is_aborted``:
+a closed port, a peer that aborts, one that never answers and one that accepts the
+association but none of its presentation contexts all read "aborted". The outbox must
+tell them apart: a refused presentation context is permanent (the same proposal cannot
+succeed later), the others are temporary. A ``Trace`` watches each association for what
+pynetdicom drops: why the TCP connect failed (it logs the error and moves on), and which
+abort action its state machine took first (PS3.8 9.2, Table 9-10, AA-1 to AA-8).
+
+The words come from PS3.8: 9.3.4 (A-ASSOCIATE-RJ result, source and reason, Table 9-21)
+and 9.3.8 (A-ABORT source and reason, Table 9-26).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
+from pynetdicom.transport import AddressInformation, AssociationSocket
+
+from dicomnode.errors import (
+    AssociationAbortedError,
+    AssociationRejectedError,
+    PeerError,
+    PeerUnreachableError,
+)
+
+# PS3.8 Table 9-21: A-ASSOCIATE-RJ Source, and Reason/Diag. per source.
+_REJECT_SOURCES = {
+    1: "service-user",
+    2: "service-provider (ACSE)",
+    3: "service-provider (presentation)",
+}
+_REJECT_REASONS = {
+    1: {
+        1: "no-reason-given",
+        2: "application-context-name-not-supported",
+        3: "calling-AE-title-not-recognized",
+        7: "called-AE-title-not-recognized",
+    },
+    2: {1: "no-reason-given", 2: "protocol-version-not-supported"},
+    3: {1: "temporary-congestion", 2: "local-limit-exceeded"},
+}
+# PS3.8 Table 9-26: A-ABORT Source, and Reason/Diag. (meaningful for source 2 only).
+_ABORT_SOURCES = {0: "service-user", 2: "service-provider"}
+_ABORT_REASONS = {
+    0: "reason-not-specified",
+    1: "unrecognized-PDU",
+    2: "unexpected-PDU",
+    4: "unrecognized-PDU-parameter",
+    5: "unexpected-PDU-parameter",
+    6: "invalid-PDU-parameter-value",
+}
+# The abort actions of PS3.8 Table 9-10 that the peer's side caused.
+_PEER_ABORTED = "AA-3"  # an A-ABORT PDU arrived
+_PEER_CLOSED = "AA-4"  # the transport connection closed under us
+_PEER_INVALID = "AA-8"  # the peer sent a PDU we could not accept; we aborted
+# A rejection "service-user, no-reason-given" is how DCMTK (and products built on it)
+# answer a proposal none of whose contexts they accept: the reason then says what it was.
+_BARE_REJECTION = (1, 1)
+# Whoever waits for a trace to settle waits at most this long: the state machine's
+# thread records an abort action just after it acts.
+SETTLE_SECONDS = 2.0
+
+
+class Trace:
+    """What one association attempt saw that pynetdicom does not keep."""
+
+    def __init__(self) -> None:
+        self.connect_error: OSError | None = None
+        self.connected = False
+        self.aborts: list[str] = []  # abort actions, in the order the state machine took them
+        self.abort_primitive: A_ABORT | A_P_ABORT | None = None
+        self.ended = threading.Event()
+
+    def handlers(self) -> list[Any]:
+        """pynetdicom event handlers that fill this trace."""
+        return [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_FSM_TRANSITION, self._on_transition),
+            (evt.EVT_ACSE_RECV, self._on_acse),
+        ]
+
+    def _on_open(self, _event: Any) -> None:
+        self.connected = True
+
+    def _on_transition(self, event: Any) -> None:
+        action = str(event.action)
+        if action.startswith("AA-"):
+            self.aborts.append(action)
+            self.ended.set()
+
+    def _on_acse(self, event: Any) -> None:
+        primitive = event.primitive
+        if isinstance(primitive, (A_ABORT, A_P_ABORT)) and self.abort_primitive is None:
+            self.abort_primitive = primitive
+
+    def ended_early(self, assoc: Any, request: str, timeout_seconds: float) -> str:
+        """What ended an association during a request: the peer, or our wait for it."""
+        # Our own abort after a timeout, or the peer's, is recorded by the DUL's thread.
+        self.ended.wait(SETTLE_SECONDS)
+        cause = self.peer_ended(assoc)
+        if cause is not None:
+            return cause
+        return f"timed out: no {request} response within {timeout_seconds:g} s"
+
+    def peer_ended(self, assoc: Any) -> str | None:
+        """Words for how the peer ended the association, or None if it did not."""
+        first = next(
+            (a for a in self.aborts if a in {_PEER_ABORTED, _PEER_CLOSED, _PEER_INVALID}), None
+        )
+        if first == _PEER_CLOSED:
+            return "aborted by peer (it closed the connection)"
+        if first == _PEER_INVALID:
+            return "aborted: the peer sent a PDU that breaks the protocol"
+        if first == _PEER_ABORTED:
+            primitive = self.abort_primitive or _peek(assoc)
+            return f"aborted by peer ({abort_words(primitive)})"
+        return None
+
+
+class TracingAE(AE):
+    """An AE whose associations' sockets keep why their connect failed, in ``trace``.
+
+    pynetdicom builds a requestor's socket in ``AE._create_socket``; one AE makes one
+    association here (``scu`` makes an AE per association), so one trace serves it.
+    """
+
+    def __init__(self, ae_title: str) -> None:
+        super().__init__(ae_title=ae_title)
+        self.trace = Trace()
+
+    def _create_socket(
+        self, assoc: Any, address: AddressInformation, tls_args: Any
+    ) -> AssociationSocket:
+        sock = _TracedAssociationSocket(assoc, self.trace, address)
+        sock.tls_args = tls_args
+        return sock
+
+
+class _TracedSocket(socket.socket):
+    """A socket that tells its trace why ``connect`` failed before raising."""
+
+    trace: Trace
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            self.trace.connect_error = exc
+            raise
+
+
+class _TracedAssociationSocket(AssociationSocket):
+    def __init__(self, assoc: Any, trace: Trace, address: AddressInformation) -> None:
+        self._trace = trace  # before super().__init__, which creates the socket
+        super().__init__(assoc, address=address)
+
+    def _create_socket(self, address: AddressInformation) -> socket.socket:
+        plain = super()._create_socket(address)
+        timeout = plain.gettimeout()
+        traced = _TracedSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        traced.trace = self._trace
+        traced.settimeout(timeout)
+        return traced
+
+
+def failure(
+    trace: Trace,
+    assoc: Any,
+    address: str,
+    connect_timeout_seconds: float,
+    network_timeout_seconds: float,
+    describe_proposal: Callable[[], str] | None = None,
+) -> PeerError:
+    """The error for an association that was not established, in the words of the
+    outbox's reasons: connection refused, association rejected (source, reason),
+    aborted by peer, timed out."""
+    if assoc.is_rejected:
+        answer = assoc.acceptor.primitive
+        words = f"association rejected ({rejection_words(answer)})"
+        source_reason = (
+            getattr(answer, "result_source", None),
+            getattr(answer, "diagnostic", None),
+        )
+        if describe_proposal is not None and source_reason == _BARE_REJECTION:
+            words += f"; we proposed {describe_proposal()}"
+        permanent = getattr(answer, "result", None) == 1  # PS3.8 9.3.4: 1 rejected-permanent
+        return AssociationRejectedError(f"{address}: {words}", permanent)
+    if not trace.connected:
+        error = trace.connect_error
+        if isinstance(error, ConnectionRefusedError):
+            return PeerUnreachableError(f"{address}: connection refused")
+        if isinstance(error, TimeoutError):
+            return PeerUnreachableError(
+                f"{address}: timed out: no connection within {connect_timeout_seconds:g} s"
+            )
+        detail = f" ({error.strerror or error})" if error is not None else ""
+        return PeerUnreachableError(f"{address}: cannot connect{detail}")
+    trace.ended.wait(SETTLE_SECONDS)
+    cause = trace.peer_ended(assoc)
+    if cause is not None:
+        return AssociationAbortedError(f"{address}: {cause}")
+    return PeerUnreachableError(
+        f"{address}: timed out: no answer to the association request "
+        f"within {network_timeout_seconds:g} s"
+    )
+
+
+def rejection_words(answer: Any) -> str:
+    """``source, reason; permanent|transient`` of an A-ASSOCIATE-RJ (PS3.8 Table 9-21)."""
+    result = getattr(answer, "result", None)
+    source = getattr(answer, "result_source", None)
+    reason = getattr(answer, "diagnostic", None)
+    source_words = _REJECT_SOURCES.get(source or 0, f"source {source}")
+    reason_words = _REJECT_REASONS.get(source or 0, {}).get(reason or 0, f"reason {reason}")
+    # Result 1 is rejected-permanent, 2 rejected-transient.
+    kind = "permanent" if result == 1 else "transient"
+    return f"{source_words}, {reason_words}; {kind}"
+
+
+def abort_words(primitive: Any) -> str:
+    """The source (and a provider's reason) of an A-ABORT (PS3.8 Table 9-26)."""
+    if isinstance(primitive, A_P_ABORT):
+        reason = primitive.provider_reason or 0
+        return f"service-provider, {_ABORT_REASONS.get(reason, f'reason {reason}')}"
+    if isinstance(primitive, A_ABORT):
+        source = primitive.abort_source or 0
+        return _ABORT_SOURCES.get(source, f"source {source}")
+    return "no reason given"
+
+
+def accepted_nothing(assoc: Any) -> bool:
+    """The peer answered A-ASSOCIATE-AC but accepted none of the proposed contexts."""
+    answer = getattr(assoc.acceptor, "primitive", None)
+    return isinstance(answer, A_ASSOCIATE) and answer.result == 0 and not assoc.accepted_contexts
+
+
+def _peek(assoc: Any) -> Any:
+    try:
+        return assoc.dul.peek_next_pdu()
+    except Exception:  # noqa: BLE001 - a best effort for words; the DUL may be gone
+        return None
