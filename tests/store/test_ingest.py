@@ -11,7 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import threading
+import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,12 @@ from pynetdicom.dsutils import encode
 
 from dicomnode.config import CompletionConfig
 from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
-from dicomnode.errors import StorageError, UIDMismatchError
+from dicomnode.errors import (
+    DatasetTooLargeError,
+    StorageError,
+    UIDMismatchError,
+    UnreadableDatasetError,
+)
 from dicomnode.phantom.ct import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.store.database import Database
 from dicomnode.store.index import Index
@@ -28,6 +35,7 @@ from dicomnode.store.ingest import Ingest
 from dicomnode.store.spool import PendingFile, Spool
 
 _EXPLICIT = "1.2.840.10008.1.2.1"
+_DEFLATED = "1.2.840.10008.1.2.1.99"
 _PEER = Peer(calling_ae="SCU", called_ae="NODE", host="127.0.0.1", port=1)
 
 
@@ -169,3 +177,59 @@ def test_a_resent_instance_keeps_one_file(parts: tuple[Ingest, Spool, Index]) ->
     assert ingest.store(instance).outcome is StoreOutcome.DUPLICATE
     assert len(list(spool.names())) == 1
     assert index.spool_names() == set(spool.names())
+
+
+def test_a_structurally_broken_dataset_is_refused_and_leaves_no_file(
+    parts: tuple[Ingest, Spool, Index],
+) -> None:
+    ingest, spool, index = parts
+    instance = _instances(1)[0]
+    data = bytes(instance.dataset)
+    patient_id = data.index(b"\x10\x00\x20\x00LO")  # PatientID's VR code made 'ZZ'
+    broken = data[: patient_id + 4] + b"ZZ" + data[patient_id + 6 :]
+    with pytest.raises(UnreadableDatasetError, match=r"\(0010,0020\) VR 'ZZ'"):
+        ingest.store(replace(instance, dataset=memoryview(broken)))
+    assert list(spool.names()) == []
+    assert list(spool.tmp.iterdir()) == []
+    assert index.count_instances() == 0
+
+
+def _deflated(instance: ReceivedInstance) -> ReceivedInstance:
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    data = deflater.compress(instance.dataset) + deflater.flush()
+    return replace(instance, transfer_syntax_uid=_DEFLATED, dataset=memoryview(data))
+
+
+def test_a_deflated_dataset_is_read_inflated_and_stored_as_received(
+    parts: tuple[Ingest, Spool, Index],
+) -> None:
+    ingest, spool, index = parts
+    instance = _deflated(_instances(1)[0])
+    assert ingest.store(instance).outcome is StoreOutcome.STORED
+    (name,) = spool.names()
+    assert spool.path(name).read_bytes().endswith(bytes(instance.dataset))
+    assert index.count_instances() == 1
+
+
+def test_a_dataset_inflating_past_the_limit_is_refused(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    database = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    database.create_schema()
+    index = Index(database)
+    index.open()
+    ingest = Ingest(
+        spool,
+        index,
+        _Completion(),  # type: ignore[arg-type]  # a stand-in
+        CompletionConfig(),
+        max_inflated_bytes=1024,
+    )
+    try:
+        with pytest.raises(DatasetTooLargeError, match="max_inflated_bytes"):
+            ingest.store(_deflated(_instances(1)[0]))  # ~1.5 KiB inflated
+        assert list(spool.names()) == []
+        assert index.count_instances() == 0
+    finally:
+        ingest.close()
+        index.close()
