@@ -155,6 +155,7 @@ def _from_database(session: Session, services: AdminServices) -> Iterator[Metric
     for (reason,), count in _grouped(session, CompletionRow.reason):
         completed.add_metric([reason], count)
     yield completed
+    yield from _failures(session)
     yield _gauge(
         "dicomnode_jobs",
         "Pipeline jobs by pipeline and state (pending, running, done, failed).",
@@ -181,6 +182,40 @@ def _from_database(session: Session, services: AdminServices) -> Iterator[Metric
         attempts.add_metric([destination, outcome], count)
     yield attempts
     yield from _outbox(services)
+
+
+def _failures(session: Session) -> Iterator[Metric]:
+    """Failed routing attempts and pipeline runs (each unit fails alone; see the logs)."""
+    routing = CounterMetricFamily(
+        "dicomnode_routing_failures",
+        "Failed attempts at routing a completed series version (routing_failed events).",
+    )
+    routing.add_metric([], int(session.scalar(select(func.sum(CompletionRow.failures))) or 0))
+    yield routing
+    unrouted = dict(
+        session.execute(
+            select(CompletionRow.failed_at.is_(None), func.count(CompletionRow.id))
+            .where(CompletionRow.consumed_at.is_(None), CompletionRow.failures > 0)
+            .group_by(CompletionRow.failed_at.is_(None))
+        ).all()
+    )
+    yield _gauge(
+        "dicomnode_routing_failing",
+        "Series versions not routed because routing failed: retrying (backing off) or "
+        "failed (gave up; an operator can retry).",
+        ["state"],
+        [(["retrying"], unrouted.get(True, 0)), (["failed"], unrouted.get(False, 0))],
+    )
+    jobs = CounterMetricFamily(
+        "dicomnode_job_failures",
+        "Failed pipeline runs (job_failed events), by pipeline; a retried job counts each.",
+        labels=["pipeline"],
+    )
+    for pipeline, count in session.execute(
+        select(JobRow.pipeline, func.sum(JobRow.failures)).group_by(JobRow.pipeline)
+    ):
+        jobs.add_metric([pipeline], int(count or 0))
+    yield jobs
 
 
 def _outbox(services: AdminServices) -> Iterator[Metric]:

@@ -11,9 +11,10 @@ from datetime import datetime
 
 from sqlalchemy import func, or_, select
 
-from dicomnode.admin.schemas import SeriesOut
+from dicomnode.admin.schemas import CompletionOut, SeriesOut
+from dicomnode.routing.queue import RoutingQueue, routing_state
 from dicomnode.store.database import Database
-from dicomnode.store.tables import InstanceRow, JobRow, SendRow, SeriesRow
+from dicomnode.store.tables import CompletionRow, InstanceRow, JobRow, SendRow, SeriesRow
 
 WAITING = ("pending", "sending")
 
@@ -52,13 +53,40 @@ def list_series(
     if origin is not None:
         query = query.where(SeriesRow.origin == origin)
     with database.reading() as session:
-        return [_series_out(row) for row in session.scalars(query.limit(limit))]
+        found = [_series_out(row) for row in session.scalars(query.limit(limit))]
+    return _with_routing(database, found)
 
 
 def find_series(database: Database, series_uid: str) -> SeriesOut | None:
     with database.reading() as session:
         row = session.scalar(select(SeriesRow).where(SeriesRow.series_uid == series_uid))
-        return None if row is None else _series_out(row)
+        found = None if row is None else _series_out(row)
+    return None if found is None else _with_routing(database, [found])[0]
+
+
+def completions(database: Database, series_id: int) -> list[CompletionOut]:
+    """Every completed version of a series, oldest first, with how its routing stands."""
+    with database.reading() as session:
+        rows = session.scalars(
+            select(CompletionRow)
+            .where(CompletionRow.series_id == series_id)
+            .order_by(CompletionRow.id)
+        )
+        return [
+            CompletionOut(
+                version=row.version,
+                instance_count=row.instance_count,
+                reason=row.reason,
+                completed_at=row.completed_at,
+                consumed_at=row.consumed_at,
+                routing_state=routing_state(row) or "waiting",
+                routing_failures=row.failures or 0,
+                routing_error=row.error,
+                next_attempt_at=row.next_attempt_at,
+                failed_at=row.failed_at,
+            )
+            for row in rows
+        ]
 
 
 def series_uids(database: Database, series_ids: Collection[int]) -> dict[int, str]:
@@ -147,6 +175,17 @@ def outbox_by_destination(database: Database) -> dict[str, OutboxState]:
 
 def _series_out(row: SeriesRow) -> SeriesOut:
     return SeriesOut.model_validate(row, from_attributes=True)
+
+
+def _with_routing(database: Database, series: list[SeriesOut]) -> list[SeriesOut]:
+    """The series with how routing stands for each one's latest completed version."""
+    statuses = RoutingQueue(database).statuses([s.id for s in series])
+    return [
+        s.model_copy(update={"routing_state": status.state, "routing_error": status.error})
+        if (status := statuses.get(s.id)) is not None
+        else s
+        for s in series
+    ]
 
 
 def counts_by_state(database: Database) -> dict[str, dict[str, int]]:

@@ -108,6 +108,10 @@ class SeriesOut(_Model):
     last_arrival_at: datetime
     deadline_at: datetime | None
     completed_at: datetime | None
+    # How routing stands for the latest completed version: routed | waiting | retrying |
+    # failed (None while nothing completed); the reason of its last routing failure.
+    routing_state: str | None = None
+    routing_error: str | None = None
     rejected_count: int = 0  # instances withdrawn by IOCM rejection notes (docs/routing.md)
 
 
@@ -126,6 +130,16 @@ class CompletionOut(_Model):
     reason: str  # quiet | settle | max_wait
     completed_at: datetime
     consumed_at: datetime | None
+    routing_state: str = "waiting"  # routed | waiting | retrying | failed
+    routing_failures: int = 0
+    routing_error: str | None = None
+    next_attempt_at: datetime | None = None
+    failed_at: datetime | None = None
+
+
+class RoutingRetryOut(_Model):
+    series_uid: str
+    requeued: int  # series versions whose routing is tried again now
 
 
 class PipelineRunOut(_Model):

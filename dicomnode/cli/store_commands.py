@@ -2,7 +2,9 @@
 
 Jobs are named as the admin API and the web page name them: ``pipeline-12`` is pipeline
 job 12 and ``send-7`` is outbox send 7 (the two queues number independently); a bare
-number is a send, as it was before pipeline jobs were listed here.
+number is a send, as it was before pipeline jobs were listed here. A completed series
+version whose routing failed is listed as ``route-N`` (N: its completion entry), with
+its reason, and ``dicomnode retry route-N`` routes it again.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
 
 PIPELINE_STATES = ("pending", "running", "done", "failed", "cancelled")
 SEND_STATES = ("pending", "sending", "done", "failed")
+ROUTE_STATES = ("retrying", "failed")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     jobs = sub.add_parser("jobs", help="list pipeline jobs and sends (newest first)")
     config_option(jobs)
-    jobs.add_argument("--kind", choices=["pipeline", "send"], help="only this kind")
+    jobs.add_argument("--kind", choices=["pipeline", "send", "route"], help="only this kind")
     jobs.add_argument(
         "--state",
-        choices=sorted({*PIPELINE_STATES, *SEND_STATES}),
+        choices=sorted({*PIPELINE_STATES, *SEND_STATES, *ROUTE_STATES}),
         help="only this state",
     )
     jobs.add_argument("--json", action="store_true", help="machine-readable output")
@@ -34,10 +37,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     retry = sub.add_parser(
         "retry",
-        help="requeue a failed job now: send-N (its maximum age restarts) or pipeline-N",
+        help="requeue a failed job now: send-N (its maximum age restarts), pipeline-N or "
+        "route-N (a series version whose routing failed)",
     )
     config_option(retry)
-    retry.add_argument("job_id", help="the id shown by 'dicomnode jobs' (send-7, pipeline-12)")
+    retry.add_argument(
+        "job_id", help="the id shown by 'dicomnode jobs' (send-7, pipeline-12, route-3)"
+    )
     retry.set_defaults(run=retry_command)
 
     series = sub.add_parser("series", help="list received series")
@@ -49,6 +55,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def series_command(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
+    from dicomnode.routing.queue import RoutingQueue
     from dicomnode.store.index import Index
 
     config = load_config(args.config)
@@ -56,10 +63,21 @@ def series_command(args: argparse.Namespace) -> int:
     try:
         index.open()
         rows = index.list_series(limit=args.limit)
+        routing = RoutingQueue(index.database).statuses([row.id for row in rows])
     finally:
         index.close()
     if args.json:
-        print(json.dumps([as_json(row) for row in rows], indent=2))
+        listed = []
+        for row in rows:
+            status = routing.get(row.id)
+            listed.append(
+                {
+                    **as_json(row),
+                    "routing_state": status.state if status else None,
+                    "routing_error": status.error if status else None,
+                }
+            )
+        print(json.dumps(listed, indent=2))
         return EXIT_OK
     from rich.console import Console
     from rich.table import Table
@@ -71,6 +89,7 @@ def series_command(args: argparse.Namespace) -> int:
         "instances",
         "version",
         "state",
+        "routing",
         "rejected",
         "last",
     )
@@ -82,6 +101,7 @@ def series_command(args: argparse.Namespace) -> int:
             str(row.instance_count),
             str(row.version),
             row.state,
+            _routing_text(routing.get(row.id)),
             str(row.rejected_count) if row.rejected_count else "",
             row.last_arrival_at.isoformat(timespec="seconds"),
         )
@@ -102,6 +122,15 @@ def series_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _routing_text(status: Any) -> str:
+    """``routed``, ``waiting``, or ``failed: <reason>`` / ``retrying: <reason>``."""
+    if status is None:
+        return ""
+    if status.state in ROUTE_STATES:
+        return f"{status.state}: {status.error or ''}"
+    return str(status.state)
+
+
 def as_json(row: object) -> dict[str, object]:
     """A summary dataclass (series, job, send) as JSON-ready values."""
     from dataclasses import asdict
@@ -114,6 +143,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
     from dicomnode.outbox.queue import OutboxQueue
     from dicomnode.pipeline.jobs import JobQueue
+    from dicomnode.routing.queue import RoutingQueue
     from dicomnode.store.database import Database
 
     database = Database(load_config(args.config).database_url)
@@ -124,13 +154,19 @@ def jobs_command(args: argparse.Namespace) -> int:
             rows += [("pipeline", j) for j in JobQueue(database).list_jobs(args.state, args.limit)]
         if args.kind in (None, "send") and args.state in (None, *SEND_STATES):
             rows += [("send", s) for s in OutboxQueue(database).list_sends(args.state, args.limit)]
+        if args.kind in (None, "route") and args.state in (None, *ROUTE_STATES):
+            rows += [
+                ("route", f)
+                for f in RoutingQueue(database).failures(args.limit)
+                if args.state in (None, f.state)
+            ]
     finally:
         database.close()
-    rows.sort(key=lambda row: (row[1].created_at, row[0]), reverse=True)
+    rows.sort(key=lambda row: (_created(row[1]), row[0]), reverse=True)
     rows = rows[: args.limit]
     if args.json:
         listed = [
-            {**as_json(job), "id": f"{kind}-{job.id}", "kind": kind, "number": job.id}
+            {**as_json(job), "id": f"{kind}-{_number(job)}", "kind": kind, "number": _number(job)}
             for kind, job in rows
         ]
         print(json.dumps(listed, indent=2))
@@ -138,6 +174,9 @@ def jobs_command(args: argparse.Namespace) -> int:
     header = ("id", "kind", "what", "series", "state", "progress", "attempts", "problem")
     print("\t".join(header))
     for kind, job in rows:
+        if kind == "route":
+            print("\t".join(_route_line(job)))
+            continue
         if kind == "send":
             what, progress, problem = (
                 job.destination,
@@ -160,6 +199,32 @@ def jobs_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _route_line(failure: Any) -> tuple[str, ...]:
+    after = failure.next_attempt_at
+    what = (
+        "routing" if after is None else f"routing (next try {after.isoformat(timespec='seconds')})"
+    )
+    return (
+        f"route-{failure.entry_id}",
+        "route",
+        what,
+        f"{failure.series_id} v{failure.version}",
+        failure.state,
+        "",
+        str(failure.failures),
+        failure.error,
+    )
+
+
+def _created(job: Any) -> datetime:
+    created: datetime = job.completed_at if hasattr(job, "entry_id") else job.created_at
+    return created
+
+
+def _number(job: Any) -> int:
+    return int(job.entry_id if hasattr(job, "entry_id") else job.id)
+
+
 def retry_command(args: argparse.Namespace) -> int:
     import getpass
 
@@ -167,13 +232,18 @@ def retry_command(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
     from dicomnode.outbox.queue import OutboxQueue
     from dicomnode.pipeline.jobs import JobQueue
+    from dicomnode.routing.queue import RoutingQueue
     from dicomnode.store.completion import utc_now
     from dicomnode.store.database import Database
 
     text = args.job_id.strip()
     kind, _, number = text.rpartition("-") if "-" in text else ("send", "", text)
-    if kind not in ("pipeline", "send") or not number.isdigit():
-        print(f"dicomnode: {text!r} is not a job id such as send-7 or pipeline-12", file=sys.stderr)
+    if kind not in ("pipeline", "send", "route") or not number.isdigit():
+        print(
+            f"dicomnode: {text!r} is not a job id such as send-7 or pipeline-12 "
+            "(or route-3, a series version whose routing failed)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     job_id = f"{kind}-{int(number)}"
     database = Database(load_config(args.config).database_url)
@@ -186,6 +256,12 @@ def retry_command(args: argparse.Namespace) -> int:
             retried = sends.retry(int(number), utc_now())
             current: Any = sends.get(int(number))
             previous_reason = before.reason if before else None
+        elif kind == "route":
+            routing = RoutingQueue(database)
+            before = routing.failure_of(int(number))
+            retried = before if routing.retry_entry(int(number)) else None
+            current = routing.failure_of(int(number))
+            previous_reason = before.error if before else None
         else:
             jobs = JobQueue(database)
             before = jobs.get(int(number))
@@ -207,6 +283,9 @@ def retry_command(args: argparse.Namespace) -> int:
         state = "does not exist" if current is None else f"is {current.state}, not failed"
         print(f"dicomnode: job {job_id} {state}: nothing to retry", file=sys.stderr)
         return EXIT_FAILED
-    where = f"to {retried.destination}" if kind == "send" else f"for {retried.pipeline}"
+    if kind == "route":
+        where = f"for routing (series {retried.series_uid} version {retried.version})"
+    else:
+        where = f"to {retried.destination}" if kind == "send" else f"for {retried.pipeline}"
     print(f"job {job_id}: requeued {where} (the running node takes it within seconds)")
     return EXIT_OK

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 
+from dicomnode.config import PipelineLimits
 from dicomnode.errors import PipelineError
 from dicomnode.pipeline.definition import (
     ClassificationOutput,
@@ -56,9 +57,15 @@ class RunResult:
 class PipelineEngine:
     """Runs pipeline definitions with the models of one ModelHost."""
 
-    def __init__(self, pipelines: Mapping[str, PipelineDefinition], models: ModelHost) -> None:
+    def __init__(
+        self,
+        pipelines: Mapping[str, PipelineDefinition],
+        models: ModelHost,
+        limits: PipelineLimits | None = None,
+    ) -> None:
         self.pipelines = pipelines
         self.models = models
+        self.limits = limits if limits is not None else PipelineLimits()
 
     def warm_up(self) -> None:
         """Read what the result writers need, if this node is set to run pipelines.
@@ -81,7 +88,7 @@ class PipelineEngine:
             raise PipelineError(f"no pipeline {name!r}")
         result = RunResult() if result is None else result
         with _timed(result, "load"):
-            loaded = load_series(paths)
+            loaded = load_series(paths, limits=self.limits)
         source = loaded.volume
         with _timed(result, "preprocess"):
             prepared, trace = run_steps(source, build_steps(definition.steps))

@@ -4,6 +4,10 @@ A job moves ``pending -> running -> done | failed``. The router creates it in th
 transaction as the routing decision; the results of a job, the sends of those results
 and the job's ``done`` are committed together, so a job killed mid-run runs again after
 restart and its results are still sent exactly once.
+
+A job whose run failed for a reason a retry can cure (the spool or the index could not
+write its results) goes back to ``pending`` with ``next_attempt_at`` set, up to
+``JOB_ATTEMPTS`` runs in all; every other failure is final until an operator retries.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from dicomnode.store.database import Database
 from dicomnode.store.tables import JobRow
+
+JOB_ATTEMPTS = 3  # runs of a job whose failures are temporary, before it fails for good
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,8 @@ class JobSummary:
     started_at: datetime | None
     finished_at: datetime | None
     timeline: dict[str, Any]
+    failures: int = 0
+    next_attempt_at: datetime | None = None  # a pending job waits until then (backoff)
 
 
 class JobQueue:
@@ -78,9 +86,16 @@ class JobQueue:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 
-    def next_pending(self, pipelines: Sequence[str] | None = None) -> int | None:
+    def next_pending(
+        self, pipelines: Sequence[str] | None = None, now: datetime | None = None
+    ) -> int | None:
+        """The oldest pending job due at ``now`` (a job backing off is not due yet)."""
         with self._db.reading() as session:
             query = select(JobRow.id).where(JobRow.state == "pending")
+            if now is not None:
+                query = query.where(
+                    or_(JobRow.next_attempt_at.is_(None), JobRow.next_attempt_at <= now)
+                )
             if pipelines is not None:
                 query = query.where(JobRow.pipeline.in_(pipelines))
             return session.scalar(query.order_by(JobRow.id).limit(1))
@@ -91,15 +106,30 @@ class JobQueue:
             if row is None or row.state != "pending":
                 return None
             row.state, row.started_at, row.error = "running", now, None
+            row.next_attempt_at = None
             row.attempts += 1
             session.flush()
             return _summary(row)
 
-    def fail(self, job_id: int, now: datetime, error: str, timeline: dict[str, Any]) -> None:
+    def fail(
+        self,
+        job_id: int,
+        now: datetime,
+        error: str,
+        timeline: dict[str, Any],
+        retry_at: datetime | None = None,
+    ) -> None:
+        """Record a failed run: final, or pending again from ``retry_at`` (backoff)."""
         with self._db.writing() as session:
             row = session.get_one(JobRow, job_id)
-            row.state, row.error, row.finished_at = "failed", error[:1024], now
-            row.timeline = timeline
+            if row.state != "running":
+                return  # finished meanwhile (done is committed with its results): kept
+            row.error, row.timeline = error[:1024], timeline
+            row.failures = (row.failures or 0) + 1
+            if retry_at is None:
+                row.state, row.finished_at, row.next_attempt_at = "failed", now, None
+            else:
+                row.state, row.finished_at, row.next_attempt_at = "pending", None, retry_at
 
     @staticmethod
     def mark_done(session: Session, job_id: int, now: datetime, timeline: dict[str, Any]) -> None:
@@ -138,6 +168,7 @@ class JobQueue:
             if row is None or row.state != "failed":
                 return None
             row.state, row.error, row.finished_at = "pending", None, None
+            row.next_attempt_at = None
             session.flush()
             return _summary(row)
 
@@ -169,4 +200,6 @@ def _summary(row: JobRow) -> JobSummary:
         started_at=row.started_at,
         finished_at=row.finished_at,
         timeline=dict(row.timeline),
+        failures=row.failures or 0,
+        next_attempt_at=row.next_attempt_at,
     )

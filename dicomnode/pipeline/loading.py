@@ -10,6 +10,11 @@ single-frame images (most series) are read from the file at their pixel data's o
 few at a time in threads; the rest go through pydicom's handlers (pylibjpeg for the
 compressed syntaxes).
 
+Before anything is placed or allocated, the size the headers claim (rows x columns x
+frames, summed over the instances, as float32) is checked against the configured
+:class:`~dicomnode.config.PipelineLimits`: a header is data from the network, and
+Rows = Columns = 65535 must fail the job, not allocate tens of gigabytes.
+
 The parsed headers, pixel data dropped once decoded, are kept as the *sources*: the SEG
 and SR writers need the source datasets to reference and align with.
 """
@@ -37,6 +42,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
+from dicomnode.config import PipelineLimits
 from dicomnode.errors import VolumeError
 from dicomnode.logs import get_logger
 from dicomnode.pipeline.frames import Frame, frames_of, functional_group_item, number_of_frames
@@ -53,6 +59,8 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Stored as is, little endian, so read straight from the file (PS3.5 A.1, A.2).
 _PLAIN_SYNTAXES = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 _DECODE_THREADS = 4  # file reads and numpy release the GIL; more buys nothing on 2-8 cores
+_VOXEL_BYTES = np.dtype(np.float32).itemsize  # the volume is float32 whatever the source
+_DEFAULT_LIMITS = PipelineLimits()
 
 # Errors pydicom and its pixel plugins raise on data they cannot decode.
 _DECODE_ERRORS = (
@@ -91,16 +99,27 @@ class LoadedSeries:
 
 
 def load_volume(
-    paths: Sequence[Path], *, spacing_tolerance: float = 0.01, lateral_tolerance: float = 0.1
+    paths: Sequence[Path],
+    *,
+    spacing_tolerance: float = 0.01,
+    lateral_tolerance: float = 0.1,
+    limits: PipelineLimits = _DEFAULT_LIMITS,
 ) -> Volume:
     """The series in ``paths`` (any order) as one volume; see :func:`load_series`."""
     return load_series(
-        paths, spacing_tolerance=spacing_tolerance, lateral_tolerance=lateral_tolerance
+        paths,
+        spacing_tolerance=spacing_tolerance,
+        lateral_tolerance=lateral_tolerance,
+        limits=limits,
     ).volume
 
 
 def load_series(
-    paths: Sequence[Path], *, spacing_tolerance: float = 0.01, lateral_tolerance: float = 0.1
+    paths: Sequence[Path],
+    *,
+    spacing_tolerance: float = 0.01,
+    lateral_tolerance: float = 0.1,
+    limits: PipelineLimits = _DEFAULT_LIMITS,
 ) -> LoadedSeries:
     """Read, check, sort along the slice normal, decode and rescale a series.
 
@@ -110,11 +129,13 @@ def load_series(
     without pixel data (a KOS, an SR, a DICOMDIR) are skipped; an instance present twice
     (the same SOP Instance UID, e.g. received twice) is read once, from its first path.
     Anything that would give a wrong volume raises :class:`VolumeError` naming what is
-    wrong, before any pixel is decoded where the headers show it.
+    wrong, before any pixel is decoded where the headers show it; so does a volume larger
+    than ``limits``, before anything is allocated for it.
     """
     tolerances = Tolerances(spacing=spacing_tolerance, lateral=lateral_tolerance)
     files, headers = _image_headers(paths)
     _require_one_series(headers, files)
+    _require_within(headers, limits)
     names = [path.name for path in files]
     frames = [frame for i, ds in enumerate(headers) for frame in frames_of(ds, i, names[i])]
     grid = stack(frames, names, tolerances)
@@ -193,6 +214,42 @@ def _require_one_series(headers: Sequence[Dataset], files: Sequence[Path]) -> No
                 f"the {len(files)} images do not share one {keyword}: {shown}; "
                 "one volume needs one series in one frame of reference"
             )
+
+
+def _require_within(headers: Sequence[Dataset], limits: PipelineLimits) -> None:
+    """Refuse a volume larger than the limits, from the headers alone (nothing allocated).
+
+    Rows and Columns are US (PS3.3 C.7.6.3), so one frame may claim 65535 x 65535; Number
+    of Frames is IS and may claim billions. Their product, summed over the instances, is
+    the most voxels the volume could have.
+    """
+    voxels = 0
+    largest = (0, 0)
+    for ds in headers:
+        rows, columns = _dimension(ds, "Rows"), _dimension(ds, "Columns")
+        try:
+            frames = max(1, number_of_frames(ds))
+        except (TypeError, ValueError):
+            frames = 1  # frames_of says what is wrong with it
+        voxels += rows * columns * frames
+        largest = max(largest, (rows, columns))
+    size = voxels * _VOXEL_BYTES
+    if voxels > limits.max_voxels or size > limits.max_bytes:
+        raise VolumeError(
+            f"the volume would be too large: {len(headers)} instance(s) of up to "
+            f"{largest[0]} x {largest[1]} pixels make {voxels:,} voxels ({_gib(size)} as "
+            f"float32); pipeline_limits allow {limits.max_voxels:,} voxels and "
+            f"{_gib(limits.max_bytes)}"
+        )
+
+
+def _dimension(ds: Dataset, keyword: str) -> int:
+    value = ds.get(keyword)
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
 
 
 def _decode(

@@ -5,6 +5,11 @@ job's ``done`` are committed in one transaction. A crash before it leaves the jo
 ``running``, which start-up turns back to ``pending``: it runs again and its results are
 still sent once. Result files written before such a crash are unknown to the index and
 removed at start-up like any unacknowledged file.
+
+Each job is one unit: whatever it raises (a model's exception or timeout, an unreadable
+file, a volume over the limits, a failed write) fails that job with its reason and the
+worker takes the next. A failure a retry may cure (the spool or the index could not
+write) puts the job back with a delay, up to ``JOB_ATTEMPTS`` runs.
 """
 
 from __future__ import annotations
@@ -12,17 +17,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from io import BytesIO
 from typing import Any
 
 import pydicom
 
-from dicomnode.errors import PipelineError
+from dicomnode.errors import PipelineError, StorageError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
-from dicomnode.pipeline.jobs import JobQueue, JobSummary
+from dicomnode.pipeline.jobs import JOB_ATTEMPTS, JobQueue, JobSummary
 from dicomnode.store.database import Database
 from dicomnode.store.header import header_of
 from dicomnode.store.index import Index
@@ -32,6 +37,7 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 _IDLE_POLL_SECONDS = 5.0
+_FIRST_RETRY = timedelta(seconds=30)  # doubled at each further temporary failure
 
 
 class PipelineWorkers:
@@ -104,7 +110,7 @@ class PipelineWorkers:
                 self._wake.clear()
 
     def _step(self) -> bool:
-        job_id = self.queue.next_pending()
+        job_id = self.queue.next_pending(now=self._clock())
         if job_id is None:
             return False
         job = self.queue.claim(job_id, self._clock())
@@ -115,23 +121,24 @@ class PipelineWorkers:
     def run_job(self, job: JobSummary) -> None:
         """Run one claimed job to done or failed."""
         log.info("job_started", job_id=job.id, pipeline=job.pipeline, series_id=job.series_id)
-        paths = [
-            self._spool.path(row.spool_name)
-            for row in self._index.instances_of(job.series_id)
-            if row.series_version <= job.series_version
-        ]
         started = time.perf_counter()
         result = RunResult()  # filled as stages end: a failure keeps what ran and where
         try:
+            paths = [
+                self._spool.path(row.spool_name)
+                for row in self._index.instances_of(job.series_id)
+                if row.series_version <= job.series_version
+            ]
             self._engine.run(job.pipeline, paths, result)
+            self._store(job, result, started)
         except PipelineError as exc:
             self._fail(job, str(exc), started, result)
-            return
+        except (StorageError, OSError) as exc:
+            # The spool or the index could not read or write: a later run may succeed.
+            self._fail(job, f"{type(exc).__name__}: {exc}", started, result, temporary=True)
         except Exception as exc:
             log.exception("job_crashed", job_id=job.id, pipeline=job.pipeline)
             self._fail(job, f"{type(exc).__name__}: {exc}", started, result)
-            return
-        self._store(job, result, started)
 
     def _store(self, job: JobSummary, result: RunResult, started: float) -> None:
         store_started = time.perf_counter()
@@ -164,6 +171,12 @@ class PipelineWorkers:
                 ],
             }
             JobQueue.mark_done(session, job.id, now, timeline)
+        self._announce_done(job, files, started)
+
+    def _announce_done(
+        self, job: JobSummary, files: list[tuple[pydicom.Dataset, Any]], started: float
+    ) -> None:
+        """After the commit: a failure here must not turn a done job into a failed one."""
         log.info(
             "job_done",
             job_id=job.id,
@@ -173,13 +186,28 @@ class PipelineWorkers:
             send_to=list(job.send_to),
             seconds=_since(started),
         )
-        if job.send_to and series_ids:
-            self._sends_queued(job.send_to)
+        if job.send_to and files:
+            try:
+                self._sends_queued(job.send_to)
+            except Exception:
+                # The sends are committed; the outbox finds them at its next poll.
+                log.exception("job_sends_wake_failed", job_id=job.id)
 
-    def _fail(self, job: JobSummary, error: str, started: float, result: RunResult) -> None:
+    def _fail(
+        self,
+        job: JobSummary,
+        error: str,
+        started: float,
+        result: RunResult,
+        temporary: bool = False,
+    ) -> None:
         stages = _stages(result)
         timeline = {"stages": stages, "seconds": _since(started)}
-        self.queue.fail(job.id, self._clock(), error, timeline)
+        now = self._clock()
+        retry_at = None
+        if temporary and job.attempts < JOB_ATTEMPTS:
+            retry_at = now + _FIRST_RETRY * 2 ** (job.attempts - 1)
+        self.queue.fail(job.id, now, error, timeline, retry_at=retry_at)
         failed_in = next((s["stage"] for s in stages if s.get("failed")), None)
         log.warning(
             "job_failed",
@@ -188,6 +216,9 @@ class PipelineWorkers:
             series_id=job.series_id,
             stage=failed_in,
             error=error,
+            reason=error,
+            attempts=job.attempts,
+            retry_at=retry_at.isoformat() if retry_at else None,
         )
 
 

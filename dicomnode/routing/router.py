@@ -6,6 +6,10 @@ matched rules, actions), queues the sends to each ``forward_to`` destination and
 for each pipeline, and marks the entry consumed. A crash before the commit routes the
 entry again after restart; a crash after it cannot route it twice (one decision per
 series version).
+
+Each entry is routed on its own: one whose routing raises (an instance file missing or
+unreadable, a database error) is recorded as failed with its reason and tried again
+later with backoff (:mod:`.queue`), and the entries behind it are routed meanwhile.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from typing import Any
 import pydicom
 from sqlalchemy import select, update
 
+from dicomnode.errors import RoutingError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.jobs import JobQueue
 from dicomnode.routing.live_rules import LiveRules
+from dicomnode.routing.queue import DEFAULT_RETRY, RoutingEntry, RoutingQueue, RoutingRetry
+from dicomnode.routing.rejection import NOTHING_APPLIED, Rejections, Screening
 from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
 from dicomnode.rules.matching import Evaluation, evaluate
 from dicomnode.rules.model import RuleSet
@@ -50,10 +57,13 @@ class Router:
         sends_queued: Callable[[Iterable[str]], None],
         jobs_queued: Callable[[], None],
         clock: Clock,
+        retry: RoutingRetry = DEFAULT_RETRY,
     ) -> None:
         self._db = database
+        self.queue = RoutingQueue(database, retry)
         self._index = index
         self._spool = spool
+        self._rejections = Rejections(database, spool)
         self._rules = rules
         self._sends_queued = sends_queued
         self._jobs_queued = jobs_queued
@@ -81,19 +91,53 @@ class Router:
             try:
                 self.route_pending()
             except Exception:
-                # The root of this thread: log and try again at the next wake-up.
-                log.exception("routing_failed")
+                # The root of this thread (the queue itself unreadable, e.g. the database
+                # down): log and try again shortly. A unit's failure never gets here.
+                log.exception("router_loop_failed")
                 self._stopping.wait(5.0)
             self._wake.wait(10.0)
 
     def route_pending(self) -> int:
-        """Route every completion not yet consumed; returns how many."""
-        entries = self._index.unconsumed_completions()
-        for entry_id, series_id, version in entries:
+        """Route every completion due now, each on its own; returns how many were tried."""
+        entries = self.queue.due(self._clock())
+        for entry in entries:
             if self._stopping.is_set():
                 break
-            self._route(entry_id, series_id, version)
+            self._route_one(entry)
         return len(entries)
+
+    def retry(self, series_id: int) -> int:
+        """Route a series' failed versions again now (an operator's retry); how many."""
+        count = self.queue.retry(series_id)
+        if count:
+            self._wake.set()
+        return count
+
+    def _route_one(self, entry: RoutingEntry) -> None:
+        """Route one entry; a failure is recorded on it and never reaches the loop."""
+        try:
+            self._route(entry.id, entry.series_id, entry.version)
+        except Exception as exc:  # noqa: BLE001 - one unit's root: recorded and logged below
+            # One unit's failure: recorded with its reason, the next entry goes on.
+            reason = str(exc) if isinstance(exc, RoutingError) else f"{type(exc).__name__}: {exc}"
+            self._record_failure(entry, reason, exc)
+
+    def _record_failure(self, entry: RoutingEntry, reason: str, exc: Exception) -> None:
+        outcome = self.queue.fail(entry, reason, self._clock())
+        summary = self._index.series_by_id(entry.series_id)
+        log.warning(
+            "routing_failed",
+            series_id=entry.series_id,
+            series_uid=summary.series_uid if summary else None,
+            version=entry.version,
+            reason=reason,
+            failures=entry.failures + 1,
+            permanent=outcome.permanent,
+            next_attempt_at=outcome.next_attempt_at.isoformat()
+            if outcome.next_attempt_at
+            else None,
+            exc_info=not isinstance(exc, RoutingError),
+        )
 
     def attributes(self, series_id: int, version: int, ruleset: RuleSet) -> SeriesAttributes:
         """What the rules see of a stored series version."""
@@ -119,11 +163,24 @@ class Router:
             ]
 
     def _route(self, entry_id: int, series_id: int, version: int) -> None:
+        screening = self._rejections.screen(series_id, version)  # IOCM: docs/routing.md
         ruleset = self._rules.current
         evaluation = evaluate(ruleset, self.attributes(series_id, version, ruleset))
+        self._commit(entry_id, series_id, version, screening.restrict(evaluation), screening)
+
+    def _commit(
+        self,
+        entry_id: int,
+        series_id: int,
+        version: int,
+        evaluation: Evaluation,
+        screening: Screening,
+    ) -> None:
+        """Store the decision, queue its sends and jobs, consume the entry: one transaction."""
         decision = evaluation.decision
         now = self._clock()
         destinations: list[str] = []
+        applied = NOTHING_APPLIED
         with self._db.writing() as session:
             already = session.scalar(
                 select(RoutingDecisionRow.id).where(
@@ -138,8 +195,8 @@ class Router:
                         version=version,
                         rules_version=evaluation.version,
                         decided_at=now,
-                        unrouted=not decision.routed,
-                        decision=decision.as_dict(),
+                        unrouted=screening.unrouted(decision),
+                        decision={**decision.as_dict(), **screening.as_dict()},
                     )
                 )
                 for destination in decision.forward_to:
@@ -150,11 +207,14 @@ class Router:
                     JobQueue.enqueue(
                         session, series_id, version, run.rule, run.pipeline, run.send_to, now
                     )
+                applied = self._rejections.apply(session, screening, destinations, now)
+                destinations += applied.destinations
             session.execute(
                 update(CompletionRow).where(CompletionRow.id == entry_id).values(consumed_at=now)
             )
         if already is not None:
             return
+        applied.log()
         log.info(
             "series_routed" if decision.routed else "series_unrouted",
             series_id=series_id,
@@ -190,7 +250,7 @@ def stored_series_attributes(
             for row in index.instances_of(series_id)
             if row.series_version == version
         ]
-        values.update(attributes_from_datasets(_headers(paths), unindexed))
+        values.update(_read_attributes(paths, unindexed))
     return SeriesAttributes.from_values(
         values,
         image_count=summary.instance_count if summary else None,
@@ -205,6 +265,25 @@ def _origin(evaluation: Evaluation, destination: str) -> str:
     return "rules"
 
 
-def _headers(paths: Iterable[Path]) -> Iterable[pydicom.Dataset]:
-    for path in paths:
-        yield pydicom.dcmread(path, stop_before_pixels=True)
+def _read_attributes(paths: list[Path], keywords: list[str]) -> dict[str, Any]:
+    """The keywords' values across the files; a file that cannot be read names itself.
+
+    Values are decoded lazily, as the keywords are read, so an element pydicom cannot
+    decode raises there and not in ``dcmread``: both are caught around the whole read.
+    """
+    reading: list[Path] = []
+
+    def headers() -> Iterable[pydicom.Dataset]:
+        for path in paths:
+            reading.append(path)
+            yield pydicom.dcmread(path, stop_before_pixels=True)
+
+    try:
+        return dict(attributes_from_datasets(headers(), keywords))
+    except Exception as exc:
+        # pydicom raises many types on broken files (OSError, InvalidDicomError,
+        # ValueError, KeyError, struct.error ...): each is this file's failure.
+        name = reading[-1].name if reading else "?"
+        raise RoutingError(
+            f"cannot read instance file {name}: {type(exc).__name__}: {exc}"
+        ) from exc

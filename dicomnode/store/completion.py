@@ -5,6 +5,10 @@ association is released; each further instance only moves the deadline in the da
 When a timer fires early (because later instances pushed the deadline out) it re-arms
 itself for the stored deadline. After a restart every receiving series is re-armed from
 the database, so none is forgotten and none waits longer than its policy says.
+
+Each series has its own timer, so one that cannot complete (its row unreadable, the
+database briefly locked) never delays another: its timer is re-armed with a delay that
+doubles up to ``_MAX_RETRY``, and each listener is called on its own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.date import DateTrigger
 
 from dicomnode.config import CompletionConfig
-from dicomnode.errors import StorageError
 from dicomnode.logs import get_logger
 from dicomnode.store.deadline import Deadline
 from dicomnode.store.index import Completion, Index
@@ -25,6 +28,8 @@ log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 CompletionListener = Callable[[Completion], None]
+_FIRST_RETRY = timedelta(seconds=1)
+_MAX_RETRY = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -46,6 +51,7 @@ class CompletionTracker:
         self._scheduler = scheduler
         self._clock = clock
         self._listeners: list[CompletionListener] = []
+        self._failures: dict[int, int] = {}  # series id -> failed completions in a row
 
     def subscribe(self, listener: CompletionListener) -> None:
         """Call ``listener`` after each completion has been committed."""
@@ -86,10 +92,21 @@ class CompletionTracker:
     def _fire(self, series_id: int) -> None:
         try:
             result = self._index.complete_if_due(series_id, self._clock(), self._config.policy_for)
-        except StorageError:
-            log.exception("series_completion_failed", series_id=series_id)
-            self._arm(series_id, self._clock() + timedelta(seconds=1))
+        except Exception as exc:  # this series' timer is the unit: logged below
+            failures = self._failures.get(series_id, 0) + 1
+            self._failures[series_id] = failures
+            delay = min(_FIRST_RETRY * 2 ** (failures - 1), _MAX_RETRY)
+            log.warning(
+                "series_completion_failed",
+                series_id=series_id,
+                reason=f"{type(exc).__name__}: {exc}",
+                failures=failures,
+                retry_in_seconds=delay.total_seconds(),
+                exc_info=True,
+            )
+            self._arm(series_id, self._clock() + delay)
             return
+        self._failures.pop(series_id, None)
         if isinstance(result, Deadline):
             self._arm(series_id, result.at)
         elif isinstance(result, Completion):
@@ -104,4 +121,9 @@ class CompletionTracker:
                 modality=result.modality,
             )
             for listener in self._listeners:
-                listener(result)
+                try:
+                    listener(result)
+                except Exception:
+                    # A listener's failure is its own; the others still hear of it, and
+                    # the router finds the entry in the durable queue regardless.
+                    log.exception("completion_listener_failed", series_id=result.series_id)

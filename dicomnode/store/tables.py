@@ -115,6 +115,12 @@ class CompletionRow(Base):
     reason: Mapped[str] = mapped_column(String(16))  # quiet | settle | max_wait
     completed_at: Mapped[datetime]
     consumed_at: Mapped[datetime | None]
+    # Routing this entry failed this many times; the last reason; when to try again, or
+    # when the router gave up (a permanent failure, which an operator can retry).
+    failures: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(String(1024), default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    failed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RulesVersionRow(Base):
@@ -213,6 +219,9 @@ class JobRow(Base):
     state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(String(1024))
+    # Failed runs, counted for metrics; a pending job waits until next_attempt_at (backoff).
+    failures: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 
 from dicomnode.admin import queries
+from dicomnode.admin.auth import actor_of
 from dicomnode.admin.context import Context
 from dicomnode.admin.jobs import jobs_of_series
 from dicomnode.admin.schemas import (
-    CompletionOut,
     DecisionOut,
     ErrorOut,
     InstanceOut,
+    RoutingRetryOut,
     SeriesDetail,
     SeriesOut,
     SeriesQuery,
 )
+from dicomnode.logs import get_logger
+from dicomnode.routing.queue import RoutingQueue
 
+log = get_logger(__name__)
 router = APIRouter(prefix="/api/series", tags=["series"])
 
 
@@ -51,13 +55,39 @@ def get_series(context: Context, series_uid: str) -> SeriesDetail:
             InstanceOut.model_validate(i, from_attributes=True)
             for i in services.index.instances_of(series.id)
         ],
-        completions=[
-            CompletionOut.model_validate(c, from_attributes=True)
-            for c in services.index.completions(series.id)
-        ],
+        completions=queries.completions(services.database, series.id),
         decisions=[decision_out(d) for d in services.decisions(series.id)],
         jobs=jobs_of_series(services, series.id),
     )
+
+
+@router.post(
+    "/{series_uid}/retry-routing",
+    summary="Route a series' failed versions again now (audited)",
+    responses={
+        404: {"model": ErrorOut, "description": "No series with this UID"},
+        409: {"model": ErrorOut, "description": "No version of it failed routing"},
+    },
+)
+def retry_routing(context: Context, request: Request, series_uid: str) -> RoutingRetryOut:
+    services = context.services
+    series = queries.find_series(services.database, series_uid)
+    if series is None:
+        raise HTTPException(404, f"no series with UID {series_uid}")
+    requeued = RoutingQueue(services.database).retry(series.id)
+    if not requeued:
+        raise HTTPException(409, f"series {series_uid} has no failed routing: nothing to retry")
+    actor = actor_of(request)
+    context.audit.record(
+        services.clock(),
+        actor,
+        "series.retry_routing",
+        series_uid,
+        {"previous_state": series.routing_state, "previous_reason": series.routing_error},
+    )
+    # The router polls its queue every few seconds: the retry needs no wake-up.
+    log.info("routing_retried", series_uid=series_uid, actor=actor, count=requeued)
+    return RoutingRetryOut(series_uid=series_uid, requeued=requeued)
 
 
 def decision_out(decision: dict[str, Any]) -> DecisionOut:

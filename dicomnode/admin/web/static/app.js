@@ -192,8 +192,31 @@ function jobsTable(jobs, emptyText) {
       h("td", {}, retryButton(job)))), emptyText);
 }
 
+// A routing failure shows as a badge with its reason beside it (retrying, or failed).
+function routingCell(state, error) {
+  if (!state) return "—";
+  if (state === "failed" || state === "retrying") {
+    return h("span", { class: "routing", "data-routing": state },
+      badge(state, state === "failed" ? "failed" : "warn"), " ",
+      h("span", { class: "error-text" }, error || ""));
+  }
+  return badge(state);
+}
+
+async function retryRouting(uid, button) {
+  button.disabled = true;
+  try {
+    const after = await api(`series/${encodeURIComponent(uid)}/retry-routing`, { method: "POST" });
+    say(`Routing of ${short(uid, 28)} requeued (${after.requeued} version(s)).`);
+    await route();
+  } catch (error) {
+    button.disabled = false;
+    say(`Retry of routing refused: ${error.message}`, "bad");
+  }
+}
+
 function seriesTable(series, emptyText) {
-  return table(["series", "modality", "description", "images#", "version#", "state", "origin", "last arrival"],
+  return table(["series", "modality", "description", "images#", "version#", "state", "routing", "origin", "last arrival"],
     series.map((item) => h("tr", { "data-series": item.series_uid },
       h("td", {}, seriesLink(item.series_uid)),
       h("td", {}, item.modality || "—"),
@@ -201,6 +224,7 @@ function seriesTable(series, emptyText) {
       h("td", { class: "num" }, item.instance_count),
       h("td", { class: "num" }, item.version),
       h("td", {}, badge(item.state)),
+      h("td", {}, routingCell(item.routing_state, item.routing_error)),
       h("td", {}, item.origin),
       h("td", {}, when(item.last_arrival_at)))), emptyText);
 }
@@ -328,11 +352,18 @@ async function seriesView(uid) {
     h("dt", {}, "origin"), h("dd", {}, s.origin === "result" ? "a result written by a pipeline" : "received"),
     h("dt", {}, "first / last arrival"), h("dd", {}, when(s.first_arrival_at), " / ", when(s.last_arrival_at)),
     h("dt", {}, "completes at"), h("dd", {}, s.state === "receiving" ? when(s.deadline_at) : "—"));
-  const completions = table(["version#", "images#", "reason", "completed", "routed"],
-    detail.completions.map((c) => h("tr", {},
+  const completions = table(["version#", "images#", "reason", "completed", "routed", "routing", "tries#"],
+    detail.completions.map((c) => h("tr", { "data-completion": c.version },
       h("td", { class: "num" }, c.version), h("td", { class: "num" }, c.instance_count),
-      h("td", {}, c.reason), h("td", {}, when(c.completed_at)), h("td", {}, when(c.consumed_at)))),
+      h("td", {}, c.reason), h("td", {}, when(c.completed_at)), h("td", {}, when(c.consumed_at)),
+      h("td", {}, routingCell(c.routing_state, c.routing_error)),
+      h("td", { class: "num" }, c.routing_failures))),
     "Not complete yet.");
+  let routingRetry = null;
+  if (detail.completions.some((c) => c.routing_state === "failed" || c.routing_state === "retrying")) {
+    routingRetry = h("button", { class: "retry", id: "retry-routing" }, "Retry routing");
+    routingRetry.addEventListener("click", () => retryRouting(s.series_uid, routingRetry));
+  }
   const decisions = table(["version#", "decided", "rules version", "matched", "forward to", "pipelines"],
     detail.decisions.map((d) => h("tr", {},
       h("td", { class: "num" }, d.version), h("td", {}, when(d.decided_at)),
@@ -349,7 +380,7 @@ async function seriesView(uid) {
       h("td", { class: "num" }, i.series_version))));
   return [
     h("h1", {}, `Series ${s.modality || ""} ${s.description || ""}`.trim()),
-    h("div", { class: "grid" }, panel("Series", facts), panel("Completion", completions)),
+    h("div", { class: "grid" }, panel("Series", facts), panel("Completion", completions, routingRetry)),
     panel("Routing decisions", decisions),
     h("section", { class: "panel", id: "series-jobs" }, h("h2", {}, "Jobs and sends"), jobsTable(detail.jobs, "No jobs.")),
     panel(`Instances (${detail.instances.length}${detail.instances.length > shown.length ? `, first ${shown.length} shown` : ""})`, instances),

@@ -1,0 +1,220 @@
+"""The routing queue: completed series versions waiting to be routed, and their failures.
+
+Each entry of the durable completion queue is one unit of routing work. An entry whose
+routing raises is put back with a delay that doubles at each failure, so it never holds
+back the entries behind it; after ``RoutingRetry.attempts`` failures it is failed for
+good, with its reason, until an operator retries it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+
+from dicomnode.store.database import Database
+from dicomnode.store.tables import CompletionRow, SeriesRow
+
+_REASON_CHARS = 1024  # CompletionRow.error's length
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRetry:
+    """How often, and how far apart, a failing series version is routed again."""
+
+    attempts: int = 5
+    first_delay: timedelta = timedelta(seconds=15)
+    max_delay: timedelta = timedelta(minutes=10)
+
+    def delay(self, failures: int) -> timedelta:
+        """The wait after the ``failures``-th failure (1, 2, ...): 15 s, 30 s, 60 s ..."""
+        doubled: timedelta = self.first_delay * 2 ** max(0, failures - 1)
+        return min(doubled, self.max_delay)
+
+
+DEFAULT_RETRY = RoutingRetry()
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingEntry:
+    """One completed series version to route."""
+
+    id: int
+    series_id: int
+    version: int
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingFailure:
+    """A series version whose routing failed: retrying, or failed for good."""
+
+    entry_id: int
+    series_id: int
+    series_uid: str
+    version: int
+    state: str  # retrying | failed
+    failures: int
+    error: str
+    completed_at: datetime
+    next_attempt_at: datetime | None
+    failed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingStatus:
+    """How routing stands for a series' latest completed version."""
+
+    state: str  # routed | waiting | retrying | failed
+    error: str | None  # the last failure's reason (kept after a later success)
+    failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What recording a failure decided."""
+
+    permanent: bool
+    next_attempt_at: datetime | None
+
+
+class RoutingQueue:
+    """Database operations of the routing queue (the router is its only consumer)."""
+
+    def __init__(self, database: Database, retry: RoutingRetry = DEFAULT_RETRY) -> None:
+        self._db = database
+        self.retry_policy = retry
+
+    def due(self, now: datetime) -> list[RoutingEntry]:
+        """Entries to route now, oldest first: not routed, not failed, not backing off."""
+        with self._db.reading() as session:
+            rows = session.execute(
+                select(
+                    CompletionRow.id,
+                    CompletionRow.series_id,
+                    CompletionRow.version,
+                    CompletionRow.failures,
+                )
+                .where(
+                    CompletionRow.consumed_at.is_(None),
+                    CompletionRow.failed_at.is_(None),
+                    or_(
+                        CompletionRow.next_attempt_at.is_(None),
+                        CompletionRow.next_attempt_at <= now,
+                    ),
+                )
+                .order_by(CompletionRow.id)
+            )
+            return [RoutingEntry(a, b, c, d or 0) for a, b, c, d in rows]
+
+    def fail(self, entry: RoutingEntry, reason: str, now: datetime) -> Outcome:
+        """Record a failed attempt: back off, or give up after the last attempt."""
+        failures = entry.failures + 1
+        permanent = failures >= self.retry_policy.attempts
+        next_at = None if permanent else now + self.retry_policy.delay(failures)
+        with self._db.writing() as session:
+            session.execute(
+                update(CompletionRow)
+                .where(CompletionRow.id == entry.id, CompletionRow.consumed_at.is_(None))
+                .values(
+                    failures=failures,
+                    error=reason[:_REASON_CHARS],
+                    next_attempt_at=next_at,
+                    failed_at=now if permanent else None,
+                )
+            )
+        return Outcome(permanent, next_at)
+
+    def retry(self, series_id: int) -> int:
+        """Route the series' failed versions again now (an operator's retry); how many."""
+        return self._retry(CompletionRow.series_id == series_id)
+
+    def retry_entry(self, entry_id: int) -> int:
+        """Route one failed entry (``route-N`` in ``dicomnode jobs``) again now; 1 or 0."""
+        return self._retry(CompletionRow.id == entry_id)
+
+    def _retry(self, which: ColumnElement[bool]) -> int:
+        with self._db.writing() as session:
+            result = session.execute(
+                update(CompletionRow)
+                .where(
+                    which,
+                    CompletionRow.consumed_at.is_(None),
+                    or_(
+                        CompletionRow.failed_at.is_not(None),
+                        CompletionRow.next_attempt_at.is_not(None),
+                    ),
+                )
+                # ``failures`` is kept (it feeds a counter): a retry that fails again is
+                # failed for good at once, until the next operator retry.
+                .values(failed_at=None, next_attempt_at=None)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    def failures(self, limit: int = 200) -> list[RoutingFailure]:
+        """Series versions not routed because routing failed, newest first."""
+        with self._db.reading() as session:
+            rows = session.execute(
+                select(CompletionRow, SeriesRow.series_uid)
+                .join(SeriesRow, SeriesRow.id == CompletionRow.series_id)
+                .where(CompletionRow.consumed_at.is_(None), CompletionRow.failures > 0)
+                .order_by(CompletionRow.id.desc())
+                .limit(limit)
+            )
+            return [_failure(row, uid) for row, uid in rows]
+
+    def failure_of(self, entry_id: int) -> RoutingFailure | None:
+        with self._db.reading() as session:
+            found = session.execute(
+                select(CompletionRow, SeriesRow.series_uid)
+                .join(SeriesRow, SeriesRow.id == CompletionRow.series_id)
+                .where(CompletionRow.id == entry_id)
+            ).first()
+            if found is None or found[0].consumed_at is not None or not found[0].failures:
+                return None
+            return _failure(found[0], found[1])
+
+    def statuses(self, series_ids: list[int]) -> dict[int, RoutingStatus]:
+        """Each series' latest completed version's routing (absent: none completed)."""
+        if not series_ids:
+            return {}
+        latest = (
+            select(func.max(CompletionRow.id))
+            .where(CompletionRow.series_id.in_(series_ids))
+            .group_by(CompletionRow.series_id)
+        )
+        with self._db.reading() as session:
+            rows = session.scalars(select(CompletionRow).where(CompletionRow.id.in_(latest)))
+            return {
+                row.series_id: RoutingStatus(
+                    routing_state(row) or "waiting", row.error, row.failures or 0
+                )
+                for row in rows
+            }
+
+
+def routing_state(row: CompletionRow | None) -> str | None:
+    """How routing stands for a completion entry: routed, waiting, retrying or failed."""
+    if row is None:
+        return None
+    if row.consumed_at is not None:
+        return "routed"
+    if row.failed_at is not None:
+        return "failed"
+    return "retrying" if row.failures else "waiting"
+
+
+def _failure(row: CompletionRow, series_uid: str) -> RoutingFailure:
+    return RoutingFailure(
+        entry_id=row.id,
+        series_id=row.series_id,
+        series_uid=series_uid,
+        version=row.version,
+        state="failed" if row.failed_at is not None else "retrying",
+        failures=row.failures,
+        error=row.error or "",
+        completed_at=row.completed_at,
+        next_attempt_at=row.next_attempt_at,
+        failed_at=row.failed_at,
+    )
