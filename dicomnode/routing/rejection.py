@@ -233,18 +233,18 @@ def _apply_notes(session: Session, screening: Screening, now: datetime) -> Appli
     for note in screening.notes:
         uids = [ref.sop_instance_uid for ref in note.references]
         known = {
-            uid
+            (uid, series_uid)
             for chunk in _chunks(uids)
-            for uid in session.scalars(
-                select(RejectionRow.sop_instance_uid).where(
+            for uid, series_uid in session.execute(
+                select(RejectionRow.sop_instance_uid, RejectionRow.series_uid).where(
                     RejectionRow.sop_instance_uid.in_(chunk)
                 )
             )
         }
         for ref in note.references:
-            if ref.sop_instance_uid in known:
+            if (ref.sop_instance_uid, ref.series_uid) in known:
                 continue  # an earlier note rejected it first; its reason stays
-            known.add(ref.sop_instance_uid)
+            known.add((ref.sop_instance_uid, ref.series_uid))
             session.add(
                 RejectionRow(
                     sop_instance_uid=ref.sop_instance_uid,

@@ -237,10 +237,13 @@ class RejectionRow(Base):
     """
 
     __tablename__ = "rejections"
+    # By UID pair: a note naming an instance under another series' UID (rejecting
+    # nothing) must not keep a later, right note from rejecting it.
+    __table_args__ = (UniqueConstraint("sop_instance_uid", "series_uid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64))
     study_uid: Mapped[str] = mapped_column(String(64))
     code: Mapped[str] = mapped_column(String(16))  # 113001 | 113037 | 113038 | 113039
     meaning: Mapped[str] = mapped_column(String(64))

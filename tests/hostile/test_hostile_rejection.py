@@ -178,3 +178,12 @@ def test_a_spoofed_or_garbage_note_rejects_nothing_and_routing_goes_on(
     assert states == ["pending", "pending"]  # the CT's job kept, the later one queued
     series = node.index.find_series(ct.series_instance_uid)
     assert series is not None and series.rejected_count == 0
+
+    # The spoofed note did not take the instances' place: the right note still rejects.
+    right = write_key_object(tmp_path / "right.dcm", references_of(list(ct.paths)))
+    send([right], node)
+    decision(node, str(pydicom.dcmread(right).SeriesInstanceUID))
+    series = node.index.find_series(ct.series_instance_uid)
+    assert series is not None and series.rejected_count == 4
+    jobs = {job.series_id: job.state for job in node.workers.queue.list_jobs()}
+    assert jobs[series.id] == "cancelled"
