@@ -101,13 +101,12 @@ class ScuSettings:
 def echo(address: DicomAddress, settings: ScuSettings = ScuSettings()) -> EchoResult:
     """C-ECHO ``address``; raises PeerError when it cannot be associated."""
     ae = _make_ae(settings)
-    ae.add_requested_context(VERIFICATION_SOP_CLASS)
+    ae.add_requested_context(VERIFICATION_SOP_CLASS)  # in the toolkit's default syntaxes
     started = time.perf_counter()
     assoc = _associate(ae, address, settings)
     if not assoc.is_established:
-        raise PeerError(
-            f"{address}: {proposal.refusal(VERIFICATION_SOP_CLASS, [proposal.IMPLICIT])}"
-        )
+        offered = [str(ts) for ts in ae.requested_contexts[0].transfer_syntax]
+        raise PeerError(f"{address}: {proposal.refusal(VERIFICATION_SOP_CLASS, offered)}")
     try:
         response = assoc.send_c_echo()
         status = int(getattr(response, "Status", -1)) if response else -1
@@ -282,7 +281,7 @@ def _send_one(
     if status is None:
         return FileResult(item.path, None, _NO_RESPONSE)
     comment = str(getattr(response, "ErrorComment", "") or "")
-    text = describe(int(status)) + (f": {comment}" if comment else "")
+    text = f"0x{int(status):04X} {describe(int(status))}" + (f": {comment}" if comment else "")
     return FileResult(item.path, int(status), f"{text}; {note}" if note else text)
 
 

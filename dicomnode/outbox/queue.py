@@ -231,10 +231,12 @@ class OutboxQueue:
                 outcome, send.state, send.reason = "delivered", "done", None
             elif pending == 0:
                 outcome, send.state = "permanent", "failed"
-                send.reason = (
-                    f"{failed} instance(s) refused by the destination"
-                    + (f" (last status 0x{last_status:04X})" if last_status is not None else "")
-                    + (f": {finish.refusal}" if finish.refusal else "")
+                send.reason = f"{failed} instance(s) refused by the destination" + (
+                    f": {finish.refusal}"
+                    if finish.refusal
+                    else f" (last status 0x{last_status:04X})"
+                    if last_status is not None
+                    else ""
                 )
             elif now - send.age_from >= timedelta(seconds=policy.max_age_seconds):
                 last = finish.failure or f"{pending} instance(s) not accepted"

@@ -141,7 +141,7 @@ class _DestinationWorker(threading.Thread):
         last_status: int | None = None
         sent = 0
         refusal: str | None = None  # the first instance refused for good: why
-        unsent: str | None = None  # the last instance to try again: why
+        unsent: str | None = None  # the first instance to try again: why (the cause)
 
         def on_result(result: FileResult, _size: int) -> None:
             nonlocal last_flush, last_status, sent, refusal, unsent
@@ -152,7 +152,7 @@ class _DestinationWorker(threading.Thread):
             state = "sent" if result.ok else "failed" if result.permanent else "pending"
             pending.append(ItemResult(item.item_id, state, result.status))
             if state == "pending":
-                unsent = result.note
+                unsent = unsent or result.note
             if state == "failed":
                 refusal = refusal or result.note
                 log.warning(

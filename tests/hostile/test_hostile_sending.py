@@ -7,10 +7,7 @@ never answers). Timeouts are short so the suite stays fast; nothing waits on a s
 
 from __future__ import annotations
 
-import socket
-import struct
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,10 +37,10 @@ from dicomnode.errors import (
     PeerError,
     PeerUnreachableError,
 )
-from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
-from dicomnode.results import AlgorithmInfo, SegmentSpec, codes, save, write_seg, write_sr
 from dicomnode.testing.ports import LOOPBACK, free_port, wait_for_port
 from dicomnode.testing.process import ManagedProcess
+from dicomnode.testing.rawpeer import ABORT_BY_USER, RawPeer
+from dicomnode.testing.result_files import write_result_files
 from dicomnode.testing.storescp import StoreSCP
 
 FAST = ScuSettings(connect_timeout_seconds=2.0, network_timeout_seconds=2.0)
@@ -59,20 +56,10 @@ def sendable(paths: list[Path]) -> list[SendableFile]:
 @pytest.fixture(scope="module")
 def ct_and_results(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Path]]:
     """Two CT slices, and a SEG and an SR over them, all stored Explicit VR Little Endian."""
-    folder = tmp_path_factory.mktemp("results")
-    series = write_ct_phantom(folder / "ct", CTPhantomSpec(slices=2, rows=32, columns=32))
-    images = [pydicom.dcmread(p) for p in series.paths]
-    labels = np.zeros((2, 32, 32), dtype=np.uint8)
-    labels[:, 8:24, 8:24] = 1
-    segments = (SegmentSpec(1, "Box", codes.TISSUE, codes.SOFT_TISSUE),)
-    algorithm = AlgorithmInfo("box", "1.0")
-    seg = write_seg(images, labels, segments, algorithm, series_number=101)
-    assert seg is not None
-    sr = write_sr(images, seg, labels, segments, algorithm, series_number=102)
-    results = [save(seg, folder / "out"), save(sr, folder / "out")]
-    for path in [*series.paths, *results]:
+    files = write_result_files(tmp_path_factory.mktemp("results"))
+    for path in [*files.ct, files.seg, files.sr]:
         assert pydicom.dcmread(path).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    return list(series.paths), results
+    return list(files.ct), [files.seg, files.sr]
 
 
 def address_of(peer: StoreSCP) -> DicomAddress:
@@ -197,43 +184,6 @@ def test_a_closed_port_is_connection_refused_and_temporary(
     assert not caught.value.permanent
 
 
-class FakePeer:
-    """A TCP listener on loopback that reads an association request and then answers
-    ``reply`` (or nothing, ever). Serves connections until closed; a daemon thread."""
-
-    def __init__(self, reply: bytes | None) -> None:
-        self.reply = reply
-        self.listener = socket.create_server((LOOPBACK, 0))
-        self.port = int(self.listener.getsockname()[1])
-        self.held: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            conn.settimeout(5.0)
-            try:
-                conn.recv(65536)  # the A-ASSOCIATE-RQ (small enough for one read)
-                if self.reply is not None:
-                    conn.sendall(self.reply)
-            except OSError:
-                pass
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self.listener.close()
-        for conn in self.held:
-            conn.close()
-
-
-# PS3.8 9.3.8: A-ABORT PDU, type 7, length 4, two reserved bytes, source, reason.
-ABORT_BY_USER = struct.pack(">BBLBBBB", 7, 0, 4, 0, 0, 0, 0)
-
-
 @pytest.mark.parametrize(
     ("reply", "error", "words"),
     [
@@ -249,14 +199,11 @@ def test_a_peer_that_aborts_or_never_answers_says_so_and_is_temporary(
     words: str,
 ) -> None:
     ct, _results = ct_and_results
-    peer = FakePeer(reply)
-    try:
+    with RawPeer(reply) as peer:
         with pytest.raises(error) as caught:
             send_files(sendable(ct), DicomAddress("FAKE", LOOPBACK, peer.port), FAST)
         with pytest.raises(error):
             echo(DicomAddress("FAKE", LOOPBACK, peer.port), FAST)
-    finally:
-        peer.close()
     assert words in str(caught.value)
     assert not caught.value.permanent
 
