@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -66,6 +67,7 @@ _BARE_REJECTION = (1, 1)
 # Whoever waits for a trace to settle waits at most this long: the state machine's
 # thread records an abort action just after it acts.
 SETTLE_SECONDS = 2.0
+_POLL_SECONDS = 0.01
 
 
 class Trace:
@@ -100,14 +102,37 @@ class Trace:
         if isinstance(primitive, (A_ABORT, A_P_ABORT)) and self.abort_primitive is None:
             self.abort_primitive = primitive
 
+    def established(self, assoc: Any) -> None:
+        """Stop watching state transitions: during transfer there is one per PDU, and an
+        event per PDU costs several per cent of a send's throughput (measured). What can
+        end a transfer is read from the abort primitive instead (``ended_early``)."""
+        assoc.unbind(evt.EVT_FSM_TRANSITION, self._on_transition)
+
     def ended_early(self, assoc: Any, request: str, timeout_seconds: float) -> str:
-        """What ended an association during a request: the peer, or our wait for it."""
-        # Our own abort after a timeout, or the peer's, is recorded by the DUL's thread.
-        self.ended.wait(SETTLE_SECONDS)
-        cause = self.peer_ended(assoc)
-        if cause is not None:
-            return cause
+        """What ended an association during a request: the peer, or our wait for it.
+
+        A peer's A-ABORT, or its closing the connection, leaves an abort primitive for
+        us (PS3.8 AA-3, AA-4) before or as the DUL ends; our own abort after a timeout
+        leaves none. The DUL ends either way, so the wait is short.
+        """
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while self._abort_seen(assoc) is None and assoc.dul.is_alive():
+            if time.monotonic() > deadline:
+                break
+            time.sleep(_POLL_SECONDS)
+        primitive = self._abort_seen(assoc)
+        if primitive is None:
+            time.sleep(_POLL_SECONDS)  # the association thread may be taking it just now
+            primitive = self._abort_seen(assoc)
+        if isinstance(primitive, A_P_ABORT) and not primitive.provider_reason:
+            return "aborted by peer (the connection closed)"
+        if primitive is not None:
+            return f"aborted by peer ({abort_words(primitive)})"
         return f"timed out: no {request} response within {timeout_seconds:g} s"
+
+    def _abort_seen(self, assoc: Any) -> A_ABORT | A_P_ABORT | None:
+        primitive = self.abort_primitive or _peek(assoc)
+        return primitive if isinstance(primitive, (A_ABORT, A_P_ABORT)) else None
 
     def peer_ended(self, assoc: Any) -> str | None:
         """Words for how the peer ended the association, or None if it did not."""

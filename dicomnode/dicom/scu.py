@@ -351,6 +351,7 @@ def _associate(
         address.host, address.port, ae_title=address.ae_title, evt_handlers=handlers
     )
     if assoc.is_established:
+        ae.trace.established(assoc)
         _return_stolen_responses(assoc)
         return assoc
     if negotiation.accepted_nothing(assoc):

@@ -182,6 +182,8 @@ def test_a_closed_port_is_connection_refused_and_temporary(
         send_files(sendable(ct), DicomAddress("NOBODY", LOOPBACK, free_port()), FAST)
     assert str(caught.value).endswith(": connection refused")
     assert not caught.value.permanent
+    with pytest.raises(PeerUnreachableError, match=r": connection refused$"):
+        echo(DicomAddress("NOBODY", LOOPBACK, free_port()), FAST)
 
 
 @pytest.mark.parametrize(

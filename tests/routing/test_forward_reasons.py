@@ -7,12 +7,14 @@ these tests read it where an operator would: the queue, the CLI and the API.
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 from pydicom.uid import (
     Comprehensive3DSRStorage,
     CTImageStorage,
@@ -24,6 +26,7 @@ from pydicom.uid import (
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
+from dicomnode.outbox import worker
 from dicomnode.outbox.queue import SendSummary
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.cli import run_dicomnode
@@ -217,3 +220,40 @@ def test_a_missing_spool_file_fails_its_instance_and_delays_nothing_else(
     assert broken.reason is not None
     assert "1 instance(s) refused by the destination: cannot read the stored file" in broken.reason
     assert "FileNotFoundError" in broken.reason
+
+
+def test_a_send_that_raises_is_retried_on_its_own_and_others_go_on(
+    node_factory: Callable[..., Node], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_rule(tmp_path, "- {name: fwd, match: {Modality: CT}, forward_to: [pacs]}\n")
+    first = write_ct_phantom(tmp_path / "a", CTPhantomSpec(slices=2, rows=16, columns=16, seed=1))
+    second = write_ct_phantom(tmp_path / "b", CTPhantomSpec(slices=2, rows=16, columns=16, seed=2))
+    poisoned = {str(pydicom.dcmread(p).SOPInstanceUID) for p in first.paths}
+    healed = threading.Event()
+    real_send_files = worker.send_files
+
+    def send_files_raising_for_one_series(files: list[SendableFile], *args: Any) -> Any:
+        if not healed.is_set() and poisoned & {f.sop_instance_uid for f in files}:
+            raise RuntimeError("a bug met in one send")
+        return real_send_files(files, *args)
+
+    monkeypatch.setattr(worker, "send_files", send_files_raising_for_one_series)
+    with StoreSCP(ae_title="PACS") as pacs:
+        node = node_factory(destinations={"pacs": destination("PACS", pacs.port)})
+        send(list(first.paths), node)
+        send(list(second.paths), node)
+        pacs.wait_for_files(2, timeout=60)
+        poll_until(
+            lambda: any(s.attempts >= 2 for s in sends_to(node, "pacs") if s.state != "done"),
+            timeout=60,
+            what="the raising send to be tried again",
+        )
+        (raising,) = [s for s in sends_to(node, "pacs") if s.state != "done"]
+        assert raising.reason == "RuntimeError: a bug met in one send"
+        healed.set()
+        pacs.wait_for_files(4, timeout=60)
+        poll_until(
+            lambda: [s.state for s in sends_to(node, "pacs")] == ["done", "done"],
+            timeout=60,
+            what="both sends done",
+        )
