@@ -121,6 +121,7 @@ class Node:
             config.node,
             self.counters.caller_policy(config.allows_caller),
             self.counters.sink(self.ingest),
+            self.counters.refused,
         )
         self.pipelines = dict(checked.pipelines)
         self.models = ModelHost(checked.models, config.base_dir)

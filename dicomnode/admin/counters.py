@@ -30,6 +30,7 @@ class ReceiveCounters:
         self._outcomes: Counter[tuple[str, str]] = Counter()  # (calling AE, outcome)
         self._refusals: Counter[tuple[str, str]] = Counter()  # (calling AE, status)
         self._rejected_callers: Counter[str] = Counter()
+        self._refusals_by_reason: Counter[str] = Counter()  # dicomnode.dicom.refusals.Reason
 
     def sink(self, inner: InstanceSink) -> InstanceSink:
         """``inner`` (the node's Ingest), counting each store's outcome."""
@@ -46,6 +47,15 @@ class ReceiveCounters:
             return allowed
 
         return allows
+
+    def refused(self, reason: str) -> None:
+        """The SCP's refusal counter (``StorageSCP(count_refusal=...)``): one per refusal."""
+        with self._lock:
+            self._refusals_by_reason[reason] += 1
+
+    def refusals_by_reason(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._refusals_by_reason)
 
     def outcomes(self) -> dict[tuple[str, str], int]:
         with self._lock:

@@ -260,6 +260,15 @@ def _from_counters(services: AdminServices) -> Iterator[Metric]:
     for (calling_ae, status), count in sorted(services.counters.refusals().items()):
         refused.add_metric([calling_ae, status], count)
     yield refused
+    by_reason = CounterMetricFamily(
+        "dicomnode_refusals",
+        "Peers refused since the process started, by reason (docs/conformance.md): "
+        "associations rejected or aborted, connections closed, datasets refused.",
+        labels=["reason"],
+    )
+    for reason, count in sorted(services.counters.refusals_by_reason().items()):
+        by_reason.add_metric([reason], count)
+    yield by_reason
 
 
 def _disk(services: AdminServices) -> Iterator[Metric]:

@@ -3,14 +3,22 @@
 The handler hands the dataset bytes to an ``InstanceSink`` (the store stage) and turns
 the outcome into a named DIMSE status (PS3.4 Annex B.2.3). It never decodes pixel data,
 routes or sends: all of that happens later, off the association thread.
+
+Against hostile or broken peers (docs/conformance.md): every connection reads through a
+``guard`` (PDU lengths, the A-ASSOCIATE-RQ's structure), connections still negotiating are
+``pending`` (capped per address, timed out), the association limit counts established
+associations only, dataset bytes in memory are ``limits``-bound, and each refusal is
+reported once to ``refusals`` (a log event and a count).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable
 from io import BytesIO
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
@@ -22,7 +30,11 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import NodeConfig
 from dicomnode.dicom import contexts, sockets
-from dicomnode.dicom.adapt import direct
+from dicomnode.dicom.adapt import cstore, direct
+from dicomnode.dicom.guard import GuardedSocket, guarded
+from dicomnode.dicom.limits import DatasetBudget, refusal_comment
+from dicomnode.dicom.pending import PendingConnections
+from dicomnode.dicom.refusals import Reason, RefusalCounter, Refusals
 from dicomnode.dicom.status import Status
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import (
@@ -35,8 +47,15 @@ from dicomnode.logs import get_logger
 log = get_logger(__name__)
 
 # PS3.8 9.3.4: A-ASSOCIATE-RJ result, source, reason.
-_REJECT_PERMANENT, _SOURCE_USER = 0x01, 0x01
-_CALLING_AE_NOT_RECOGNISED = 0x03
+_REJECT_PERMANENT, _REJECT_TRANSIENT = 0x01, 0x02
+_SOURCE_USER, _SOURCE_PRESENTATION = 0x01, 0x03
+_CALLING_AE_NOT_RECOGNISED, _CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
+_LOCAL_LIMIT_EXCEEDED = 0x02  # with source 0x03
+# pynetdicom counts every connection's thread against its own association limit, from
+# connect to close; the node counts established associations itself (``_on_requested``)
+# and leaves pynetdicom's count only as a bound on threads, this much higher.
+_THREAD_HEADROOM = 64
+_RAW = "_dicomnode_raw_socket"  # on an Association: the accepted socket (pending's key)
 
 
 class InstanceSink(Protocol):
@@ -55,12 +74,24 @@ CallerPolicy = Callable[[str, str], bool]
 class StorageSCP:
     """A pynetdicom server accepting every storage SOP class and Verification."""
 
-    def __init__(self, config: NodeConfig, allows_caller: CallerPolicy, sink: InstanceSink) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        allows_caller: CallerPolicy,
+        sink: InstanceSink,
+        count_refusal: RefusalCounter | None = None,
+    ) -> None:
         sockets.apply_library_settings()
         self._config = config
         self._allows_caller = allows_caller
         self._sink = sink
+        self._refusals = Refusals(count_refusal)
+        self._budget = DatasetBudget(config.max_dataset_bytes, config.max_buffered_bytes)
+        self._pending = PendingConnections(
+            config.max_pending_per_host, config.association_request_timeout_seconds, self._refusals
+        )
         self._associations: dict[Association, tuple[int, Peer]] = {}
+        self._admitted: set[Association] = set()  # past our checks: they hold a slot
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
         self._ae = self._make_ae()
@@ -72,15 +103,25 @@ class StorageSCP:
         # the syntax the sender proposes. Listing the 170 classes x 45 syntaxes here would
         # only make pynetdicom deep-copy them for every association (~0.1 s each).
         ae.add_supported_context(contexts.VERIFICATION_SOP_CLASS, list(contexts.TRANSFER_SYNTAXES))
-        ae.require_called_aet = True
-        ae.maximum_associations = self._config.max_associations
+        ae.require_called_aet = True  # checked first in _on_requested; kept as a backstop
+        ae.maximum_associations = self._config.max_associations + _THREAD_HEADROOM
         ae.maximum_pdu_size = self._config.max_pdu_bytes
         ae.network_timeout = self._config.idle_timeout_seconds
         ae.acse_timeout = self._config.acse_timeout_seconds
         ae.dimse_timeout = self._config.dimse_timeout_seconds
         if direct.installed():
-            direct.serve_stores(ae, self._store)
+            direct.serve_stores(ae, self._store, self._refuse_dataset, self._budget)
         return ae
+
+    @property
+    def budget(self) -> DatasetBudget:
+        """Dataset bytes held in memory now, and the caps (for tests and the admin API)."""
+        return self._budget
+
+    @property
+    def pending(self) -> int:
+        """Connections accepted whose association is not negotiated yet."""
+        return self._pending.count()
 
     @property
     def port(self) -> int:
@@ -98,18 +139,26 @@ class StorageSCP:
     def start(self) -> None:
         """Start listening; returns once the socket is bound."""
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, sockets.tune, [self._config.idle_timeout_seconds]),
+            (evt.EVT_CONN_OPEN, self._on_connected),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
+            (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        self._server = self._ae.start_server(
-            (self._config.host, self._config.port), block=False, evt_handlers=handlers
+        self._pending.start()
+        server = cast(
+            ThreadedAssociationServer,
+            self._ae.start_server(
+                (self._config.host, self._config.port), block=False, evt_handlers=handlers
+            ),
         )
+        # socketserver asks this before it gives a connection its thread.
+        server.verify_request = self._pending.admit  # type: ignore[method-assign,assignment]
+        self._server = server
         log.info(
             "scp_listening",
             ae_title=self._config.ae_title,
@@ -133,29 +182,99 @@ class StorageSCP:
         for assoc in server.active_associations:
             assoc.abort()
         server.server_close()
+        self._pending.stop()
         self._server = None
         log.info("scp_stopped")
 
     # -- handlers: each catches broadly, because it is the root of its thread ----------
 
-    def _on_requested(self, event: Event) -> None:
-        requestor = event.assoc.requestor
-        # The requestor's AE title is filled in only after this event; read the PDU's.
-        calling = str(getattr(requestor.primitive, "calling_ae_title", "") or "").strip()
-        if self._allows_caller(calling, str(requestor.address)):
+    def _on_connected(self, event: Event) -> None:
+        """EVT_CONN_OPEN: tune the socket and read it through a guard."""
+        sockets.tune(event, self._config.idle_timeout_seconds)
+        assoc = event.assoc
+        holder: Any = assoc.dul.socket
+        raw = getattr(holder, "socket", None)
+        if not isinstance(raw, socket.socket):
             return
-        event.assoc.acse.send_reject(_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_NOT_RECOGNISED)
+        setattr(assoc, _RAW, raw)
+
+        def refused(reason: Reason, detail: str, calling_ae: str) -> None:
+            self._on_guard_refusal(assoc, reason, detail, calling_ae)
+
+        guard = GuardedSocket(raw, self._config.max_pdu_bytes, refused)
+        holder.socket = guard
+        self._pending.watch(raw, lambda: guard.calling_ae)
+
+    def _on_guard_refusal(
+        self, assoc: Association, reason: Reason, detail: str, calling_ae: str
+    ) -> None:
+        self._pending.settle(getattr(assoc, _RAW, None))
+        self._refusals.report(
+            "association_aborted" if assoc.is_established else "association_rejected",
+            reason,
+            peer_ae=calling_ae or str(assoc.requestor.ae_title).strip(),
+            peer_host=str(assoc.requestor.address),
+            detail=detail,
+        )
+
+    def _on_requested(self, event: Event) -> None:
+        """EVT_REQUESTED: called AE title, caller, then a free slot; else A-ASSOCIATE-RJ."""
+        assoc = event.assoc
+        requestor = assoc.requestor
+        # The requestor's AE title is filled in only after this event; read the PDU's.
+        primitive = requestor.primitive
+        calling = str(getattr(primitive, "calling_ae_title", "") or "").strip()
+        called = str(getattr(primitive, "called_ae_title", "") or "").strip()
+        host = str(requestor.address)
+        refusal: tuple[Reason, tuple[int, int, int], str] | None = None
+        if called != self._config.ae_title:
+            refusal = (
+                Reason.CALLED_AE_TITLE,
+                (_REJECT_PERMANENT, _SOURCE_USER, _CALLED_AE_NOT_RECOGNISED),
+                f"called AE title {called!r} is not {self._config.ae_title!r}",
+            )
+        elif not self._allows_caller(calling, host):
+            refusal = (
+                Reason.CALLER_NOT_ALLOWED,
+                (_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_NOT_RECOGNISED),
+                "calling AE title or host not in callers",
+            )
+        else:
+            with self._lock:
+                if len(self._admitted) < self._config.max_associations:
+                    self._admitted.add(assoc)
+                    return
+            refusal = (
+                Reason.ASSOCIATION_LIMIT,
+                (_REJECT_TRANSIENT, _SOURCE_PRESENTATION, _LOCAL_LIMIT_EXCEEDED),
+                f"{self._config.max_associations} associations open (node.max_associations)",
+            )
+        reason, (result, source, diagnostic), detail = refusal
+        assoc.acse.send_reject(result, source, diagnostic)
         # As pynetdicom does after its own rejections: wait for the PDU to go out.
-        event.assoc.kill()
-        log.warning(
+        assoc.kill()
+        self._pending.settle(getattr(assoc, _RAW, None))
+        self._refusals.report(
+            "association_rejected", reason, peer_ae=calling, peer_host=host, detail=detail
+        )
+
+    def _on_rejected(self, event: Event) -> None:
+        """EVT_REJECTED: pynetdicom's own rejection, past ours (its bound on threads)."""
+        assoc = event.assoc
+        self._pending.settle(getattr(assoc, _RAW, None))
+        with self._lock:
+            self._admitted.discard(assoc)
+        self._refusals.report(
             "association_rejected",
-            peer_ae=calling,
-            peer_host=requestor.address,
-            reason="calling AE title or host not in callers",
+            Reason.ASSOCIATION_LIMIT,
+            peer_ae=str(assoc.requestor.ae_title).strip(),
+            peer_host=str(assoc.requestor.address),
+            detail="pynetdicom refused the association (its limit on connection threads)",
         )
 
     def _on_accepted(self, event: Event) -> None:
         assoc = event.assoc
+        self._pending.settle(getattr(assoc, _RAW, None))
         peer = _peer_of(assoc)
         try:
             association_id = self._sink.association_opened(peer)
@@ -176,16 +295,55 @@ class StorageSCP:
         )
 
     def _on_store(self, event: Event) -> Dataset:
-        """EVT_C_STORE, for the requests pynetdicom serves itself (see ``direct``)."""
+        """EVT_C_STORE, for the requests pynetdicom serves itself (see ``direct``).
+
+        On pynetdicom's stock path the dataset arrives in a temporary file
+        (``sockets.apply_library_settings``): it is read back only within the budget.
+        """
         request = cast(C_STORE, event.request)
-        status, comment = self._store(
-            event.assoc,
-            str(request.AffectedSOPClassUID or ""),
-            str(request.AffectedSOPInstanceUID or ""),
-            str(event.context.transfer_syntax),
-            cast(BytesIO, request.DataSet).getbuffer(),
-        )
+        assoc = event.assoc
+        sop_class = str(request.AffectedSOPClassUID or "")
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        syntax = str(event.context.transfer_syntax)
+        if getattr(request, "_dataset_path", None) is None:
+            status, comment = self._store(
+                assoc, sop_class, sop_instance, syntax, cast(BytesIO, request.DataSet).getbuffer()
+            )
+            return _status(status, comment)
+        path = Path(event.dataset_path)
+        offset = cstore._dataset_offset(path) or 0
+        size = path.stat().st_size - offset
+        refused = self._budget.reserve(0, size)
+        if refused is not None:
+            return _status(*self._refuse_dataset(assoc, sop_class, sop_instance, refused))
+        try:
+            with path.open("rb") as file:
+                file.seek(offset)
+                dataset = memoryview(file.read())
+            status, comment = self._store(assoc, sop_class, sop_instance, syntax, dataset)
+        finally:
+            self._budget.release(size)
         return _status(status, comment)
+
+    def _refuse_dataset(
+        self, assoc: Association, sop_class_uid: str, sop_instance_uid: str, reason: Reason
+    ) -> tuple[int, str | None]:
+        """A dataset the budget refused (its bytes were not kept): 0xA700, logged and counted."""
+        with self._lock:
+            association_id, peer = self._associations.get(assoc) or (0, _peer_of(assoc))
+        comment = refusal_comment(reason, self._budget)
+        log.warning(
+            "instance_rejected",
+            association_id=association_id,
+            peer_ae=peer.calling_ae,
+            peer_host=peer.host,
+            sop_class_uid=sop_class_uid,
+            status=f"0x{int(Status.OUT_OF_RESOURCES):04X}",
+            reason=comment,
+            refusal=reason.value,
+        )
+        self._refusals.count(reason)
+        return Status.OUT_OF_RESOURCES, comment
 
     def _store(
         self,
@@ -209,15 +367,24 @@ class StorageSCP:
         try:
             self._sink.store(instance)
         except UIDMismatchError as exc:
-            return _reject(instance, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+            answer = _reject(instance, Status.DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
         except InstanceError as exc:
-            return _reject(instance, Status.CANNOT_UNDERSTAND, str(exc))
+            answer = _reject(instance, Status.CANNOT_UNDERSTAND, str(exc))
         except StorageError as exc:
-            return _reject(instance, Status.OUT_OF_RESOURCES, str(exc))
+            answer = _reject(instance, Status.OUT_OF_RESOURCES, str(exc))
         except Exception:
-            log.exception("instance_rejected", association_id=association_id, status="0xA700")
-            return Status.OUT_OF_RESOURCES, "internal error while storing"
-        return Status.SUCCESS, None
+            log.exception(
+                "instance_rejected",
+                association_id=association_id,
+                peer_ae=peer.calling_ae,
+                peer_host=peer.host,
+                status="0xA700",
+            )
+            answer = Status.OUT_OF_RESOURCES, "internal error while storing"
+        else:
+            return Status.SUCCESS, None
+        self._refusals.count(Reason.DATASET_REFUSED)
+        return answer
 
     def _on_echo(self, _event: Event) -> int:
         return int(Status.SUCCESS)
@@ -230,10 +397,18 @@ class StorageSCP:
 
     def _on_closed(self, event: Event) -> None:
         # A connection that ends without release or abort (timeout, peer vanished).
-        self._close(event.assoc, released=False)
+        assoc = event.assoc
+        if assoc.dul.state_machine.current_state == "Sta2":
+            # Closed before any A-ASSOCIATE-RQ (AA-5): the association thread waits for
+            # one for the ACSE timeout, holding its thread; there will be none.
+            assoc.dul.to_user_queue.put(None)  # type: ignore[arg-type]  # read as a timeout
+        self._close(assoc, released=False)
 
     def _close(self, assoc: Association, released: bool) -> None:
+        self._pending.settle(getattr(assoc, _RAW, None))
+        direct.discard(assoc.dul)
         with self._lock:
+            self._admitted.discard(assoc)
             opened = self._associations.pop(assoc, None)
         if opened is None:
             return
@@ -242,6 +417,9 @@ class StorageSCP:
             self._sink.association_closed(association_id, released)
         except Exception:
             log.exception("association_close_failed", association_id=association_id)
+        guard = guarded(getattr(assoc.dul.socket, "socket", None))
+        if guard is not None and guard.refusal is not None:
+            return  # the refusal was the one event for this end (_on_guard_refusal)
         log.info(
             "association_released" if released else "association_aborted",
             association_id=association_id,
@@ -273,6 +451,7 @@ def _reject(instance: ReceivedInstance, status: Status, reason: str) -> tuple[in
         "instance_rejected",
         association_id=instance.association_id,
         peer_ae=instance.peer.calling_ae,
+        peer_host=instance.peer.host,
         sop_class_uid=instance.sop_class_uid,
         status=f"0x{int(status):04X}",
         reason=reason,

@@ -38,7 +38,10 @@ def apply_library_settings() -> None:
     _config.STORE_SEND_CHUNKED_DATASET = True
     _config.UNRESTRICTED_STORAGE_SERVICE = True
     _config.LOG_HANDLER_LEVEL = "none"
-    adapt.install()
+    if not adapt.install():
+        # pynetdicom's own path gathers a dataset in memory without bound; in a temporary
+        # file instead, the SCP reads it back within the node's dataset budget.
+        _config.STORE_RECV_CHUNKED_DATASET = True
 
 
 def tune(event: Event, timeout_seconds: float) -> None:

@@ -26,6 +26,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.dicom import sockets
 from dicomnode.dicom.adapt import commandset, direct
+from dicomnode.dicom.limits import DatasetBudget
+from dicomnode.dicom.refusals import Reason
 
 _IMPLICIT = "1.2.840.10008.1.2"
 _EXPLICIT = "1.2.840.10008.1.2.1"
@@ -38,6 +40,8 @@ class _Server:
     stored: list[tuple[str, str, str, bytes, bool]] = field(default_factory=list)
     stock_stores: list[str] = field(default_factory=list)
     answer: tuple[int, str | None] = (0x0000, None)
+    refused: list[tuple[str, Reason]] = field(default_factory=list)
+    budget: DatasetBudget | None = None
 
 
 def _dataset(instance_uid: str, size: int = 20_000, syntax: str = _IMPLICIT) -> Dataset:
@@ -77,10 +81,19 @@ def server(request: pytest.FixtureRequest) -> Iterator[_Server]:
         state["server"].stock_stores.append(str(event.request.AffectedSOPInstanceUID))
         return 0x0000
 
-    direct.serve_stores(ae, store)
+    def refuse(
+        assoc: Association, sop_class: str, sop_instance: str, reason: Reason
+    ) -> tuple[int, str | None]:
+        state["server"].refused.append((sop_instance, reason))
+        return 0xA700, "refused"
+
+    budget = DatasetBudget(
+        options.get("max_dataset", 1 << 30), options.get("max_buffered", 1 << 30)
+    )
+    direct.serve_stores(ae, store, refuse, budget)
     handlers: list[Any] = [(evt.EVT_C_STORE, stock_store), *options.get("handlers", [])]
     running = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=handlers)
-    state["server"] = _Server(running, int(running.server_address[1]))
+    state["server"] = _Server(running, int(running.server_address[1]), budget=budget)
     try:
         yield state["server"]
     finally:
@@ -271,3 +284,26 @@ def test_a_pdu_that_claims_gigabytes_costs_only_the_bytes_that_arrive() -> None:
         tracemalloc.stop()
     assert len(pdu) == 106  # short: the caller reports the closed connection
     assert peak < 16 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [
+        ({"max_dataset": 8192}, Reason.DATASET_TOO_LARGE),
+        ({"max_buffered": 8192}, Reason.MEMORY_LIMIT),
+    ],
+    indirect=["server"],
+)
+def test_a_dataset_over_the_budget_is_refused_unkept_and_the_association_goes_on(
+    server: _Server, reason: Reason
+) -> None:
+    assoc = _associate(server.port)
+    try:
+        # 20 KB in 4 KiB PDUs: refused at the third fragment, the rest dropped.
+        assert assoc.send_c_store(_dataset("1.2.826.0.1.3680043.10.9.1")).Status == 0xA700
+        assert server.budget is not None and server.budget.held == 0
+        assert assoc.send_c_store(_dataset("1.2.826.0.1.3680043.10.9.2", size=2048)).Status == 0
+    finally:
+        assoc.release()
+    assert server.refused == [("1.2.826.0.1.3680043.10.9.1", reason)]
+    assert [uid for _c, uid, _s, _d, _t in server.stored] == ["1.2.826.0.1.3680043.10.9.2"]

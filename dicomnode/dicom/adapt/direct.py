@@ -20,6 +20,13 @@ pynetdicom's own path, decoded from the same bytes. A message served here that b
 the fragment rules of PS3.8 E.2 half way is a protocol error: the association is
 aborted, as pynetdicom's reactor does on any failure.
 
+Memory: each fragment kept counts against the node's ``DatasetBudget`` (per instance and
+for all associations together); a dataset that would pass it keeps no further fragment
+and is answered 0xA700 when its last one arrives, the association going on. A request
+left to pynetdicom's path (a command set in pieces) may gather at most the per-instance
+maximum before the association is aborted. PDU lengths are checked before this reads
+them (``dicomnode.dicom.guard``).
+
 PDUs are read through one buffer per connection (the DUL's inbox, which ``reactor``'s
 loop serves before it waits on the socket again): what has arrived is taken in one
 ``recv``, so a C-STORE's command set and dataset, sent back to back, cost one read
@@ -43,14 +50,20 @@ from pynetdicom.dul import DULServiceProvider
 
 from dicomnode.dicom import tcp
 from dicomnode.dicom.adapt import commandset, pdata, reactor
+from dicomnode.dicom.limits import DatasetBudget
+from dicomnode.dicom.refusals import Reason
 
 # (association, SOP class UID, SOP instance UID, transfer syntax UID, dataset bytes)
 # -> (status, error comment or None). It must not raise: a failure is a status.
 StoreFunction = Callable[[Association, str, str, str, memoryview], tuple[int, str | None]]
+# (association, SOP class UID, SOP instance UID, why) -> (status, error comment): a
+# dataset the budget refused, whose fragments were dropped. It must not raise either.
+RefuseFunction = Callable[[Association, str, str, Reason], tuple[int, str | None]]
 
-_HANDLER = "_dicomnode_direct_store"  # on an ApplicationEntity: its StoreFunction
+_HANDLER = "_dicomnode_direct_store"  # on an ApplicationEntity: its _Serving
 _MESSAGE = "_dicomnode_direct_message"  # on a DULServiceProvider: the _Message arriving
 _SERVED = "_dicomnode_direct_served"  # on a DULServiceProvider: whether _start may serve
+_UNSERVED = "_dicomnode_direct_unserved"  # on a DULServiceProvider: bytes left to pynetdicom
 _PDU_HEADER = struct.Struct(">BBL")  # PDU type, reserved, PDU length (PS3.8 9.3.1)
 _ITEM = struct.Struct(">LBB")  # PDV item length, context ID, message control header
 _COMMAND_WHOLE, _DATASET_MORE, _DATASET_LAST = 0x03, 0x00, 0x02
@@ -76,6 +89,13 @@ class ProtocolError(Exception):
     """A message served here broke the P-DATA fragment rules; the DUL aborts."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Serving:
+    store: StoreFunction
+    refuse: RefuseFunction
+    budget: DatasetBudget
+
+
 @dataclass(slots=True)
 class _Message:
     """A C-STORE request whose dataset is arriving."""
@@ -83,7 +103,26 @@ class _Message:
     context_id: int
     request: commandset.StoreRequest
     transfer_syntax: str
+    budget: DatasetBudget
     chunks: list[memoryview] = field(default_factory=list)
+    held: int = 0  # bytes reserved in the budget
+    refused: Reason | None = None  # the budget said no: fragments are dropped
+
+    def keep(self, chunk: memoryview) -> None:
+        if self.refused is not None:
+            return
+        refused = self.budget.reserve(self.held, len(chunk))
+        if refused is None:
+            self.held += len(chunk)
+            self.chunks.append(chunk)
+            return
+        self.refused = refused
+        self.release()
+
+    def release(self) -> None:
+        self.budget.release(self.held)
+        self.held = 0
+        self.chunks.clear()
 
 
 def install() -> None:
@@ -98,9 +137,22 @@ def installed() -> bool:
     return _installed
 
 
-def serve_stores(ae: ApplicationEntity, store: StoreFunction) -> None:
-    """Serve the C-STORE requests of ``ae``'s accepted associations with ``store``."""
-    setattr(ae, _HANDLER, store)
+def serve_stores(
+    ae: ApplicationEntity, store: StoreFunction, refuse: RefuseFunction, budget: DatasetBudget
+) -> None:
+    """Serve the C-STORE requests of ``ae``'s accepted associations with ``store``.
+
+    Datasets are held within ``budget``; one that would pass it is answered by ``refuse``.
+    """
+    setattr(ae, _HANDLER, _Serving(store, refuse, budget))
+
+
+def discard(dul: DULServiceProvider) -> None:
+    """Give back what a message cut short (abort, closed connection) held of the budget."""
+    message: _Message | None = getattr(dul, _MESSAGE, None)
+    setattr(dul, _MESSAGE, None)
+    if message is not None:
+        message.release()
 
 
 def _read_pdu_data(self: DULServiceProvider) -> None:
@@ -143,8 +195,9 @@ def _read_pdu_data(self: DULServiceProvider) -> None:
     if pdu_type == _P_DATA_TF:
         if _serve(self, memoryview(pdu)[_PDU_HEADER.size :]):
             return
+        _bound_unserved(self, pdu)
     else:
-        setattr(self, _MESSAGE, None)  # a release or an abort: a half message is dropped
+        discard(self)  # a release or an abort: a half message is dropped
     try:
         decoded, event = self._decode_pdu(pdu)
         self.event_queue.put(event)
@@ -206,6 +259,24 @@ def _take(raw: Any, inbox: bytearray, size: int) -> bytearray:
     return pdu
 
 
+def _bound_unserved(self: DULServiceProvider, pdu: bytearray) -> None:
+    """Abort once pynetdicom's path has gathered more than one dataset may hold.
+
+    That path (a command set in pieces, say) gathers a message in a ``BytesIO`` until its
+    last fragment; it is counted here from PDU to PDU until a PDV flagged last arrives.
+    """
+    serving: _Serving | None = getattr(self.assoc.ae, _HANDLER, None)
+    if serving is None or not self.assoc.is_established:
+        return
+    unserved = getattr(self, _UNSERVED, 0) + len(pdu)
+    items = _items(memoryview(pdu)[_PDU_HEADER.size :])
+    if items and any(flag & 0x02 for _context, flag, _start, _end in items):
+        unserved = 0
+    setattr(self, _UNSERVED, unserved)
+    if unserved > serving.budget.max_dataset_bytes:
+        raise ProtocolError("a message left to pynetdicom passed node.max_dataset_bytes")
+
+
 def _closed_early(self: DULServiceProvider, exc: BaseException) -> None:
     _DUL_LOG.error("Connection closed before the entire PDU was received")
     _DUL_LOG.exception(exc)
@@ -229,9 +300,8 @@ def _serve(self: DULServiceProvider, view: memoryview) -> bool:
         raise ProtocolError("a C-STORE request's P-DATA arrived outside data transfer")
     else:
         first = 0
-    chunks = message.chunks
     for _context_id, _flag, start, end in items[first:]:
-        chunks.append(view[start:end])
+        message.keep(view[start:end])
     if len(items) == first or items[-1][1] != _DATASET_LAST:
         setattr(self, _MESSAGE, message)
         return True
@@ -279,17 +349,18 @@ def _start(
         or _config.STORE_RECV_CHUNKED_DATASET
     ):
         return None
+    serving: _Serving | None = getattr(assoc.ae, _HANDLER, None)
     served = getattr(self, _SERVED, None)
     if served is None:
         # Asked once, when the association is established: the node binds its
         # handlers when it starts the server, never on an association under way.
         served = (
-            getattr(assoc.ae, _HANDLER, None) is not None
+            serving is not None
             and assoc.is_acceptor
             and not any(assoc.get_handlers(event) for event in _SKIPPED_EVENTS)
         )
         setattr(self, _SERVED, served)
-    if not served:
+    if not served or serving is None:
         return None
     dimse = assoc.dimse
     if dimse.message is not None or getattr(dimse, pdata.INCOMING, None) is not None:
@@ -301,19 +372,32 @@ def _start(
     request = commandset.store_request_fields(view[start:end].tobytes())
     if request is None:
         return None
-    return _Message(context_id, request, str(context.transfer_syntax[0]))
+    return _Message(context_id, request, str(context.transfer_syntax[0]), serving.budget)
 
 
 def _answer(self: DULServiceProvider, message: _Message) -> None:
     """Store the request's dataset and send the response, as pynetdicom's SCP would."""
     assoc = self.assoc
-    store: StoreFunction = getattr(assoc.ae, _HANDLER)
-    chunks = message.chunks
-    dataset = chunks[0] if len(chunks) == 1 else memoryview(b"".join(chunks))
+    serving: _Serving = getattr(assoc.ae, _HANDLER)
     request = message.request
-    status, comment = store(
-        assoc, request.sop_class_uid, request.sop_instance_uid, message.transfer_syntax, dataset
-    )
+    if message.refused is not None:
+        status, comment = serving.refuse(
+            assoc, request.sop_class_uid, request.sop_instance_uid, message.refused
+        )
+    else:
+        chunks = message.chunks
+        dataset = chunks[0] if len(chunks) == 1 else memoryview(b"".join(chunks))
+        try:
+            status, comment = serving.store(
+                assoc,
+                request.sop_class_uid,
+                request.sop_instance_uid,
+                message.transfer_syntax,
+                dataset,
+            )
+        finally:
+            del dataset
+            message.release()
     if not assoc.is_established:
         return  # aborted meanwhile: pynetdicom sends nothing then either
     if comment is not None:

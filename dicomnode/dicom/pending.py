@@ -1,0 +1,129 @@
+"""Connections still negotiating: capped per source address, and closed when they dawdle.
+
+pynetdicom gives every accepted TCP connection a thread that counts as an association
+(its ``maximum_associations``) from the moment it connects, and waits the ACSE timeout
+for an A-ASSOCIATE-RQ; a read stalled half way through a PDU waits longer still. Six
+half-open connections locked real senders out for as long. Here:
+
+- ``admit`` runs in the listener before a connection gets its thread (socketserver's
+  ``verify_request``): a source address with ``node.max_pending_per_host`` connections
+  still negotiating gets the next one closed at once;
+- a watchdog closes any connection whose association is not negotiated within
+  ``node.association_request_timeout_seconds``, whatever its thread is blocked on (the
+  shutdown ends a blocking ``recv`` and wakes ``select``);
+- a connection ends pending when its association is accepted or rejected, or it closes.
+
+The node counts its association limit on established associations (``scp``), so a
+pending connection never holds a slot a real sender needs.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dicomnode.dicom.refusals import Reason, Refusals
+
+
+@dataclass(slots=True)
+class _Entry:
+    host: str
+    deadline: float
+    calling_ae: Callable[[], str] = field(default=lambda: "")
+
+
+class PendingConnections:
+    """The connections accepted whose association is not negotiated yet."""
+
+    def __init__(self, max_per_host: int, timeout_seconds: float, refusals: Refusals) -> None:
+        self._max_per_host = max_per_host
+        self._timeout = timeout_seconds
+        self._refusals = refusals
+        self._entries: dict[Any, _Entry] = {}  # by the accepted socket object
+        self._condition = threading.Condition()
+        self._watchdog: threading.Thread | None = None
+        self._stopping = False
+
+    def admit(self, raw: socket.socket | tuple[bytes, socket.socket], address: Any) -> bool:
+        """``verify_request``: whether the listener may serve this new connection."""
+        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        with self._condition:
+            pending = sum(1 for entry in self._entries.values() if entry.host == host)
+            if pending < self._max_per_host:
+                self._entries[raw] = _Entry(host, time.monotonic() + self._timeout)
+                self._condition.notify()
+                return True
+        self._refusals.report(
+            "connection_refused",
+            Reason.TOO_MANY_PENDING,
+            peer_ae="",
+            peer_host=host,
+            detail=f"{pending} connections from this address still negotiating",
+        )
+        return False
+
+    def watch(self, raw: Any, calling_ae: Callable[[], str]) -> None:
+        """Who ``raw``'s peer says it is, as far as known when it times out (for the log)."""
+        with self._condition:
+            entry = self._entries.get(raw)
+            if entry is not None:
+                entry.calling_ae = calling_ae
+
+    def settle(self, raw: Any) -> None:
+        """``raw`` is no longer negotiating (accepted, rejected, refused or closed)."""
+        with self._condition:
+            self._entries.pop(raw, None)
+
+    def count(self) -> int:
+        with self._condition:
+            return len(self._entries)
+
+    def start(self) -> None:
+        self._stopping = False
+        self._watchdog = threading.Thread(
+            target=self._watch, name="pending-connections", daemon=True
+        )
+        self._watchdog.start()
+
+    def stop(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
+
+    def _watch(self) -> None:
+        while True:
+            with self._condition:
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                expired = [(raw, e) for raw, e in self._entries.items() if e.deadline <= now]
+                for raw, _entry in expired:
+                    del self._entries[raw]
+                if not expired:
+                    next_deadline = min((e.deadline for e in self._entries.values()), default=None)
+                    wait = None if next_deadline is None else max(0.0, next_deadline - now)
+                    self._condition.wait(wait)
+                    continue
+            for raw, entry in expired:
+                self._close(raw, entry)
+
+    def _close(self, raw: Any, entry: _Entry) -> None:
+        # The reader then sees the connection closed and pynetdicom ends it (``scp``).
+        try:
+            raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return  # closed already: it was not waiting on us
+        self._refusals.report(
+            "connection_refused",
+            Reason.NEGOTIATION_TIMEOUT,
+            peer_ae=entry.calling_ae(),
+            peer_host=entry.host,
+            detail=f"no association negotiated within {self._timeout:g} s",
+        )
