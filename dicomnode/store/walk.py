@@ -209,6 +209,10 @@ def _dataset(
             position += 8
         if tag <= last:
             _fail(tag, f"follows ({last >> 16:04X},{last & 0xFFFF:04X}): not ascending")
+        if group < 8 and group != 4:
+            # PS3.5 7.1: command (0000) and file meta (0002) groups never belong to a data
+            # set, and groups 0001, 0003, 0005, 0007 are illegal; readers misparse either.
+            _fail(tag, "group not allowed in a data set")
         last = tag
         if length == _UNDEFINED:
             if code & _SQ:

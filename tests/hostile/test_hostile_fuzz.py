@@ -506,9 +506,24 @@ class FuzzTarget:
 
 
 def touch_every_element(ds: Dataset) -> None:
-    """Read every element's value, into nested items: pydicom parses lazily."""
-    for element in ds.iterall():
-        _ = element.value
+    """Read every element's value, into nested items: pydicom parses lazily.
+
+    A private element in Implicit VR takes its VR from pydicom's private dictionary, which
+    real devices contradict (the real Philips CT re-encoded as Implicit VR: (01F1,1026) is
+    DS text where the dictionary says FD). That is no structural damage, and the node keeps
+    such instances (refusing them would lose a scanner's studies), so here, as pydicom
+    itself offers, such a value is read as UN. Public elements get no such leniency.
+    """
+    lenient = pydicom.config.convert_wrong_length_to_UN
+    try:
+        for tag in list(ds.keys()):
+            pydicom.config.convert_wrong_length_to_UN = tag.is_private
+            element = ds[tag]  # converts this one raw element
+            if element.VR == "SQ":
+                for item in element.value:
+                    touch_every_element(item)
+    finally:
+        pydicom.config.convert_wrong_length_to_UN = lenient
 
 
 @pytest.fixture(scope="module")

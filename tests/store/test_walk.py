@@ -271,6 +271,14 @@ def _implicit_sequence_in_a_dictionary_sq() -> bytes:
     return _implicit(0x00080060, b"CT") + _implicit(0x00081140, item)
 
 
+def _command_group_first() -> bytes:
+    return _explicit(0x00000005, "CS", b"ISO_IR 100") + _MODALITY + _ROWS
+
+
+def _file_meta_group_inside() -> bytes:
+    return _explicit(0x00020005, "CS", b"ISO_IR 100") + _MODALITY + _ROWS
+
+
 _EX = ExplicitVRLittleEndian
 _DAMAGE: list[tuple[Callable[[], bytes], str, str]] = [
     (_zz_in_patient_id, "(0010,0020) VR 'ZZ' is not a DICOM VR", _EX),
@@ -308,6 +316,8 @@ _DAMAGE: list[tuple[Callable[[], bytes], str, str]] = [
     (_too_deep, f"(0008,1140) sequences nested deeper than {MAX_DEPTH}", _EX),
     (_broken_un_sequence, "(0008,1155) length 400 passes the end", _EX),
     (_implicit_sequence_in_a_dictionary_sq, "(0008,1155) length 4000", ImplicitVRLittleEndian),
+    (_command_group_first, "(0000,0005) group not allowed in a data set", _EX),
+    (_file_meta_group_inside, "(0002,0005) group not allowed in a data set", _EX),
 ]
 
 
