@@ -209,8 +209,11 @@ class StorageSCP:
         self, assoc: Association, reason: Reason, detail: str, calling_ae: str
     ) -> None:
         self._pending.settle(getattr(assoc, _RAW, None))
+        # Read on the DUL's thread: past Sta3 the A-ASSOCIATE-AC is out, even where the
+        # association thread has not marked it established yet.
+        negotiating = assoc.dul.state_machine.current_state in ("Sta1", "Sta2", "Sta3")
         self._refusals.report(
-            "association_aborted" if assoc.is_established else "association_rejected",
+            "association_rejected" if negotiating else "association_aborted",
             reason,
             peer_ae=calling_ae or str(assoc.requestor.ae_title).strip(),
             peer_host=str(assoc.requestor.address),

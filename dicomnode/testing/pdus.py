@@ -173,3 +173,22 @@ def _read_exactly(sock: socket.socket, count: int) -> bytes | None:
     except (ConnectionResetError, BrokenPipeError):
         return None
     return bytes(data)
+
+
+def associate(sock: socket.socket, calling: bytes = b"HOSTILE", max_pdu: int = 16384) -> int:
+    """Negotiate CT Image Storage (Explicit VR LE) on context 1; the node's maximum PDU.
+
+    Raises ``ConnectionError`` when the node does not accept.
+    """
+    items = (
+        application_context(),
+        presentation_context(1, CT_IMAGE_STORAGE, (EXPLICIT_LE,)),
+        user_information(max_pdu),
+    )
+    sock.sendall(associate_rq(calling=calling, items=items))
+    answer = read_pdu(sock)
+    if answer is None or answer.pdu_type != ASSOCIATE_AC:
+        raise ConnectionError(f"association not accepted: {answer}")
+    # The user information item's maximum length sub-item (PS3.8 D.1), as the node sent it.
+    offset = answer.body.find(b"\x51\x00\x00\x04")
+    return int(struct.unpack_from(">L", answer.body, offset + 4)[0]) if offset >= 0 else 0
