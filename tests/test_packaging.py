@@ -232,7 +232,8 @@ def test_dockerfile_runs_the_node_unprivileged_with_a_volume_and_a_healthcheck()
     )
     user = by_kw["USER"][-1].split(":")[0]
     assert user not in {"root", "0"}
-    assert any("pip install --no-cache-dir -c constraints.txt ." in args for kw, args in instructions if kw == "RUN")
+    install = "pip install --no-cache-dir -c constraints.txt ."
+    assert any(install in args for kw, args in instructions if kw == "RUN")
     assert by_kw["VOLUME"] == [f'["{SPOOL}"]']
     exposed = " ".join(by_kw["EXPOSE"]).split()
     assert {"11112", "8080"} <= set(exposed)
