@@ -35,11 +35,15 @@ from pydicom.uid import (
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import encode
 from pynetdicom.presentation import build_context
+from sqlalchemy import func, select
 
 from dicomnode.dicom.adapt import cstore
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, ct_phantom_datasets
+from dicomnode.store.database import Database
 from dicomnode.store.filemeta import file_meta_bytes
+from dicomnode.store.tables import InstanceRow
+from dicomnode.testing.hostile import PATHS, start_node
 from dicomnode.testing.node import NodeProcess
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -390,3 +394,72 @@ def test_every_acknowledged_instance_reads_completely(
             if problem is not None:
                 problems[instance.sop_instance_uid] = problem
     assert problems == {}
+
+
+# -- the same refusals on both receiving paths --------------------------------------------
+
+
+def _zz_in_patient_id() -> Damage:
+    ds = phantom()
+    data = encoded(ds)
+    at = data.index(b"\x10\x00\x20\x00LO")
+    damaged = data[: at + 4] + b"ZZ" + data[at + 6 :]
+    return damaged, ExplicitVRLittleEndian, ds.SOPInstanceUID, "VR 'ZZ' is not a DICOM VR"
+
+
+def _implicit_on_explicit() -> Damage:
+    ds = phantom()
+    return encoded(ds, True), ExplicitVRLittleEndian, ds.SOPInstanceUID, "is not a DICOM VR"
+
+
+def _length_past_the_end() -> Damage:
+    ds = phantom()
+    del ds.PixelData
+    header = struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, 0xFFFFFFF0)
+    damaged = encoded(ds) + header + b"\x01" * 100
+    return damaged, ExplicitVRLittleEndian, ds.SOPInstanceUID, "passes the end"
+
+
+_EVERY_DAMAGE = [
+    _zz_in_patient_id,
+    _implicit_on_explicit,
+    _length_past_the_end,
+    _sequence_without_delimiter,
+    _item_without_delimiter,
+    _item_past_the_sequence,
+    _fragments_without_delimiter,
+    _tags_descending,
+]
+
+
+@pytest.fixture(scope="module", params=PATHS)
+def path_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
+    """A node in its own process on the adapted or pynetdicom's stock receiving path."""
+    node = start_node(tmp_path_factory.mktemp(f"node-{request.param}"), request.param)
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def test_every_refusal_holds_on_both_receiving_paths(
+    path_node: NodeProcess, tmp_path: Path
+) -> None:
+    """The check lives in the store stage, behind either path: both must refuse alike."""
+    database = Database(path_node.config.database_url)
+    sender = Sender(path_node.port, tmp_path)
+    try:
+        for damage in _EVERY_DAMAGE:
+            data, syntax, uid, reason = damage()
+            response = sender.send(data, syntax, uid)
+            assert response.Status == 0xC000, (damage.__name__, response)
+            assert reason in response.ErrorComment, (damage.__name__, response.ErrorComment)
+        assert_still_serves(sender)
+        with database.reading() as session:
+            stored = session.scalar(select(func.count()).select_from(InstanceRow))
+        assert stored == 1  # only the instance assert_still_serves sent
+    finally:
+        sender.release()
+        database.close()
