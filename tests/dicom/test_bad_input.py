@@ -222,8 +222,10 @@ def tiny_tmpfs(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_gets_0xa700_and_the_node_recovers_when_space_returns(
-    node_factory: Callable[..., Node], tiny_tmpfs: Path, tmp_path: Path
+    tiny_tmpfs: Path, node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
+    # tiny_tmpfs first: it is then unmounted after the node stopped and let go of its
+    # storage lock file, not before (umount would find the file system busy).
     # The high-water mark is off (100 %), so the write itself meets the full disk.
     node = node_factory(
         storage={"path": str(tiny_tmpfs), "high_water_percent": 100},
