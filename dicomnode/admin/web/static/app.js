@@ -203,6 +203,11 @@ function routingCell(state, error) {
   return badge(state);
 }
 
+// Instances withdrawn by an IOCM rejection note (docs/routing.md): no pipeline runs on them.
+function rejectedBadge(count) {
+  return count ? [" ", h("span", { "data-rejected": count }, badge(`${count} rejected`, "warn"))] : null;
+}
+
 async function retryRouting(uid, button) {
   button.disabled = true;
   try {
@@ -223,7 +228,7 @@ function seriesTable(series, emptyText) {
       h("td", {}, item.description || "—"),
       h("td", { class: "num" }, item.instance_count),
       h("td", { class: "num" }, item.version),
-      h("td", {}, badge(item.state)),
+      h("td", {}, badge(item.state), rejectedBadge(item.rejected_count)),
       h("td", {}, routingCell(item.routing_state, item.routing_error)),
       h("td", {}, item.origin),
       h("td", {}, when(item.last_arrival_at)))), emptyText);
@@ -348,7 +353,7 @@ async function seriesView(uid) {
     h("dt", {}, "body part"), h("dd", {}, s.body_part || "—"),
     h("dt", {}, "images"), h("dd", {}, s.instance_count),
     h("dt", {}, "version"), h("dd", {}, s.version),
-    h("dt", {}, "state"), h("dd", {}, badge(s.state)),
+    h("dt", {}, "state"), h("dd", {}, badge(s.state), rejectedBadge(s.rejected_count)),
     h("dt", {}, "origin"), h("dd", {}, s.origin === "result" ? "a result written by a pipeline" : "received"),
     h("dt", {}, "first / last arrival"), h("dd", {}, when(s.first_arrival_at), " / ", when(s.last_arrival_at)),
     h("dt", {}, "completes at"), h("dd", {}, s.state === "receiving" ? when(s.deadline_at) : "—"));
