@@ -61,6 +61,14 @@ class GuardedSocket:
         self._request: bytearray | None = None  # the A-ASSOCIATE-RQ while it arrives
         self.calling_ae = ""
         self.refusal: Reason | None = None
+        # Passed straight to the socket: bound here, they cost no Python call of ours
+        # (``adapt.direct`` asks for TCP_QUICKACK after every read).
+        self.setsockopt = raw.setsockopt
+        self.fileno = raw.fileno
+        self.sendall = raw.sendall
+        self.send = raw.send
+        self.shutdown = raw.shutdown
+        self.close = raw.close
 
     # -- what pynetdicom and ``adapt`` call --------------------------------------------
 
@@ -68,7 +76,12 @@ class GuardedSocket:
         if self.refusal is not None:
             return b""
         data = self.raw.recv(size, flags)
-        if data and not self._inspect(memoryview(data)):
+        count = len(data)
+        if count < self._left:  # inside a PDU's body (or nothing read): nothing to check
+            self._left -= count
+            if self._request is not None:
+                self._request += data
+        elif count and not self._inspect(memoryview(data)):
             return b""
         return data
 
@@ -76,29 +89,13 @@ class GuardedSocket:
         if self.refusal is not None:
             return 0
         count = self.raw.recv_into(buffer, size, flags)
-        if count:
+        if count < self._left and self._request is None:  # inside a PDU's body
+            self._left -= count
+        elif count:
             with memoryview(buffer) as view, view.cast("B")[:count] as read:
                 if not self._inspect(read):
                     return 0
         return count
-
-    def fileno(self) -> int:
-        return self.raw.fileno()
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self.raw.sendall(data, flags)
-
-    def send(self, data: Any, flags: int = 0) -> int:
-        return self.raw.send(data, flags)
-
-    def setsockopt(self, *args: Any) -> None:
-        self.raw.setsockopt(*args)
-
-    def shutdown(self, how: int) -> None:
-        self.raw.shutdown(how)
-
-    def close(self) -> None:
-        self.raw.close()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
@@ -109,13 +106,23 @@ class GuardedSocket:
         """Follow the PDU boundaries through ``data``; False: refused (and closed)."""
         position, end = 0, len(data)
         while position < end:
-            if self._left == 0:
+            if self._left == 0 and not self._head and end - position >= _HEADER.size:
+                # A whole header in the bytes read: the common case, read in place.
+                pdu_type, _, length = _HEADER.unpack_from(data, position)
+                head = data[position : position + _HEADER.size]
+                position += _HEADER.size
+                if not self._begin(pdu_type, length, head):
+                    return False
+            elif self._left == 0:
                 take = min(_HEADER.size - len(self._head), end - position)
                 self._head += data[position : position + take]
                 position += take
                 if len(self._head) < _HEADER.size:
                     return True
-                if not self._begin():
+                pdu_type, _, length = _HEADER.unpack(self._head)
+                whole = bytes(self._head)
+                self._head.clear()
+                if not self._begin(pdu_type, length, whole):
                     return False
             else:
                 take = min(self._left, end - position)
@@ -127,11 +134,8 @@ class GuardedSocket:
                 return False
         return True
 
-    def _begin(self) -> bool:
+    def _begin(self, pdu_type: int, length: int, head: bytes | memoryview) -> bool:
         """A PDU header has arrived: check its type and length."""
-        pdu_type, _, length = _HEADER.unpack(self._head)
-        head = bytes(self._head)
-        self._head.clear()
         first, self._first = self._first, False
         if first and pdu_type != _ASSOCIATE_RQ:
             return self._refuse(
