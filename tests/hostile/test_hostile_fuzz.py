@@ -15,7 +15,8 @@ Datasets are the phantom CT with nested sequences of defined and undefined lengt
 VR Little Endian or deflated; mutations flip bits, truncate, insert and delete bytes, and
 rewrite lengths, VR codes, tags and item structure at element boundaries a small walker
 finds. PDU mutations lie about PDU and PDV lengths, break control headers and context IDs,
-oversize a PDU and cut the stream. The node runs with the default limits.
+oversize a PDU and cut the stream. The node runs with the default limits, once on each
+receiving path (the adapted one and pynetdicom's stock one).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from dicomnode.store.database import Database
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import InstanceRow
 from dicomnode.testing import pdus
+from dicomnode.testing.hostile import PATHS, start_node
 from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import HarnessTimeoutError, poll_until
@@ -526,10 +528,13 @@ def touch_every_element(ds: Dataset) -> None:
         pydicom.config.convert_wrong_length_to_UN = lenient
 
 
-@pytest.fixture(scope="module")
-def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
-    workdir = tmp_path_factory.mktemp("fuzz")
-    node = NodeProcess(workdir, {"node": {"idle_timeout_seconds": 10.0}}).start()
+@pytest.fixture(scope="module", params=PATHS)
+def fuzz_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FuzzTarget]:
+    """A node on the adapted or pynetdicom's stock receiving path: both are fuzzed."""
+    workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    node = start_node(workdir, request.param, {"node": {"idle_timeout_seconds": 10.0}})
     try:
         poll_until(lambda: echo_succeeds(node.port), timeout=60, what="the first C-ECHO")
         database = Database(node.config.database_url)
