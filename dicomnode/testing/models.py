@@ -1,4 +1,5 @@
-"""Misbehaving and slow model functions for tests (``kind: python`` runners).
+"""Misbehaving and slow model functions for tests (``kind: python`` runners), and a
+pipeline definition around them.
 
 They live in the package so that a node in its own process can import them by their
 ``module:function`` name, exactly as it imports an AI engineer's code.
@@ -32,3 +33,24 @@ def mean_probability(
     """A two-class 'classifier': P(dense) grows with the mean value."""
     p = float(1.0 / (1.0 + np.exp(-float(array.mean()) / scale)))
     return np.asarray([1.0 - p, p], dtype=np.float32)
+
+
+def bone_pipeline(model: str, **extra: Any) -> dict[str, Any]:
+    """A one-segment pipeline on ``model`` (a ``kind: python`` model: no TensorFlow needed)."""
+    return {
+        "steps": [{"kind": "hu"}],
+        "model": model,
+        "output": {
+            "kind": "segmentation",
+            "segments": [
+                {
+                    "label": 1,
+                    "name": "Bone",
+                    "category": {"value": "85756007", "meaning": "Tissue"},
+                    "type": {"value": "272673000", "meaning": "Bone"},
+                }
+            ],
+        },
+        "algorithm": {"name": model, "version": "0"},
+        **extra,
+    }

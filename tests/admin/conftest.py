@@ -22,6 +22,7 @@ from dicomnode.dicom.scu import ScuSettings, SendableFile, inspect_file, send_fi
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.dcmtk import StoreSCP
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
 
 TOKEN = secrets.token_urlsafe(24)
@@ -151,26 +152,6 @@ def routed() -> Callable[[Node, str], None]:
         poll_until(done, timeout=60, what=f"series {uid} routed")
 
     return wait
-
-
-def bone_pipeline(model: str) -> dict[str, Any]:
-    """A one-segment pipeline on a ``kind: python`` model (no TensorFlow needed)."""
-    return {
-        "steps": [{"kind": "hu"}],
-        "model": model,
-        "output": {
-            "kind": "segmentation",
-            "segments": [
-                {
-                    "label": 1,
-                    "name": "Bone",
-                    "category": {"value": "85756007", "meaning": "Tissue"},
-                    "type": {"value": "272673000", "meaning": "Bone"},
-                }
-            ],
-        },
-        "algorithm": {"name": model, "version": "0"},
-    }
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.phantom.ct import CTPhantomSeries
 from dicomnode.testing.dcmtk import StoreSCP
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
 
@@ -225,7 +226,7 @@ def test_a_routing_a_pipeline_and_a_send_failure_leave_ten_other_series_delivere
                 },
                 "explode": {"kind": "python", "function": "dicomnode.testing.models:explode"},
             },
-            pipelines={"bone": _bone_pipeline("threshold"), "exploding": _bone_pipeline("explode")},
+            pipelines={"bone": bone_pipeline("threshold"), "exploding": bone_pipeline("explode")},
             completion=SETTLE,
         )
         route_fail = phantom(tmp_path / "route", "ROUTE-FAIL", 1)
@@ -286,22 +287,3 @@ def test_a_routing_a_pipeline_and_a_send_failure_leave_ten_other_series_delivere
         assert route_fail.series_instance_uid not in got
         assert send_fail.series_instance_uid not in got
         assert started < sent_at
-
-
-def _bone_pipeline(model: str) -> dict[str, Any]:
-    return {
-        "steps": [{"kind": "hu"}],
-        "model": model,
-        "output": {
-            "kind": "segmentation",
-            "segments": [
-                {
-                    "label": 1,
-                    "name": "Bone",
-                    "category": {"value": "85756007", "meaning": "Tissue"},
-                    "type": {"value": "272673000", "meaning": "Bone"},
-                }
-            ],
-        },
-        "algorithm": {"name": model, "version": "0"},
-    }

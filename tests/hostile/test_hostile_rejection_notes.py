@@ -31,6 +31,7 @@ from dicomnode.testing.key_objects import (
     references_of,
     write_key_object,
 )
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import poll_until
 
@@ -61,24 +62,7 @@ def pipeline_settings() -> dict[str, Any]:
                 "options": {"seconds": 0.0, "threshold": 300.0},
             }
         },
-        "pipelines": {
-            "bone": {
-                "steps": [{"kind": "hu"}],
-                "model": "bone-model",
-                "output": {
-                    "kind": "segmentation",
-                    "segments": [
-                        {
-                            "label": 1,
-                            "name": "Bone",
-                            "category": {"value": "85756007", "meaning": "Tissue"},
-                            "type": {"value": "272673000", "meaning": "Bone"},
-                        }
-                    ],
-                },
-                "algorithm": {"name": "bone-model", "version": "0"},
-            }
-        },
+        "pipelines": {"bone": bone_pipeline("bone-model")},
     }
 
 

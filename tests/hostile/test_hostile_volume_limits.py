@@ -10,7 +10,6 @@ import textwrap
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
@@ -22,6 +21,7 @@ from dicomnode.errors import VolumeError
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.pipeline.loading import load_series
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
 
 HUGE = 65535  # the largest US value (PS3.5 6.2): what a hostile header can claim
@@ -81,7 +81,7 @@ def test_a_65535_square_series_fails_its_job_with_the_reason_and_the_node_goes_o
                 "options": {"seconds": 0.0},
             }
         },
-        pipelines={"bone": _bone_pipeline("threshold")},
+        pipelines={"bone": bone_pipeline("threshold")},
     )
     _send(huge_header_series(tmp_path / "huge"), node.scp.port)
     poll_until(
@@ -106,22 +106,3 @@ def _send(paths: list[Path], port: int) -> None:
     files = [f for f in map(inspect_file, paths) if isinstance(f, SendableFile)]
     results = send_files(files, parse_address(f"DICOMNODE@127.0.0.1:{port}"))
     assert all(r.ok for r in results), [r.note for r in results if not r.ok]
-
-
-def _bone_pipeline(model: str) -> dict[str, Any]:
-    return {
-        "steps": [{"kind": "hu"}],
-        "model": model,
-        "output": {
-            "kind": "segmentation",
-            "segments": [
-                {
-                    "label": 1,
-                    "name": "Bone",
-                    "category": {"value": "85756007", "meaning": "Tissue"},
-                    "type": {"value": "272673000", "meaning": "Bone"},
-                }
-            ],
-        },
-        "algorithm": {"name": model, "version": "0"},
-    }

@@ -16,6 +16,7 @@ from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.pipeline.jobs import JOB_ATTEMPTS
 from dicomnode.store.completion import utc_now
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
 
 
@@ -34,7 +35,7 @@ def test_a_job_whose_results_cannot_be_stored_backs_off_then_fails_and_others_ru
                 "options": {"seconds": 0.0},
             }
         },
-        pipelines={"bone": _bone_pipeline("threshold")},
+        pipelines={"bone": bone_pipeline("threshold")},
     )
     workers = node.workers
     real_store = workers._store
@@ -83,22 +84,3 @@ def _send(folder: Path, seed: int, port: int) -> None:
     files = [f for f in map(inspect_file, series.paths) if isinstance(f, SendableFile)]
     results = send_files(files, parse_address(f"DICOMNODE@127.0.0.1:{port}"))
     assert all(r.ok for r in results)
-
-
-def _bone_pipeline(model: str) -> dict[str, Any]:
-    return {
-        "steps": [{"kind": "hu"}],
-        "model": model,
-        "output": {
-            "kind": "segmentation",
-            "segments": [
-                {
-                    "label": 1,
-                    "name": "Bone",
-                    "category": {"value": "85756007", "meaning": "Tissue"},
-                    "type": {"value": "272673000", "meaning": "Bone"},
-                }
-            ],
-        },
-        "algorithm": {"name": model, "version": "0"},
-    }

@@ -19,6 +19,7 @@ from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
 from dicomnode.testing.dcmtk import StoreSCP
+from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.process import poll_until
@@ -147,7 +148,7 @@ def test_a_job_killed_mid_run_completes_after_restart_and_sends_its_results_once
                     "options": {"seconds": 6.0, "threshold": 300.0},
                 }
             },
-            pipelines={"slow-bone": _bone_pipeline("slow")},
+            pipelines={"slow-bone": bone_pipeline("slow")},
             completion={"settle_seconds": 0.5},
         ).start()
         send(series.paths, node.port)
@@ -161,26 +162,6 @@ def test_a_job_killed_mid_run_completes_after_restart_and_sends_its_results_once
         modalities = sorted(pydicom.dcmread(p).Modality for p in pacs.files())
         assert modalities == ["SEG", "SR"]
     assert "jobs_resumed" in node.logs()
-
-
-def _bone_pipeline(model: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "steps": [{"kind": "hu"}],
-        "model": model,
-        "output": {
-            "kind": "segmentation",
-            "segments": [
-                {
-                    "label": 1,
-                    "name": "Bone",
-                    "category": {"value": "85756007", "meaning": "Tissue"},
-                    "type": {"value": "272673000", "meaning": "Bone"},
-                }
-            ],
-        },
-        "algorithm": {"name": model, "version": "0"},
-        **extra,
-    }
 
 
 @pytest.mark.parametrize(
@@ -205,7 +186,7 @@ def test_a_model_that_raises_or_times_out_fails_its_job_and_the_node_keeps_servi
     node_factory: Callable[..., Node], tmp_path: Path, model: dict[str, Any], reason: str
 ) -> None:
     rules(tmp_path / "rules", "- {name: bad, match: {Modality: CT}, pipeline: bad-model}\n")
-    node = node_factory(models={"bad": model}, pipelines={"bad-model": _bone_pipeline("bad")})
+    node = node_factory(models={"bad": model}, pipelines={"bad-model": bone_pipeline("bad")})
     send(
         write_ct_phantom(tmp_path / "a", CTPhantomSpec(slices=4, rows=32, columns=32)).paths,
         node.scp.port,
