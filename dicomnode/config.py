@@ -67,8 +67,9 @@ class NodeConfig(_Frozen):
     # A connection must finish association negotiation (send its A-ASSOCIATE-RQ) this soon,
     # or it is closed: until then it holds a slot a real sender may need.
     association_request_timeout_seconds: PositiveSeconds = 5.0
-    # Connections still negotiating, per source address; more are closed at once.
-    max_pending_per_host: Annotated[int, Field(ge=1, le=1000)] = 4
+    # Connections still negotiating, per source address; more are closed at once. Room for
+    # a PACS that opens its parallel associations in one burst (each negotiates in ms).
+    max_pending_per_host: Annotated[int, Field(ge=1, le=1000)] = 8
     # One instance's dataset as received; a larger one is refused (0xA700) unstored.
     max_dataset_bytes: Annotated[int, Field(ge=1024 * 1024)] = 1024 * 1024 * 1024
     # Deflated datasets are inflated (in bounded chunks) up to this size; more is 0xA700.

@@ -238,3 +238,38 @@ def test_a_real_sender_keeps_storing_while_attackers_stall_and_spray(
         join()
     assert sum(results) >= 0.95 * len(results), f"{sum(results)} of {len(results)} stored"
     assert not events(node, "node_stopped")  # still serving
+
+
+def test_a_sender_opening_its_parallel_associations_in_one_burst_gets_them_all(
+    tmp_path: Path,
+) -> None:
+    """The per-address cap is for stalled connections, not for a PACS's parallel senders.
+
+    With the defaults, eight associations opened from one address at the same instant
+    (a multi-threaded PACS starting a study) are all accepted and served.
+    """
+    node = start_node(tmp_path / "node", "adapted", {"callers": ["ECHOSCU"]})
+    try:
+        start = threading.Barrier(8)
+        answers: list[int | None] = []
+        lock = threading.Lock()
+
+        def one() -> None:
+            start.wait(timeout=30)
+            assoc = echo(node.port)
+            status = None
+            if assoc.is_established:
+                status = int(assoc.send_c_echo().Status)
+                assoc.release()
+            with lock:
+                answers.append(status)
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert answers == [0] * 8
+        assert refusals(node, "too_many_pending") == []
+    finally:
+        node.stop()
