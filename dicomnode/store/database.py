@@ -10,14 +10,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from dicomnode.errors import StorageError
+from dicomnode.logs import get_logger
 from dicomnode.store.tables import Base
+
+log = get_logger(__name__)
 
 
 class Database:
@@ -31,8 +35,14 @@ class Database:
         self._writer: Connection | None = None  # writing_core's, kept between writes
 
     def create_schema(self) -> None:
-        """Create missing tables (idempotent)."""
+        """Create missing tables and add missing columns (idempotent).
+
+        An index made by an earlier version lacks the columns added since: without them
+        the node would fail on its first query after an upgrade. Each added column is
+        nullable or has a scalar default, so the rows already there read as before.
+        """
         Base.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     def close(self) -> None:
         with self._write_lock:
@@ -83,6 +93,39 @@ class Database:
     def reading(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for each column the tables define and the index lacks."""
+    inspector = inspect(engine)
+    present_tables = set(inspector.get_table_names())
+    with engine.begin() as connection:
+        for table in Base.metadata.sorted_tables:
+            if table.name not in present_tables:
+                continue
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                ddl += column.type.compile(engine.dialect)
+                default = column.default
+                if isinstance(default, ScalarElementColumnDefault) and default.arg is not None:
+                    ddl += f"{'' if column.nullable else ' NOT NULL'} DEFAULT {_literal(default.arg)}"
+                elif not column.nullable:
+                    raise StorageError(
+                        f"the index lacks {table.name}.{column.name}, which has no default"
+                    )
+                connection.execute(text(ddl))
+                log.warning("index_column_added", table=table.name, column=column.name)
+
+
+def _literal(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _make_engine(url: str) -> Engine:
