@@ -111,7 +111,8 @@ def _add_missing_columns(engine: Engine) -> None:
                 ddl += column.type.compile(engine.dialect)
                 default = column.default
                 if isinstance(default, ScalarElementColumnDefault) and default.arg is not None:
-                    ddl += f"{'' if column.nullable else ' NOT NULL'} DEFAULT {_literal(default.arg)}"
+                    ddl += "" if column.nullable else " NOT NULL"
+                    ddl += f" DEFAULT {_literal(default.arg)}"
                 elif not column.nullable:
                     raise StorageError(
                         f"the index lacks {table.name}.{column.name}, which has no default"
