@@ -22,7 +22,10 @@ from typing import Any
 import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 
 from dicomnode.dicom import adapt
-from dicomnode.testing.node import NodeProcess
+from dicomnode.dicom.address import parse_address
+from dicomnode.dicom.scu import ScuSettings, echo
+from dicomnode.errors import PeerError
+from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import poll_until
 
@@ -42,6 +45,17 @@ def start_node(workdir: Path, path: str, settings: Mapping[str, Any] | None = No
         else:
             os.environ[adapt.STOCK_VARIABLE] = saved
     return node
+
+
+def echo_succeeds(port: int, calling_ae: str = "ECHOSCU") -> bool:
+    """Whether the node on ``port`` answers a C-ECHO with success now (it still serves)."""
+    try:
+        result = echo(
+            parse_address(f"{NODE_AE}@{LOOPBACK}:{port}"), ScuSettings(calling_ae=calling_ae)
+        )
+    except PeerError:
+        return False
+    return result.status == 0
 
 
 def events(node: NodeProcess, event: str | None = None) -> list[dict[str, Any]]:

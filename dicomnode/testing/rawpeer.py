@@ -8,16 +8,15 @@ sends first (the A-ASSOCIATE-RQ) and answers ``reply``, or nothing, ever.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from types import TracebackType
 from typing import Self
 
+from dicomnode.testing import pdus
 from dicomnode.testing.ports import LOOPBACK
 
-# PS3.8 9.3.8: A-ABORT PDU: type 7, reserved, length 4, two reserved bytes, source, reason.
-# Source 0 is the DICOM UL service-user.
-ABORT_BY_USER = struct.pack(">BBLBBBB", 7, 0, 4, 0, 0, 0, 0)
+# PS3.8 9.3.8: an A-ABORT whose source (0) is the DICOM UL service-user.
+ABORT_BY_USER = pdus.abort()
 _READ_TIMEOUT_S = 5.0
 
 

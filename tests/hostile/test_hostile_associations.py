@@ -22,7 +22,15 @@ from pynetdicom.sop_class import Verification
 
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing import pdus
-from dicomnode.testing.hostile import PATHS, connect, events, metric, refusals, start_node
+from dicomnode.testing.hostile import (
+    PATHS,
+    connect,
+    echo_succeeds,
+    events,
+    metric,
+    refusals,
+    start_node,
+)
 from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.process import poll_until
 
@@ -50,16 +58,6 @@ def echo(port: int, calling: str = "ECHOSCU", called: str = NODE_AE) -> Any:
     ae.add_requested_context(Verification)
     ae.acse_timeout = 10
     return ae.associate("127.0.0.1", port, ae_title=called)
-
-
-def echo_succeeds(port: int) -> bool:
-    assoc = echo(port)
-    if not assoc.is_established:
-        return False
-    try:
-        return bool(assoc.send_c_echo().Status == 0)
-    finally:
-        assoc.release()
 
 
 def refused_once(node: NodeProcess, reason: str, count: int = 1) -> None:

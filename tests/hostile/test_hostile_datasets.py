@@ -14,7 +14,6 @@ import os
 import random
 import struct
 import subprocess
-import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +42,7 @@ from dicomnode.phantom import CTPhantomSpec, ct_phantom_datasets
 from dicomnode.store.database import Database
 from dicomnode.store.filemeta import file_meta_bytes
 from dicomnode.store.tables import InstanceRow
-from dicomnode.testing.hostile import PATHS, start_node
+from dicomnode.testing.hostile import PATHS, peak_rss, start_node
 from dicomnode.testing.node import NodeProcess
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -271,24 +270,12 @@ def test_a_deflate_bomb_is_refused_with_bounded_memory_and_the_limit_is_the_conf
         warm, warm_uid = _deflated_dataset(1024)
         assert sender.send(warm, DeflatedExplicitVRLittleEndian, warm_uid).Status == 0
         baseline = process.memory_info().rss
-        peak = [baseline]
-        sending = threading.Event()
-
-        def watch() -> None:
-            while not sending.wait(0.01):
-                peak.append(process.memory_info().rss)
-
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            bomb, uid = deflate_bomb
+        bomb, uid = deflate_bomb
+        with peak_rss(node.process.pid, interval=0.01) as peak:
             response = sender.send(bomb, DeflatedExplicitVRLittleEndian, uid)
-        finally:
-            sending.set()
-            watcher.join(10)
         assert response.Status == 0xA700
         assert "max_inflated_bytes" in response.ErrorComment
-        assert max(peak) - baseline < _RSS_ALLOWANCE, (baseline, max(peak))
+        assert peak[0] - baseline < _RSS_ALLOWANCE, (baseline, peak[0])
 
         # The configured limit, not the default (256 MiB), decides: 40 MiB is refused.
         over, over_uid = _deflated_dataset(40 * 1024 * 1024)

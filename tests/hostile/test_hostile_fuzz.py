@@ -43,7 +43,6 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 from pynetdicom.dsutils import encode
 from sqlalchemy import select
 
@@ -52,8 +51,8 @@ from dicomnode.store.database import Database
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import InstanceRow
 from dicomnode.testing import pdus
-from dicomnode.testing.hostile import PATHS, start_node
-from dicomnode.testing.node import NODE_AE, NodeProcess
+from dicomnode.testing.hostile import PATHS, echo_succeeds, start_node
+from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import HarnessTimeoutError, poll_until
 
@@ -424,19 +423,6 @@ def release(sock: socket.socket) -> None:
         sock.close()
 
 
-def echo_succeeds(port: int) -> bool:
-    ae = AE(ae_title="FUZZECHO")
-    ae.add_requested_context("1.2.840.10008.1.1")
-    assoc = ae.associate(LOOPBACK, port, ae_title=NODE_AE)
-    if not assoc.is_established:
-        return False
-    try:
-        status = assoc.send_c_echo()
-        return getattr(status, "Status", None) == SUCCESS
-    finally:
-        assoc.release()
-
-
 def rss_bytes(pid: int, key: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{key}:"):
@@ -469,7 +455,7 @@ class FuzzTarget:
             assert is_valid_store_status(answer.status), f"{what}: status 0x{answer.status:04X}"
         assert self.node.process.running, f"{what}: the node died\n{self.node.logs()[-3000:]}"
         try:
-            poll_until(lambda: echo_succeeds(self.node.port), timeout=60, what="C-ECHO")
+            poll_until(lambda: echo_succeeds(self.node.port, "FUZZECHO"), timeout=60, what="C-ECHO")
         except HarnessTimeoutError as exc:
             raise AssertionError(f"{what}: C-ECHO fails after it") from exc
         rss = rss_bytes(self.pid)
@@ -536,7 +522,9 @@ def fuzz_target(
     workdir = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     node = start_node(workdir, request.param, {"node": {"idle_timeout_seconds": 10.0}})
     try:
-        poll_until(lambda: echo_succeeds(node.port), timeout=60, what="the first C-ECHO")
+        poll_until(
+            lambda: echo_succeeds(node.port, "FUZZECHO"), timeout=60, what="the first C-ECHO"
+        )
         database = Database(node.config.database_url)
         target = FuzzTarget(
             node, rss_bytes(node.process.pid), database, Spool(node.config.spool_path)
