@@ -335,18 +335,15 @@ class StorageSCP:
         with self._lock:
             association_id, peer = self._associations.get(assoc) or (0, _peer_of(assoc))
         comment = refusal_comment(reason, self._budget)
-        log.warning(
-            "instance_rejected",
-            association_id=association_id,
-            peer_ae=peer.calling_ae,
-            peer_host=peer.host,
-            sop_class_uid=sop_class_uid,
-            status=f"0x{int(Status.OUT_OF_RESOURCES):04X}",
-            reason=comment,
+        self._refusals.count(reason)
+        return _rejected(
+            association_id,
+            peer,
+            sop_class_uid,
+            Status.OUT_OF_RESOURCES,
+            comment,
             refusal=reason.value,
         )
-        self._refusals.count(reason)
-        return Status.OUT_OF_RESOURCES, comment
 
     def _store(
         self,
@@ -450,14 +447,27 @@ def _status(status: int, comment: str | None = None) -> Dataset:
 
 
 def _reject(instance: ReceivedInstance, status: Status, reason: str) -> tuple[int, str]:
+    return _rejected(instance.association_id, instance.peer, instance.sop_class_uid, status, reason)
+
+
+def _rejected(
+    association_id: int,
+    peer: Peer,
+    sop_class_uid: str,
+    status: Status,
+    reason: str,
+    **fields: str,
+) -> tuple[int, str]:
+    """Log the one ``instance_rejected`` event; the status and Error Comment to answer."""
     log.warning(
         "instance_rejected",
-        association_id=instance.association_id,
-        peer_ae=instance.peer.calling_ae,
-        peer_host=instance.peer.host,
-        sop_class_uid=instance.sop_class_uid,
+        association_id=association_id,
+        peer_ae=peer.calling_ae,
+        peer_host=peer.host,
+        sop_class_uid=sop_class_uid,
         status=f"0x{int(status):04X}",
         reason=reason,
+        **fields,
     )
     # (0000,0902) Error Comment is LO: at most 64 characters.
     return status, reason[:64]
