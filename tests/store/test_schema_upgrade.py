@@ -11,16 +11,13 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.presentation import build_context
 from structlog.testing import capture_logs
 
+from dicomnode.dicom.address import parse_address
+from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
-from dicomnode.phantom import CTPhantomSpec, ct_phantom_datasets
+from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 
-CT = "1.2.840.10008.5.1.4.1.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
 # Columns the index of e23735d lacked, by table.
 ADDED_SINCE = {
     "series": ["rejected_count"],
@@ -29,23 +26,21 @@ ADDED_SINCE = {
 }
 
 
-def store(port: int, dataset: Dataset) -> int:
-    ae = AE(ae_title="TESTSCU")
-    ae.requested_contexts = [build_context(CT, EXPLICIT_LE)]
-    assoc = ae.associate("127.0.0.1", port, ae_title="DICOMNODE")
-    assert assoc.is_established
-    try:
-        return int(assoc.send_c_store(dataset).Status)
-    finally:
-        assoc.release()
+def stored(port: int, path: Path) -> bool:
+    """Whether the node acknowledged ``path``, sent with the node's own sender."""
+    sendable = inspect_file(path)
+    assert isinstance(sendable, SendableFile)
+    (result,) = send_files([sendable], parse_address(f"DICOMNODE@127.0.0.1:{port}"))
+    return result.ok
 
 
 def test_an_older_index_gains_the_new_columns_and_keeps_its_rows(
-    node_factory: Callable[..., Node],
+    node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
-    first, second = ct_phantom_datasets(CTPhantomSpec(slices=2, rows=16, columns=16))
+    series = write_ct_phantom(tmp_path / "ct", CTPhantomSpec(slices=2, rows=16, columns=16))
+    first, second = series.paths
     node = node_factory()
-    assert store(node.scp.port, first) == 0
+    assert stored(node.scp.port, first)
     database_path = Path(node.config.database_url.removeprefix("sqlite:///"))
     node.stop()
     with sqlite3.connect(database_path) as connection:  # the older version's index
@@ -60,5 +55,5 @@ def test_an_older_index_gains_the_new_columns_and_keeps_its_rows(
     (series,) = upgraded.index.list_series()
     assert series.instance_count == 1
     assert series.rejected_count == 0
-    assert store(upgraded.scp.port, second) == 0
+    assert stored(upgraded.scp.port, second)
     assert upgraded.index.count_instances() == 2
