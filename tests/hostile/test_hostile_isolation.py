@@ -22,6 +22,7 @@ import pytest
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
+from dicomnode.outbox.queue import SendSummary
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.phantom.ct import CTPhantomSeries
 from dicomnode.testing.dcmtk import StoreSCP
@@ -278,7 +279,17 @@ def test_a_routing_a_pipeline_and_a_send_failure_leave_ten_other_series_delivere
         jobs = {j.pipeline: j for j in node.workers.queue.list_jobs()}
         assert jobs["exploding"].state == "failed"
         assert jobs["exploding"].error is not None and "NaN" in jobs["exploding"].error
-        refused = [s for s in node.outbox.queue.list_sends() if s.destination == "nobody"]
+
+        def refused_sends() -> list[SendSummary]:
+            return [s for s in node.outbox.queue.list_sends() if s.destination == "nobody"]
+
+        # Its retries go on: read it between two attempts, not while one is under way.
+        poll_until(
+            lambda: any(s.state != "sending" for s in refused_sends()),
+            timeout=30,
+            what="the failing send between attempts",
+        )
+        refused = refused_sends()
         assert len(refused) == 1 and refused[0].state in ("pending", "failed")
         assert refused[0].attempts >= 1 and refused[0].reason
         # The pipeline failure did not stop its series' forwarding; the routing one did.
