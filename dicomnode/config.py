@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -52,12 +52,37 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+TLSVersion = Literal["1.2", "1.3"]
+
+
+class NodeTLSConfig(_Frozen):
+    """The DICOM-TLS listener (PS3.15 Annex B, BCP 195), beside or instead of the plain one."""
+
+    port: Annotated[int, Field(ge=0, le=65535)] = 2762
+    certificate: Path  # PEM: the node's certificate, then any intermediates
+    private_key: Path  # PEM, unencrypted; readable by the node's user only
+    # PEM bundle of the issuers whose client certificates are trusted.
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = True
+    min_version: TLSVersion = "1.2"
+
+    @model_validator(mode="after")
+    def _check_client_trust(self) -> NodeTLSConfig:
+        if self.require_client_certificate and self.ca_certificates is None:
+            raise ValueError(
+                "require_client_certificate needs ca_certificates (the trusted issuers)"
+            )
+        return self
+
+
 class NodeConfig(_Frozen):
     """The DICOM listener: who we are and how much we take at once."""
 
     ae_title: AETitle = "DICOMNODE"
     host: str = "0.0.0.0"
-    port: Annotated[int, Field(ge=0, le=65535)] = 11112
+    # The plain (non-TLS) port; null serves DICOM-TLS only (``tls``).
+    port: Annotated[int, Field(ge=0, le=65535)] | None = 11112
+    tls: NodeTLSConfig | None = None
     max_associations: Annotated[int, Field(ge=1, le=1000)] = 16
     # 128 KiB PDUs keep each read bounded; larger PDUs only save a little per-PDU work.
     max_pdu_bytes: Annotated[int, Field(ge=4096, le=16 * 1024 * 1024)] = 128 * 1024
@@ -77,6 +102,12 @@ class NodeConfig(_Frozen):
     # Dataset bytes held in memory by all associations together; a dataset that would
     # pass it is refused (0xA700, a temporary failure the sender retries).
     max_buffered_bytes: Annotated[int, Field(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _check_some_port(self) -> NodeConfig:
+        if self.port is None and self.tls is None:
+            raise ValueError("port is null and tls is not set: the node would not listen")
+        return self
 
 
 class PipelineLimits(_Frozen):
@@ -147,13 +178,23 @@ def _caller_from_string(value: Any) -> Any:
 
 
 class Caller(_Frozen):
-    """A peer allowed to send to us: its AE title and, optionally, its host address."""
+    """A peer allowed to send to us: its AE title and, optionally, its host address and
+    the subject of its TLS client certificate (e.g. ``"CN=ct1.example.org"``)."""
 
     ae_title: AETitle
     host: str | None = None
+    # Every ``attribute=value`` listed must be in the verified client certificate's
+    # subject; a caller with one is allowed over DICOM-TLS only.
+    certificate_subject: str | None = None
 
-    def allows(self, ae_title: str, host: str) -> bool:
-        return ae_title.strip() == self.ae_title and (self.host is None or self.host == host)
+    def allows(self, ae_title: str, host: str, certificate_subject: str | None = None) -> bool:
+        if ae_title.strip() != self.ae_title or (self.host is not None and self.host != host):
+            return False
+        if self.certificate_subject is None:
+            return True
+        return certificate_subject is not None and subject_matches(
+            self.certificate_subject, certificate_subject
+        )
 
 
 class RetryPolicy(_Frozen):
@@ -163,6 +204,24 @@ class RetryPolicy(_Frozen):
     max_seconds: PositiveSeconds = 600.0
     max_age_seconds: PositiveSeconds = 24 * 3600.0
     jitter: Annotated[float, Field(ge=0, le=1)] = 0.2  # +/- this fraction of each delay
+
+
+class DestinationTLS(_Frozen):
+    """DICOM-TLS towards a destination: its certificate is verified (chain and name)."""
+
+    # PEM bundle of the issuers trusted for the destination's certificate; null: the
+    # system's trust store.
+    ca_certificates: Path | None = None
+    certificate: Path | None = None  # our client certificate, when the peer asks for one
+    private_key: Path | None = None
+    server_name: str | None = None  # the name its certificate must carry; default: host
+    min_version: TLSVersion = "1.2"
+
+    @model_validator(mode="after")
+    def _check_pair(self) -> DestinationTLS:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        return self
 
 
 class Destination(_Frozen):
@@ -175,6 +234,22 @@ class Destination(_Frozen):
     retry: RetryPolicy = RetryPolicy()
     connect_timeout_seconds: PositiveSeconds = 10.0
     network_timeout_seconds: PositiveSeconds = 60.0
+    tls: DestinationTLS | None = None
+
+
+class AdminToken(_Frozen):
+    """One bearer token of the admin API, read from a file only its owner may read."""
+
+    file: Path
+    role: Literal["viewer", "admin"] = "viewer"  # viewers read; admins also change things
+    name: str | None = None  # for the audit log; default: the file's name
+
+
+class AdminTLSConfig(_Frozen):
+    """HTTPS for the admin API and page."""
+
+    certificate: Path
+    private_key: Path
 
 
 class AdminConfig(_Frozen):
@@ -184,7 +259,16 @@ class AdminConfig(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     token: SecretStr | None = None  # SecretStr: `config show` prints it as stars
-    token_file: Path | None = None
+    token_file: Path | None = None  # an admin-role token (as ``tokens`` with role admin)
+    tokens: tuple[AdminToken, ...] = ()
+    tls: AdminTLSConfig | None = None
+    # Host header values served (DNS rebinding); null: the loopback names, IP literals,
+    # the bound address and this machine's own names.
+    allowed_hosts: tuple[str, ...] | None = None
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    # Failed authentications from one client address within the window, then 429.
+    max_auth_failures: Annotated[int, Field(ge=1)] = 10
+    auth_failure_window_seconds: PositiveSeconds = 60.0
     metrics_public: bool = False  # let Prometheus scrape /metrics without the token
 
 
@@ -239,11 +323,26 @@ class Config(_Frozen):
     def resolved(self, base: Path) -> Config:
         """A copy whose relative paths are taken from ``base``."""
         storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
-        admin = self.admin
-        if admin.token_file is not None:
-            admin = admin.model_copy(update={"token_file": _under(base, admin.token_file)})
+        admin = self.admin.model_copy(
+            update={"token_file": _under(base, self.admin.token_file)}
+            if self.admin.token_file is not None
+            else {}
+        )
+        admin = admin.model_copy(
+            update={
+                "tokens": tuple(_paths_under(base, token) for token in admin.tokens),
+                "tls": _paths_under(base, admin.tls),
+            }
+        )
+        node = self.node.model_copy(update={"tls": _paths_under(base, self.node.tls)})
+        destinations = {
+            name: d.model_copy(update={"tls": _paths_under(base, d.tls)})
+            for name, d in self.destinations.items()
+        }
         return self.model_copy(
             update={
+                "node": node,
+                "destinations": destinations,
                 "admin": admin,
                 "storage": storage,
                 "rules_dir": _under(base, self.rules_dir),
@@ -251,13 +350,52 @@ class Config(_Frozen):
             }
         )
 
-    def allows_caller(self, ae_title: str, host: str) -> bool:
-        """Whether a calling AE title from ``host`` may associate (any, when unset)."""
-        return not self.callers or any(c.allows(ae_title, host) for c in self.callers)
+    def allows_caller(
+        self, ae_title: str, host: str, certificate_subject: str | None = None
+    ) -> bool:
+        """Whether a calling AE title from ``host`` (with a verified client certificate of
+        ``certificate_subject``, over TLS) may associate; any, when ``callers`` is unset."""
+        return not self.callers or any(
+            c.allows(ae_title, host, certificate_subject) for c in self.callers
+        )
 
 
 def _under(base: Path, path: Path) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _paths_under(base: Path, model: _Model | None) -> _Model | None:
+    """A copy of ``model`` whose (optional) Path fields are taken from ``base``."""
+    if model is None:
+        return None
+    update = {
+        name: _under(base, value)
+        for name in type(model).model_fields
+        if isinstance(value := getattr(model, name), Path)
+    }
+    return model.model_copy(update=update)
+
+
+def _subject_pairs(subject: str) -> set[tuple[str, str]]:
+    pairs = set()
+    for part in re.split(r"(?<!\\),", subject.strip()):
+        if part:
+            attribute, _, value = part.partition("=")
+            pairs.add((attribute.strip().upper(), value.strip()))
+    return pairs
+
+
+def subject_matches(wanted: str, subject: str) -> bool:
+    """Whether every ``attribute=value`` of ``wanted`` is in certificate ``subject``.
+
+    Both are RFC 4514 strings (``CN=ct1,O=Hospital``; ``openssl x509 -noout -subject
+    -nameopt RFC2253`` prints one); attribute names are case-insensitive, values exact.
+    """
+    needed = _subject_pairs(wanted)
+    return bool(needed) and needed <= _subject_pairs(subject)
 
 
 def load_config(path: Path | None) -> Config:

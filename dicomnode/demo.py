@@ -152,7 +152,10 @@ class _nodes:  # noqa: N801 - used as a context manager, reads as one
 
 def _send(paths: Sequence[Path], node: Node) -> None:
     files = [f for f in map(inspect_file, paths) if isinstance(f, SendableFile)]
-    address = DicomAddress(node.config.node.ae_title, "127.0.0.1", node.scp.port)
+    port = node.scp.port
+    if port is None:
+        raise RuntimeError("the demo sends over the plain port; node.port is null")
+    address = DicomAddress(node.config.node.ae_title, "127.0.0.1", port)
     results = send_files(files, address)
     if not all(r.ok for r in results):
         raise RuntimeError(f"the node refused {sum(not r.ok for r in results)} instances")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
 from types import FrameType
@@ -117,12 +117,15 @@ class Node:
             max_inflated_bytes=config.node.max_inflated_bytes,
         )
         self.counters = ReceiveCounters()
+        # What SIGHUP calls (``reload_tls``): each part's certificate reload.
+        self.tls_reloaders: list[Callable[[], bool]] = []
         self.scp = StorageSCP(
             config.node,
             self.counters.caller_policy(config.allows_caller),
             self.counters.sink(self.ingest),
             self.counters.refused,
         )
+        self.tls_reloaders.append(self.scp.reload_tls)
         self.pipelines = dict(checked.pipelines)
         self.models = ModelHost(checked.models, config.base_dir)
         self.rules = LiveRules(
@@ -204,6 +207,7 @@ class Node:
             "node_started",
             ae_title=self.config.node.ae_title,
             port=self.scp.port,
+            tls_port=self.scp.tls_port,
             storage=str(self.config.storage.path),
             rules_version=self.rules.current.version,
             destinations=sorted(self.config.destinations),
@@ -225,19 +229,45 @@ class Node:
         self.storage_lock.release()
         log.info("node_stopped")
 
+    def reload_tls(self) -> bool:
+        """Load every TLS certificate, key and trust file again (SIGHUP).
+
+        Each part keeps its previous context where its new files do not load (logged as
+        ``tls_reload_failed``); False if any did not. Changed files are also picked up by
+        the next connection without this.
+        """
+        results = [reload() for reload in self.tls_reloaders]
+        return all(results)
+
     def run_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop cleanly."""
+        """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads certificates."""
         wake = threading.Event()
+        stopping: list[str] = []
+        hangups: list[int] = []
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("node_stopping", signal=signal.Signals(signum).name)
+            stopping.append(signal.Signals(signum).name)
+            wake.set()
+
+        def _on_hangup(signum: int, _frame: FrameType | None) -> None:
+            hangups.append(signum)
             wake.set()
 
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGHUP, _on_hangup)
         self.start()
         try:
-            wake.wait()
+            while True:
+                wake.wait()
+                wake.clear()
+                if stopping:
+                    log.info("node_stopping", signal=stopping[0])
+                    break
+                while hangups:
+                    hangups.pop()
+                    log.info("node_reloading", what="tls certificates")
+                    self.reload_tls()
         finally:
             self.stop()
 
@@ -265,6 +295,7 @@ class Node:
             wake_sends=self.outbox.wake,
             wake_jobs=self.workers.wake,
             dicom_port=lambda: self.scp.port,
+            dicom_tls_port=lambda: self.scp.tls_port,
         )
         app = create_app(services, token, metrics_public=admin.metrics_public)
         return AdminServer(app, admin.host, admin.port)

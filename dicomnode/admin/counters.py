@@ -19,7 +19,7 @@ from dicomnode.dicom.status import Status
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import InstanceError, UIDMismatchError
 
-CallerPolicy = Callable[[str, str], bool]
+CallerPolicy = Callable[[str, str, str | None], bool]
 
 
 class ReceiveCounters:
@@ -39,8 +39,8 @@ class ReceiveCounters:
     def caller_policy(self, inner: CallerPolicy) -> CallerPolicy:
         """``inner`` (the node's allowed callers), counting refused associations."""
 
-        def allows(ae_title: str, host: str) -> bool:
-            allowed = inner(ae_title, host)
+        def allows(ae_title: str, host: str, certificate_subject: str | None) -> bool:
+            allowed = inner(ae_title, host, certificate_subject)
             if not allowed:
                 with self._lock:
                     self._rejected_callers[ae_title] += 1

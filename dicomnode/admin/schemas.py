@@ -68,7 +68,8 @@ class Readiness(_Model):
 
 class NodeOut(_Model):
     ae_title: str
-    dicom_port: int | None  # None when the listener is not up (yet)
+    dicom_port: int | None  # None when the listener is not up (yet), or node.port is null
+    dicom_tls_port: int | None = None  # the DICOM-TLS listener's, when node.tls is set
     version: str  # dicomnode's own version
     started_at: datetime
 

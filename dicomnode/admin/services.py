@@ -55,5 +55,6 @@ class AdminServices:
     wake_jobs: Callable[[], None] = lambda: None
     clock: Callable[[], datetime] = utc_now
     dicom_port: Callable[[], int | None] = lambda: None  # the port the listener is bound to
+    dicom_tls_port: Callable[[], int | None] = lambda: None  # the DICOM-TLS listener's
     started_at: datetime = field(default_factory=utc_now)
     echo: Echo = field(default=echo)

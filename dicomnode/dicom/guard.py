@@ -33,6 +33,7 @@ from dicomnode.dicom.refusals import Reason
 NEGOTIATION_PDU_BYTES = 1024 * 1024
 _HEADER = struct.Struct(">BBL")
 _ASSOCIATE_RQ, _ASSOCIATE_RJ, _P_DATA_TF, _ABORT = 0x01, 0x03, 0x04, 0x07
+_TLS_HANDSHAKE_RECORD = 0x16  # a TLS record's content type, where a PDU type would be
 _SERVICE_PROVIDER, _INVALID_PARAMETER_VALUE = 0x02, 0x06  # PS3.8 9.3.8
 _SEND_TIMEOUT = 2.0  # seconds to get a refusal out to a peer that does not read
 
@@ -69,6 +70,8 @@ class GuardedSocket:
         self.send = raw.send
         self.shutdown = raw.shutdown
         self.close = raw.close
+        # Decrypted bytes a TLS socket holds, which select() cannot see (``adapt.reactor``).
+        self.pending: Any = getattr(raw, "pending", None)
 
     # -- what pynetdicom and ``adapt`` call --------------------------------------------
 
@@ -137,6 +140,12 @@ class GuardedSocket:
     def _begin(self, pdu_type: int, length: int, head: bytes | memoryview) -> bool:
         """A PDU header has arrived: check its type and length."""
         first, self._first = self._first, False
+        if first and pdu_type == _TLS_HANDSHAKE_RECORD:
+            return self._refuse(
+                Reason.TLS_ON_PLAIN_PORT,
+                "a TLS handshake on the plain DICOM port (DICOM-TLS is on node.tls.port)",
+                b"",
+            )
         if first and pdu_type != _ASSOCIATE_RQ:
             return self._refuse(
                 Reason.MALFORMED_REQUEST, f"first PDU of type 0x{pdu_type:02X}", abort_pdu()

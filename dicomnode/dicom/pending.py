@@ -73,6 +73,13 @@ class PendingConnections:
             if entry is not None:
                 entry.calling_ae = calling_ae
 
+    def replace(self, raw: Any, wrapped: Any) -> None:
+        """``raw`` is now read through ``wrapped`` (a TLS socket, which took its descriptor)."""
+        with self._condition:
+            entry = self._entries.pop(raw, None)
+            if entry is not None:
+                self._entries[wrapped] = entry
+
     def settle(self, raw: Any) -> None:
         """``raw`` is no longer negotiating (accepted, rejected, refused or closed)."""
         with self._condition:

@@ -31,6 +31,8 @@ class Reason(StrEnum):
     DATASET_REFUSED = "dataset_refused"  # the store stage refused the instance (0xA9xx...)
     DATASET_TOO_LARGE = "dataset_too_large"  # over node.max_dataset_bytes
     MEMORY_LIMIT = "memory_limit"  # node.max_buffered_bytes held by all associations
+    TLS_HANDSHAKE = "tls_handshake"  # a TLS handshake that failed or did not finish in time
+    TLS_ON_PLAIN_PORT = "tls_on_plain_port"  # a TLS ClientHello on the plain DICOM port
 
 
 RefusalCounter = Callable[[str], None]

@@ -13,7 +13,9 @@ reported once to ``refusals`` (a log event and a count).
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from pynetdicom.events import Event
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dicomnode.config import NodeConfig
-from dicomnode.dicom import contexts, sockets
+from dicomnode.dicom import adapt, contexts, sockets, tls
 from dicomnode.dicom.adapt import cstore, direct
 from dicomnode.dicom.guard import GuardedSocket, guarded
 from dicomnode.dicom.limits import DatasetBudget, refusal_comment
@@ -56,6 +58,7 @@ _LOCAL_LIMIT_EXCEEDED = 0x02  # with source 0x03
 # and leaves pynetdicom's count only as a bound on threads, this much higher.
 _THREAD_HEADROOM = 64
 _RAW = "_dicomnode_raw_socket"  # on an Association: the accepted socket (pending's key)
+_SUBJECT = "_dicomnode_peer_subject"  # on an Association: its client certificate's subject
 
 
 class InstanceSink(Protocol):
@@ -68,7 +71,8 @@ class InstanceSink(Protocol):
     def store(self, instance: ReceivedInstance) -> StoredInstance: ...
 
 
-CallerPolicy = Callable[[str, str], bool]
+# (calling AE title, host, verified client certificate subject or None)
+CallerPolicy = Callable[[str, str, str | None], bool]
 
 
 class StorageSCP:
@@ -94,6 +98,9 @@ class StorageSCP:
         self._admitted: set[Association] = set()  # past our checks: they hold a slot
         self._lock = threading.Lock()
         self._server: ThreadedAssociationServer | None = None
+        self._tls_server: ThreadedAssociationServer | None = None
+        # Built now, so a certificate that does not load stops start-up with its reason.
+        self._tls = tls.ReloadingContext.for_listener(config.tls) if config.tls else None
         self._ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -124,22 +131,70 @@ class StorageSCP:
         return self._pending.count()
 
     @property
-    def port(self) -> int:
-        """The bound port (useful when the configuration asked for port 0)."""
+    def port(self) -> int | None:
+        """The bound plain port (useful when the configuration asked for port 0)."""
         if self._server is None:
             return self._config.port
         return int(self._server.server_address[1])
 
     @property
+    def tls_port(self) -> int | None:
+        """The bound DICOM-TLS port; None without ``node.tls``."""
+        if self._tls_server is not None:
+            return int(self._tls_server.server_address[1])
+        return self._config.tls.port if self._config.tls else None
+
+    @property
     def listening(self) -> bool:
-        """Whether the listener is up (checked without connecting to it)."""
-        server = self._server
-        return server is not None and server.socket is not None and server.socket.fileno() >= 0
+        """Whether every configured listener is up (checked without connecting to it)."""
+        servers = [
+            server
+            for server, wanted in (
+                (self._server, self._config.port is not None),
+                (self._tls_server, self._config.tls is not None),
+            )
+            if wanted
+        ]
+        return bool(servers) and all(
+            server is not None and server.socket is not None and server.socket.fileno() >= 0
+            for server in servers
+        )
+
+    def reload_tls(self) -> bool:
+        """Load the listener's certificate files again now (SIGHUP); False if they are bad.
+
+        Changed files are also noticed by the next connection without this.
+        """
+        return self._tls.reload() if self._tls is not None else True
 
     def start(self) -> None:
-        """Start listening; returns once the socket is bound."""
+        """Start listening; returns once the sockets are bound."""
+        if self._tls is not None and not adapt.installed():
+            # pynetdicom's own reader asks select() whether a socket is readable and
+            # cannot see the bytes a TLS socket decrypted ahead (behind the guard).
+            raise tls.TLSConfigError(
+                "node.tls needs the node's pynetdicom adaptations (unset "
+                "DICOMNODE_PYNETDICOM_STOCK, or install pynetdicom "
+                f"{adapt.SUPPORTED})"
+            )
+        self._pending.start()
+        if self._config.port is not None:
+            self._server = self._listen(self._config.port, self._on_connected)
+        if self._tls is not None and self._config.tls is not None:
+            self._tls_server = self._listen(self._config.tls.port, self._on_tls_connected)
+        log.info(
+            "scp_listening",
+            ae_title=self._config.ae_title,
+            host=self._config.host,
+            port=self.port if self._server is not None else None,
+            tls_port=self.tls_port if self._tls_server is not None else None,
+        )
+
+    def _listen(
+        self, port: int, on_connected: Callable[[Event], None]
+    ) -> ThreadedAssociationServer:
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, self._on_connected),
+            (evt.EVT_CONN_OPEN, on_connected),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_REJECTED, self._on_rejected),
@@ -149,41 +204,34 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        self._pending.start()
         server = cast(
             ThreadedAssociationServer,
-            self._ae.start_server(
-                (self._config.host, self._config.port), block=False, evt_handlers=handlers
-            ),
+            self._ae.start_server((self._config.host, port), block=False, evt_handlers=handlers),
         )
         # socketserver asks this before it gives a connection its thread.
         server.verify_request = self._pending.admit  # type: ignore[method-assign,assignment]
-        self._server = server
-        log.info(
-            "scp_listening",
-            ae_title=self._config.ae_title,
-            host=self._config.host,
-            port=self.port,
-        )
+        return server
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop accepting, let open associations finish for ``grace_seconds``, then abort."""
-        server = self._server
-        if server is None:
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        if not servers:
             return
-        server.shutdown()
+        for server in servers:
+            server.shutdown()
         deadline = time.monotonic() + grace_seconds
         # Only established associations can be mid-store; a connection still waiting
         # for its A-ASSOCIATE-RQ (or already dead) would otherwise hold us for acse_timeout.
         while time.monotonic() < deadline and any(
-            assoc.is_established for assoc in server.active_associations
+            assoc.is_established for server in servers for assoc in server.active_associations
         ):
             time.sleep(0.05)
-        for assoc in server.active_associations:
-            assoc.abort()
-        server.server_close()
+        for server in servers:
+            for assoc in server.active_associations:
+                assoc.abort()
+            server.server_close()
         self._pending.stop()
-        self._server = None
+        self._server = self._tls_server = None
         log.info("scp_stopped")
 
     # -- handlers: each catches broadly, because it is the root of its thread ----------
@@ -204,6 +252,47 @@ class StorageSCP:
         guard = GuardedSocket(raw, self._config.max_pdu_bytes, refused)
         holder.socket = guard
         self._pending.watch(raw, lambda: guard.calling_ae)
+
+    def _on_tls_connected(self, event: Event) -> None:
+        """EVT_CONN_OPEN on the TLS port: the handshake, on this connection's own thread.
+
+        It runs under the association request time-out (a peer that never finishes holds
+        only this thread, and the pending watchdog closes it too); a failed handshake is
+        reported and the connection closes before any PDU is read.
+        """
+        assert self._tls is not None and self._config.tls is not None
+        holder: Any = event.assoc.dul.socket
+        raw = getattr(holder, "socket", None)
+        if not isinstance(raw, socket.socket):
+            return
+        host = str(event.assoc.requestor.address)
+        try:
+            wrapped = tls.handshake_socket(self._tls.current(), raw)
+        except (ssl.SSLError, OSError) as exc:  # the socket closed already
+            self._pending.settle(raw)
+            self._refusals.report(
+                "connection_refused", Reason.TLS_HANDSHAKE, "", host, detail=tls.describe(exc)
+            )
+            return
+        self._pending.replace(raw, wrapped)
+        holder.socket = wrapped
+        wrapped.settimeout(self._config.association_request_timeout_seconds)
+        try:
+            wrapped.do_handshake()
+        except (ssl.SSLError, OSError) as exc:
+            self._pending.settle(wrapped)
+            with contextlib.suppress(OSError):
+                wrapped.shutdown(socket.SHUT_RDWR)
+            self._refusals.report(
+                "connection_refused", Reason.TLS_HANDSHAKE, "", host, detail=tls.describe(exc)
+            )
+            self._on_connected(event)
+            guard = guarded(holder.socket)
+            if guard is not None:
+                guard.refusal = Reason.TLS_HANDSHAKE  # reads as closed: nothing is decoded
+            return
+        setattr(event.assoc, _SUBJECT, tls.peer_subject(wrapped))
+        self._on_connected(event)
 
     def _on_guard_refusal(
         self, assoc: Association, reason: Reason, detail: str, calling_ae: str
@@ -236,11 +325,12 @@ class StorageSCP:
                 (_REJECT_PERMANENT, _SOURCE_USER, _CALLED_AE_NOT_RECOGNISED),
                 f"called AE title {called!r} is not {self._config.ae_title!r}",
             )
-        elif not self._allows_caller(calling, host):
+        elif not self._allows_caller(calling, host, subject := getattr(assoc, _SUBJECT, None)):
             refusal = (
                 Reason.CALLER_NOT_ALLOWED,
                 (_REJECT_PERMANENT, _SOURCE_USER, _CALLING_AE_NOT_RECOGNISED),
-                "calling AE title or host not in callers",
+                "calling AE title, host or certificate subject not in callers"
+                + (f" (certificate {subject})" if subject else ""),
             )
         else:
             with self._lock:

@@ -27,6 +27,7 @@ def overview(context: Context) -> Overview:
         node=NodeOut(
             ae_title=services.calling_ae,
             dicom_port=services.dicom_port(),
+            dicom_tls_port=services.dicom_tls_port(),
             version=__version__,
             started_at=services.started_at,
         ),

@@ -36,7 +36,6 @@ import logging
 import os
 import queue
 import select
-import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -255,7 +254,8 @@ def _dul_wait(self: DULServiceProvider, waker: Waker) -> None:
     assoc_socket = self.socket
     raw = getattr(assoc_socket, "socket", None)
     if raw is not None and getattr(assoc_socket, "_is_connected", False) and _may_read(self):
-        if isinstance(raw, ssl.SSLSocket) and raw.pending():
+        pending = getattr(raw, "pending", None)  # an SSLSocket, or the guard around one
+        if pending is not None and pending():
             return  # decrypted bytes already buffered: select() cannot see them
         watched.append(raw)
     try:
