@@ -26,7 +26,9 @@ from dicomnode.admin import (
     read_token,
 )
 from dicomnode.config import Config
+from dicomnode.dicom import tls
 from dicomnode.dicom.scp import StorageSCP
+from dicomnode.errors import ConfigError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.outbox.worker import Outbox
@@ -70,6 +72,7 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
     Raises ConfigError (RulesError is one) naming the file and key.
     """
     token = _admin_token(config) if config.admin.enabled else None
+    _check_tls(config, source)
     models, pipelines = all_definitions(config.models, config.pipelines, source)
     rules = RuleSet((), version="none")
     if config.rules_dir.exists():
@@ -79,6 +82,20 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
             pipelines=tuple(pipelines),
         )
     return CheckedConfig(models, pipelines, token, rules)
+
+
+def _check_tls(config: Config, source: str) -> None:
+    """Load every DICOM-TLS certificate, key and trust file once, as the node would."""
+    try:
+        if config.node.tls is not None:
+            key = "node.tls"
+            tls.server_context(config.node.tls)
+        for name, destination in config.destinations.items():
+            if destination.tls is not None:
+                key = f"destinations.{name}.tls"
+                tls.client_context(destination.tls)
+    except tls.TLSConfigError as exc:
+        raise ConfigError(f"{source}: {key}: {exc}") from exc
 
 
 def _admin_token(config: Config) -> str | None:
