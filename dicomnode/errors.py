@@ -15,6 +15,7 @@
      |    +-- PeerUnreachableError      connection refused or timed out (temporary)
      |    +-- AssociationRejectedError  A-ASSOCIATE-RJ; ``permanent`` per its result
      |    +-- AssociationAbortedError   the peer or the network ended it (temporary)
+     |    +-- PeerTLSError              DICOM-TLS failed; ``permanent`` unless the link dropped
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
      +-- RoutingError         a completed series version cannot be routed (a file unreadable)
      +-- PipelineError        a pipeline job cannot complete; the job keeps the message
@@ -90,6 +91,15 @@ class AssociationRejectedError(PeerError):
 
 class AssociationAbortedError(PeerError):
     """The association was aborted or the connection dropped."""
+
+
+class PeerTLSError(PeerError):
+    """The TLS handshake with the peer failed: its certificate did not verify, it refused
+    ours, or no protocol or cipher was shared (permanent); or the connection dropped."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class AddressError(DicomNodeError):

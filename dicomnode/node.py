@@ -155,6 +155,7 @@ class Node:
         self.outbox = Outbox(
             OutboxQueue(self.database), self.spool, config.destinations, config.node.ae_title
         )
+        self.tls_reloaders.append(self.outbox.reload_tls)
         self.router = Router(
             self.database,
             self.index,

@@ -7,6 +7,9 @@ tell them apart: a refused presentation context is permanent (the same proposal 
 succeed later), the others are temporary. A ``Trace`` watches each association for what
 pynetdicom drops: why the TCP connect failed (it logs the error and moves on), and which
 abort action its state machine took first (PS3.8 9.2, Table 9-10, AA-1 to AA-8).
+Over DICOM-TLS it also keeps why the handshake failed, or the alert the peer sent once
+it had our certificate (TLS 1.3 refuses a client certificate after our handshake ended):
+a certificate that does not verify will not verify on the next try either.
 
 The words come from PS3.8: 9.3.4 (A-ASSOCIATE-RJ result, source and reason, Table 9-21)
 and 9.3.8 (A-ABORT source and reason, Table 9-26).
@@ -15,6 +18,7 @@ and 9.3.8 (A-ABORT source and reason, Table 9-26).
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,10 +28,12 @@ from pynetdicom import AE, evt
 from pynetdicom.pdu_primitives import A_ABORT, A_ASSOCIATE, A_P_ABORT
 from pynetdicom.transport import AddressInformation, AssociationSocket
 
+from dicomnode.dicom import tls
 from dicomnode.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
     PeerError,
+    PeerTLSError,
     PeerUnreachableError,
 )
 
@@ -68,13 +74,17 @@ _BARE_REJECTION = (1, 1)
 # thread records an abort action just after it acts.
 SETTLE_SECONDS = 2.0
 _POLL_SECONDS = 0.01
+# A TLS alert that explains a failed send is already in our buffer when the send fails;
+# this only bounds the read should the peer have gone without closing.
+_ALERT_READ_SECONDS = 1.0
 
 
 class Trace:
     """What one association attempt saw that pynetdicom does not keep."""
 
     def __init__(self) -> None:
-        self.connect_error: OSError | None = None
+        self.connect_error: OSError | None = None  # the TCP connect's
+        self.tls_error: OSError | None = None  # the handshake's, or the peer's TLS alert
         self.connected = False
         self.aborts: list[str] = []  # abort actions, in the order the state machine took them
         self.abort_primitive: A_ABORT | A_P_ABORT | None = None
@@ -154,6 +164,9 @@ class TracingAE(AE):
 
     pynetdicom builds a requestor's socket in ``AE._create_socket``; one AE makes one
     association here (``scu`` makes an AE per association), so one trace serves it.
+    With ``tls_args`` the socket is wrapped here, before pynetdicom's thread connects it,
+    so that the TLS socket carries the trace into its handshake (pynetdicom only logs
+    the handshake's error).
     """
 
     def __init__(self, ae_title: str) -> None:
@@ -164,7 +177,10 @@ class TracingAE(AE):
         self, assoc: Any, address: AddressInformation, tls_args: Any
     ) -> AssociationSocket:
         sock = _TracedAssociationSocket(assoc, self.trace, address)
-        sock.tls_args = tls_args
+        if tls_args is not None and sock.socket is not None:
+            context, server_name = tls_args
+            sock.socket = _traced_tls_socket(context, sock.socket, server_name, self.trace)
+        sock.tls_args = None  # wrapped already: the handshake runs in its connect
         return sock
 
 
@@ -195,6 +211,118 @@ class _TracedAssociationSocket(AssociationSocket):
         return traced
 
 
+class _TracedSSLSocket(ssl.SSLSocket):
+    """A TLS socket that tells its trace why its handshake failed, or which alert the
+    peer sent after it, before raising (the handshake runs inside ``connect``)."""
+
+    trace: Trace | None = None
+
+    def connect(self, address: Any) -> None:
+        try:
+            super().connect(address)
+        except OSError as exc:
+            if self.trace is not None and self.trace.tls_error is None:
+                self.trace.connect_error = exc
+            raise
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except OSError as exc:
+            if self.trace is not None:
+                self.trace.tls_error = exc
+            raise
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        try:
+            return super().recv(buflen, flags)
+        except ssl.SSLError as exc:
+            self._alerted(exc)
+            raise
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except ssl.SSLError as exc:
+            self._alerted(exc)
+            raise
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        try:
+            return super().send(data, flags)
+        except ssl.SSLError:
+            self._read_alert()
+            raise
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        try:
+            super().sendall(data, flags)
+        except ssl.SSLError:
+            self._read_alert()
+            raise
+
+    def _alerted(self, exc: ssl.SSLError) -> None:
+        if self.trace is not None and self.trace.tls_error is None and _tls_permanent(exc):
+            self.trace.tls_error = exc
+
+    def _read_alert(self) -> None:
+        """A peer that refuses our certificate after a TLS 1.3 handshake sends an alert
+        and closes: our next send fails with a bare EOF, and the alert, which says why,
+        waits unread. Read it (the peer has closed, so this does not wait)."""
+        if self.trace is None or self.trace.tls_error is not None:
+            return
+        try:
+            self.settimeout(_ALERT_READ_SECONDS)
+            super().recv(1)
+        except ssl.SSLError as exc:
+            self._alerted(exc)
+        except (OSError, ValueError):
+            pass  # no alert to read: the failure stays the send's
+
+
+def _traced_tls_socket(
+    context: ssl.SSLContext, plain: socket.socket, server_name: str, trace: Trace
+) -> ssl.SSLSocket:
+    """``plain``, not yet connected, wrapped for the client side with ``trace`` on it.
+
+    ``sslsocket_class`` is the documented way to have ``wrap_socket`` make a subclass;
+    the traced class behaves as its parent where no trace is set, so the setting is
+    harmless on a context that others share.
+    """
+    context.sslsocket_class = _TracedSSLSocket
+    wrapped = context.wrap_socket(plain, server_side=False, server_hostname=server_name)
+    assert isinstance(wrapped, _TracedSSLSocket)
+    wrapped.trace = trace
+    return wrapped
+
+
+def _tls_permanent(exc: OSError) -> bool:
+    """Whether a TLS failure will recur on every try until someone changes a certificate
+    or a setting: a certificate that does not verify, an alert from the peer, no shared
+    protocol or cipher, a peer that does not speak TLS. A connection that dropped or
+    timed out mid-handshake is temporary."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return False
+    if isinstance(exc, ssl.SSLError):
+        return "EOF" not in str(exc.reason or "").upper()
+    return False
+
+
+def _tls_failure(exc: OSError, address: str, source: str) -> PeerTLSError:
+    words = tls.describe(exc).rstrip(".")
+    reason = str(getattr(exc, "reason", "") or "")
+    if "ALERT" in reason:
+        words = f"the peer sent {words}"  # e.g. it refused our certificate, or its absence
+    elif reason == "WRONG_VERSION_NUMBER":
+        words += ": the peer does not answer in TLS (a port without DICOM-TLS?)"
+    elif not _tls_permanent(exc) and not isinstance(exc, TimeoutError):
+        words += " (does that port take DICOM-TLS?)"
+    where = f" ({source})" if source else ""
+    return PeerTLSError(f"{address}: TLS: {words}{where}", _tls_permanent(exc))
+
+
 def failure(
     trace: Trace,
     assoc: Any,
@@ -202,10 +330,14 @@ def failure(
     connect_timeout_seconds: float,
     network_timeout_seconds: float,
     describe_proposal: Callable[[], str] | None = None,
+    tls_source: str = "",
 ) -> PeerError:
     """The error for an association that was not established, in the words of the
     outbox's reasons: connection refused, association rejected (source, reason),
-    aborted by peer, timed out."""
+    aborted by peer, timed out; over TLS, why the handshake failed (``tls_source``
+    names where the TLS settings come from, e.g. ``destinations.pacs.tls``)."""
+    if trace.tls_error is not None:
+        return _tls_failure(trace.tls_error, address, tls_source)
     if assoc.is_rejected:
         answer = assoc.acceptor.primitive
         words = f"association rejected ({rejection_words(answer)})"

@@ -12,10 +12,15 @@ instance, converted. An instance for which the peer accepted no context is refus
 good, and the reason names its SOP class and the syntaxes offered; the other failures
 (``negotiation``) say whether the connection was refused, the association rejected or
 aborted, or the peer timed out.
+
+Over DICOM-TLS (PS3.15 B.1) the peer's certificate is verified, chain and name, before
+any PDU goes; a failed handshake is a ``PeerTLSError`` naming the reason and where the
+TLS settings come from.
 """
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -91,11 +96,27 @@ ProgressCallback = Callable[[FileResult, int], None]  # (result, bytes sent)
 
 
 @dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """DICOM-TLS towards a peer.
+
+    ``context`` is called for each association (``ReloadingContext.current``), so a
+    renewed certificate is used by the next one; ``server_name`` is the name the peer's
+    certificate must carry (None: the address's host); ``source`` names where these
+    settings come from, for failures (``destinations.pacs.tls``, ``--tls-ca``).
+    """
+
+    context: Callable[[], ssl.SSLContext]
+    server_name: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ScuSettings:
     calling_ae: str = DEFAULT_CALLING_AE
     connect_timeout_seconds: float = 10.0
     network_timeout_seconds: float = 60.0
     max_pdu_bytes: int = 0  # 0: no limit; lets the peer receive in as few PDUs as it likes
+    tls: TlsSettings | None = None  # None: plain TCP
 
 
 def echo(address: DicomAddress, settings: ScuSettings = ScuSettings()) -> EchoResult:
@@ -341,14 +362,20 @@ def _associate(
     (``is_established`` False: the caller refuses its instances for good).
 
     Raises PeerError naming what happened: connection refused, association rejected
-    (source, reason), aborted by peer, or timed out.
+    (source, reason), aborted by peer, timed out, or the TLS handshake failed.
     """
     handlers: list[Any] = [
         (evt.EVT_CONN_OPEN, sockets.tune, [settings.network_timeout_seconds]),
         *ae.trace.handlers(),
     ]
+    tls = settings.tls
+    tls_args = None if tls is None else (tls.context(), tls.server_name or address.host)
     assoc = ae.associate(
-        address.host, address.port, ae_title=address.ae_title, evt_handlers=handlers
+        address.host,
+        address.port,
+        ae_title=address.ae_title,
+        evt_handlers=handlers,
+        tls_args=tls_args,
     )
     if assoc.is_established:
         ae.trace.established(assoc)
@@ -363,6 +390,7 @@ def _associate(
         settings.connect_timeout_seconds,
         settings.network_timeout_seconds,
         describe_proposal,
+        tls_source="" if tls is None else tls.source,
     )
 
 

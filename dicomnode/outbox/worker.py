@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from dicomnode.config import Destination
 from dicomnode.dicom.address import DicomAddress
-from dicomnode.dicom.scu import FileResult, ScuSettings, SendableFile, send_files
+from dicomnode.dicom.scu import FileResult, ScuSettings, SendableFile, TlsSettings, send_files
+from dicomnode.dicom.tls import ReloadingContext
 from dicomnode.errors import PeerError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import Finish, ItemResult, OutboxQueue, SendWork
@@ -60,6 +61,12 @@ class Outbox:
         for worker in self._workers.values():
             worker.start()
 
+    def reload_tls(self) -> bool:
+        """Load each TLS destination's certificate, key and trust files again (SIGHUP);
+        False if any did not load (that destination keeps its previous ones)."""
+        results = [w.tls.reload() for w in self._workers.values() if w.tls is not None]
+        return all(results)
+
     def wake(self, destination: str | None = None) -> None:
         """New or retried sends are waiting: look now rather than at the next poll."""
         for name, worker in self._workers.items():
@@ -90,10 +97,18 @@ class _DestinationWorker(threading.Thread):
         self.destination_name = name
         self.destination = destination
         self.address = DicomAddress(destination.ae_title, destination.host, destination.port)
+        self.tls: ReloadingContext | None = None
+        tls: TlsSettings | None = None
+        if destination.tls is not None:
+            # Files that change are picked up by the next association (``current``).
+            self.tls = ReloadingContext.for_destination(name, destination.tls)
+            source = f"destinations.{name}.tls"
+            tls = TlsSettings(self.tls.current, destination.tls.server_name, source)
         self.settings = ScuSettings(
             calling_ae=destination.calling_ae or calling_ae,
             connect_timeout_seconds=destination.connect_timeout_seconds,
             network_timeout_seconds=destination.network_timeout_seconds,
+            tls=tls,
         )
         self.queue = queue
         self.spool = spool
