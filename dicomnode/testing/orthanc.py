@@ -6,6 +6,12 @@ servers listen on 0.0.0.0. What the configuration can do, this one does:
 ports are random. The DICOM port accepts C-STORE from any host because the tests need
 ``DicomAlwaysAllowStore``; pass ``extra_config={"DicomAlwaysAllowStore": False,
 "DicomCheckModalityHost": True}`` to admit only the declared (loopback) modalities.
+
+DICOM-TLS (Orthanc 1.9.0 and later): with ``tls``, Orthanc's DICOM port speaks TLS only
+(``DicomTlsEnabled``), with one certificate for its SCP and its SCU and one file of
+trusted certificates for both sides; a modality declared with ``use_tls=True``
+(``UseDicomTls``) is called over TLS. Orthanc verifies a peer's chain but not its name
+(DCMTK underneath).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -28,6 +35,25 @@ ORTHANC_FALLBACK = Path("/usr/sbin/Orthanc")
 
 Modality = tuple[str, str, int]
 """A remote DICOM node as Orthanc's ``DicomModalities`` wants it: (AE title, host, port)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrthancTLS:
+    """Orthanc's DICOM-TLS files (PEM; the key unencrypted, as Orthanc cannot prompt)."""
+
+    certificate: Path  # presented by its SCP and, as a client certificate, by its SCU
+    private_key: Path
+    trusted_certificates: Path  # issuers (or peers) trusted on both sides
+    remote_certificate_required: bool = True  # its SCP refuses callers without one
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "DicomTlsEnabled": True,
+            "DicomTlsCertificate": str(self.certificate),
+            "DicomTlsPrivateKey": str(self.private_key),
+            "DicomTlsTrustedCertificates": str(self.trusted_certificates),
+            "DicomTlsRemoteCertificateRequired": self.remote_certificate_required,
+        }
 
 
 class OrthancRestError(HarnessError):
@@ -57,6 +83,7 @@ class Orthanc:
         tcp_nodelay: bool = True,
         workdir: Path | None = None,
         extra_config: Mapping[str, Any] | None = None,
+        tls: OrthancTLS | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -95,6 +122,7 @@ class Orthanc:
             "StorageCompression": False,
             "SyncStorageArea": sync_storage,
             "SaveJobs": False,
+            **(tls.config() if tls is not None else {}),
             **(extra_config or {}),
         }
         # Orthanc's DICOM side is DCMTK, which takes TCP_NODELAY from the environment;
@@ -222,12 +250,14 @@ class Orthanc:
         orthanc_id: str = answer["ID"]
         return orthanc_id
 
-    def put_modality(self, name: str, modality: Modality) -> None:
-        """Declare (or replace) a remote node at run time, e.g. one started after Orthanc."""
+    def put_modality(self, name: str, modality: Modality, *, use_tls: bool = False) -> None:
+        """Declare (or replace) a remote node at run time, e.g. one started after Orthanc;
+        ``use_tls``: Orthanc calls it over DICOM-TLS (needs ``tls``)."""
         aet, host, port = modality
-        self.put_json(
-            f"/modalities/{name}", {"AET": aet, "Host": require_loopback(host), "Port": port}
-        )
+        body: dict[str, Any] = {"AET": aet, "Host": require_loopback(host), "Port": port}
+        if use_tls:
+            body["UseDicomTls"] = True
+        self.put_json(f"/modalities/{name}", body)
 
     def store_to_modality(
         self, modality_name: str, resources: Sequence[str], *, synchronous: bool = True
