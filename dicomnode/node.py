@@ -17,13 +17,14 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from dicomnode.admin import (
+    AdminAccess,
+    AdminHTTPS,
     AdminServer,
     AdminServices,
     DiskWatermark,
     ReceiveCounters,
-    check_admin_security,
+    admin_access,
     create_app,
-    read_token,
 )
 from dicomnode.config import Config
 from dicomnode.dicom import tls
@@ -59,7 +60,7 @@ class CheckedConfig:
 
     models: Mapping[str, Any]
     pipelines: Mapping[str, PipelineDefinition]
-    admin_token: str | None
+    admin_access: AdminAccess | None  # None: the admin API is disabled
     rules: RuleSet  # as they would come into force now; empty without a rules folder
 
 
@@ -71,7 +72,7 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
     loads no model (``config check`` then loads them all, ``serve`` those in use).
     Raises ConfigError (RulesError is one) naming the file and key.
     """
-    token = _admin_token(config) if config.admin.enabled else None
+    access = _admin_access(config) if config.admin.enabled else None
     _check_tls(config, source)
     models, pipelines = all_definitions(config.models, config.pipelines, source)
     rules = RuleSet((), version="none")
@@ -81,7 +82,7 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
             destinations=tuple(config.destinations),
             pipelines=tuple(pipelines),
         )
-    return CheckedConfig(models, pipelines, token, rules)
+    return CheckedConfig(models, pipelines, access, rules)
 
 
 def _check_tls(config: Config, source: str) -> None:
@@ -98,13 +99,12 @@ def _check_tls(config: Config, source: str) -> None:
         raise ConfigError(f"{source}: {key}: {exc}") from exc
 
 
-def _admin_token(config: Config) -> str | None:
-    """The admin token; refuses an open API on an address other machines can reach."""
-    admin = config.admin
-    inline = admin.token.get_secret_value() if admin.token is not None else None
-    token = read_token(inline, admin.token_file)
-    check_admin_security(admin.host, token)
-    return token
+def _admin_access(config: Config) -> AdminAccess:
+    """The admin API's tokens (files only their owner may read) and limits, its HTTPS
+    files loaded once; refuses an open API on an address other machines can reach."""
+    if config.admin.tls is not None:
+        AdminHTTPS(config.admin.tls)
+    return admin_access(config.admin)
 
 
 class Node:
@@ -182,7 +182,9 @@ class Node:
             utc_now,
             count=config.pipeline_workers,
         )
-        self.admin = self._admin_server(checked.admin_token) if config.admin.enabled else None
+        self.admin = (
+            self._admin_server(checked.admin_access) if checked.admin_access is not None else None
+        )
 
     def start(self) -> None:
         """Recover from any previous crash, then start every stage, the listener last.
@@ -289,8 +291,8 @@ class Node:
         finally:
             self.stop()
 
-    def _admin_server(self, token: str | None) -> AdminServer:
-        """The admin API over this node's parts (``check_config`` vetted its token)."""
+    def _admin_server(self, access: AdminAccess) -> AdminServer:
+        """The admin API over this node's parts (``check_config`` vetted its access)."""
         admin = self.config.admin
         services = AdminServices(
             database=self.database,
@@ -315,8 +317,11 @@ class Node:
             dicom_port=lambda: self.scp.port,
             dicom_tls_port=lambda: self.scp.tls_port,
         )
-        app = create_app(services, token, metrics_public=admin.metrics_public)
-        return AdminServer(app, admin.host, admin.port)
+        app = create_app(services, access, metrics_public=admin.metrics_public)
+        https = AdminHTTPS(admin.tls) if admin.tls is not None else None
+        if https is not None:
+            self.tls_reloaders.append(https.reload)
+        return AdminServer(app, admin.host, admin.port, https)
 
     def _jobs_queued(self) -> None:
         self.workers.wake()

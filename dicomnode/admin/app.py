@@ -5,13 +5,17 @@
     /healthz, /readyz          no token (probes)
     /metrics                   token, unless metrics_public (Prometheus may not send one)
     /api/overview              token; the dashboard's counts and readiness
-    /api/series[/{uid}]        token
-    /api/jobs[/{id}[/retry]]   token; retry is audited
-    /api/destinations          token; C-ECHO each
-    /api/rules[/check|dry-run] token; PUT is validated, written, loaded and audited
+    /api/series[/{uid}]        token; retry-routing: admin, audited
+    /api/jobs[/{id}[/retry]]   token; retry: admin, audited
+    /api/destinations          token; echo=true (a C-ECHO each): admin
+    /api/rules[/check|dry-run] token; PUT (validated, written, loaded, audited): admin
     /api/audit                 token
     /openapi.json              no token (the API's shape is not a secret)
     /, /ui/, /ui/assets/...    no token: the web page (static code; its data comes from /api)
+
+"token" is any configured token, viewer or admin (auth.py). Before any route, every
+request passes the guards (guards.py): its Host, its declared size, and for a change,
+its Origin and content type.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 
+from dicomnode.admin.access import AdminAccess
 from dicomnode.admin.audit import AuditLog
 from dicomnode.admin.auth import require_token
 from dicomnode.admin.context import AdminContext
+from dicomnode.admin.guards import BodySizeGuard, CrossSiteGuard, HostGuard
 from dicomnode.admin.metrics import metrics_registry
+from dicomnode.admin.ratelimit import AuthFailures
 from dicomnode.admin.routes import (
     audit,
     destinations,
@@ -40,22 +47,27 @@ from dicomnode.admin.services import AdminServices
 from dicomnode.admin.web import mount_web
 
 _AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "No bearer token was sent"},
-    403: {"model": ErrorOut, "description": "The bearer token is not valid"},
+    401: {"model": ErrorOut, "description": "No bearer token, or one that is not valid"},
+    403: {"model": ErrorOut, "description": "The token's role (viewer) may not do this"},
+    429: {
+        "model": ErrorOut,
+        "description": "Too many failed authentications from this address (Retry-After)",
+    },
 }
 
 
 def create_app(
     services: AdminServices,
-    token: str | None,
+    access: AdminAccess | None = None,
     *,
     metrics_public: bool = False,
     web: bool = True,
 ) -> FastAPI:
-    """The admin API over ``services``; ``token=None`` leaves it open (loopback only).
+    """The admin API over ``services``; ``access=None``: open, on loopback names only.
 
     ``web`` adds the administrators' web page (``/ui/``), which only calls this API.
     """
+    access = access or AdminAccess()
     app = FastAPI(
         title="dicomnode admin API",
         version="1",
@@ -63,7 +75,10 @@ def create_app(
         docs_url=None,  # Swagger UI loads from a CDN; the node must work offline
         redoc_url=None,
     )
-    app.state.token = token
+    app.state.access = access
+    app.state.auth_failures = AuthFailures(
+        access.max_auth_failures, access.auth_failure_window_seconds
+    )
     app.state.context = AdminContext(
         services=services,
         audit=AuditLog(services.database),
@@ -88,4 +103,8 @@ def create_app(
     app.include_router(protected)
     if web:
         mount_web(app)
+    # The last added runs first: a foreign Host is refused before anything else.
+    app.add_middleware(CrossSiteGuard)
+    app.add_middleware(BodySizeGuard, limit=access.max_body_bytes)
+    app.add_middleware(HostGuard, allowed=access.allowed_hosts)
     return app

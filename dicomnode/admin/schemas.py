@@ -91,6 +91,18 @@ class ErrorOut(_Model):
     detail: str
 
 
+# What a request that changes something (or may: every method but GET) can also be
+# answered, before its route runs (guards.py) or by its token's role (auth.py).
+CHANGE_REFUSALS: dict[int | str, dict[str, Any]] = {
+    403: {
+        "model": ErrorOut,
+        "description": "The token's role (viewer) may not do this, or another site sent it",
+    },
+    413: {"model": ErrorOut, "description": "The body is larger than admin.max_body_bytes"},
+    415: {"model": ErrorOut, "description": "The body is not declared application/json"},
+}
+
+
 # -- series -----------------------------------------------------------------------------
 
 

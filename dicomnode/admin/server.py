@@ -13,6 +13,7 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from dicomnode.admin.https import AdminHTTPS
 from dicomnode.errors import ConfigError
 from dicomnode.logs import get_logger
 
@@ -20,11 +21,13 @@ log = get_logger(__name__)
 
 
 class AdminServer:
-    """The admin API listening on ``host:port`` (port 0: any free port, see ``port``)."""
+    """The admin API listening on ``host:port`` (port 0: any free port, see ``port``),
+    over HTTPS when ``https`` is given."""
 
-    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+    def __init__(self, app: FastAPI, host: str, port: int, https: AdminHTTPS | None = None) -> None:
         self._host = host
         self._requested_port = port
+        self.scheme = "https" if https is not None else "http"
         self._server = uvicorn.Server(
             uvicorn.Config(
                 app,
@@ -32,6 +35,8 @@ class AdminServer:
                 access_log=False,
                 lifespan="off",
                 timeout_graceful_shutdown=5,
+                server_header=False,  # nothing to tell a scanner
+                ssl_context_factory=None if https is None else (lambda _c, _d: https.context),
             )
         )
         self._socket: socket.socket | None = None
@@ -68,7 +73,7 @@ class AdminServer:
                 self.stop()
                 raise ConfigError(f"admin: the HTTP server did not start on {self._address()}")
             time.sleep(0.01)
-        log.info("admin_listening", host=self._host, port=self.port)
+        log.info("admin_listening", host=self._host, port=self.port, scheme=self.scheme)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the requests in progress (up to a few seconds) and stop."""

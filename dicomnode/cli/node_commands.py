@@ -66,9 +66,12 @@ def config_check(args: argparse.Namespace) -> int:
     if config.rules_dir.exists():
         count = len(checked.rules)
         print(f"{config.rules_dir}: rules valid ({count} rule{'s' * (count != 1)})")
-    if config.admin.enabled:
-        access = "token required" if checked.admin_token is not None else "loopback, no token"
-        print(f"admin API on {config.admin.host}:{config.admin.port} ({access})")
+    if checked.admin_access is not None:
+        admin = config.admin
+        tokens = checked.admin_access.tokens
+        access = f"{tokens.describe()} required" if tokens else "loopback, no token"
+        scheme = "https" if admin.tls is not None else "http"
+        print(f"admin API on {scheme}://{_url_host(admin.host)}:{admin.port}/ ({access})")
     lock = StorageLock(config.storage.path)
     holder = lock.holder()
     if holder is None:
@@ -81,6 +84,10 @@ def config_check(args: argparse.Namespace) -> int:
         f"storage {config.storage.path}, {len(config.destinations)} destinations)"
     )
     return EXIT_OK
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def config_show(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from dicomnode.admin import AdminServices, DiskWatermark, create_app, tcp_listening
+from dicomnode.admin import AdminAccess, AdminServices, DiskWatermark, create_app, tcp_listening
+from dicomnode.admin.tokens import single
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import ScuSettings, SendableFile, inspect_file, send_files
 from dicomnode.node import Node
@@ -65,6 +66,12 @@ def token() -> str:
 
 
 @pytest.fixture
+def access(token: str) -> AdminAccess:
+    """The access rules of the test apps: one admin token, the default hosts and limits."""
+    return AdminAccess(tokens=single(token))
+
+
+@pytest.fixture
 def rules_dir(tmp_path: Path) -> Path:
     """The folder make_config points the node's rules_dir at."""
     folder = tmp_path / "rules"
@@ -84,14 +91,21 @@ def write_rules(rules_dir: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def client_for() -> Iterator[Callable[..., TestClient]]:
-    """An authenticated TestClient on an app over ``node`` (closed at the end)."""
+    """An authenticated TestClient on an app over ``node`` (closed at the end).
+
+    Its requests name ``localhost`` as their Host (the test client's own ``testserver``
+    is not a name the node answers to).
+    """
     clients: list[TestClient] = []
 
     def make(
         node: Node, token: str | None = TOKEN, metrics_public: bool = False, **overrides: Any
     ) -> TestClient:
-        app = create_app(services_of(node, **overrides), token, metrics_public=metrics_public)
-        client = TestClient(app, headers=AUTH if token is not None else {})
+        access = AdminAccess(tokens=single(token)) if token is not None else None
+        app = create_app(services_of(node, **overrides), access, metrics_public=metrics_public)
+        client = TestClient(
+            app, base_url="http://localhost", headers=AUTH if token is not None else {}
+        )
         clients.append(client)
         return client
 

@@ -14,6 +14,8 @@ from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
 
 # Stages every segmentation run has (the engine may time more, e.g. measuring, between them).
+# A retry has no body, but is declared JSON like every change (else 415).
+JSON = {"Content-Type": "application/json"}
 CORE_STAGES = ["load", "preprocess", "inference", "seg", "sr", "store"]
 
 
@@ -105,7 +107,7 @@ def test_an_unknown_job_is_404(
 ) -> None:
     client = client_for(node)
     assert client.get(f"/api/jobs/{job_id}").status_code == 404
-    assert client.post(f"/api/jobs/{job_id}/retry").status_code == 404
+    assert client.post(f"/api/jobs/{job_id}/retry", headers=JSON).status_code == 404
 
 
 @pytest.mark.parametrize("job_id", ["12", "job-1", "send-0", "send-01", "send-1x", "send--1"])
@@ -114,7 +116,7 @@ def test_a_malformed_job_id_is_422(
 ) -> None:
     client = client_for(node)
     assert client.get(f"/api/jobs/{job_id}").status_code == 422
-    assert client.post(f"/api/jobs/{job_id}/retry").status_code == 422
+    assert client.post(f"/api/jobs/{job_id}/retry", headers=JSON).status_code == 422
 
 
 def test_a_failed_send_is_retried_by_the_api_audited_and_delivered(
@@ -143,7 +145,9 @@ def test_a_failed_send_is_retried_by_the_api_audited_and_delivered(
     assert all(a["status"] is None for a in attempts)  # never associated: no DIMSE status
 
     with StoreSCP(ae_title="GONE", port=port) as fixed:
-        response = client.post(f"/api/jobs/{failed['id']}/retry", headers={"X-Actor": "alice"})
+        response = client.post(
+            f"/api/jobs/{failed['id']}/retry", headers={**JSON, "X-Actor": "alice"}
+        )
         assert response.status_code == 200, response.text
         assert response.json()["state"] in {"pending", "sending", "done"}
         fixed.wait_for_files(6, timeout=60)
@@ -152,7 +156,7 @@ def test_a_failed_send_is_retried_by_the_api_audited_and_delivered(
             timeout=30,
             what="the retried send done",
         )
-    again = client.post(f"/api/jobs/{failed['id']}/retry")
+    again = client.post(f"/api/jobs/{failed['id']}/retry", headers=JSON)
     assert again.status_code == 409
     assert "is done, not failed" in again.json()["detail"]
 
@@ -197,7 +201,7 @@ def test_a_failed_pipeline_job_is_retried_and_runs_again(
     ]
     assert timeline["sends"] == []
 
-    response = client.post(f"/api/jobs/{failed['id']}/retry")
+    response = client.post(f"/api/jobs/{failed['id']}/retry", headers=JSON)
     assert response.status_code == 200, response.text
     poll_until(
         lambda: client.get(f"/api/jobs/{failed['id']}").json()["job"]["attempts"] == 2,

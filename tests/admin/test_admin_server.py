@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dicomnode.admin import AdminServer, AdminServices, create_app
+from dicomnode.admin import AdminAccess, AdminServer, AdminServices, create_app
 from dicomnode.errors import ConfigError
 from dicomnode.node import Node
 from dicomnode.testing.ports import LOOPBACK, port_accepts
@@ -30,9 +30,9 @@ def get(url: str, token: str | None = None) -> tuple[int, Any]:
 
 @pytest.fixture
 def server(
-    node: Node, services_for: Callable[..., AdminServices], token: str
+    node: Node, services_for: Callable[..., AdminServices], access: AdminAccess
 ) -> Iterator[AdminServer]:
-    server = AdminServer(create_app(services_for(node), token), LOOPBACK, 0)
+    server = AdminServer(create_app(services_for(node), access), LOOPBACK, 0)
     server.start()
     yield server
     server.stop()

@@ -87,7 +87,9 @@ def damage_after_acknowledgement(
 
 def http(method: str, url: str) -> tuple[int, str]:
     assert url.startswith("http://127.0.0.1:")
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback http only
+    # A change is declared JSON even without a body (the admin API refuses it otherwise).
+    headers = {"Content-Type": "application/json"} if method != "GET" else {}
+    request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - loopback http only
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - as above
             return answer.status, answer.read().decode()

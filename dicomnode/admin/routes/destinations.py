@@ -5,11 +5,12 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from dicomnode.admin import queries
+from dicomnode.admin.auth import require_admin
 from dicomnode.admin.context import Context
-from dicomnode.admin.schemas import DestinationOut, DestinationsQuery, EchoOut
+from dicomnode.admin.schemas import DestinationOut, DestinationsQuery, EchoOut, ErrorOut
 from dicomnode.admin.services import AdminServices
 from dicomnode.config import Destination
 from dicomnode.dicom.address import DicomAddress
@@ -25,10 +26,22 @@ router = APIRouter(prefix="/api/destinations", tags=["destinations"])
 ECHO_TIMEOUT_SECONDS = 5.0
 
 
-@router.get("", summary="Destinations with their outbox state and, unless echo=false, a C-ECHO")
+@router.get(
+    "",
+    summary="Destinations with their outbox state and, unless echo=false, a C-ECHO",
+    responses={
+        403: {
+            "model": ErrorOut,
+            "description": "A viewer's token asked for a C-ECHO (echo=false lists only)",
+        }
+    },
+)
 def list_destinations(
-    context: Context, query: Annotated[DestinationsQuery, Query()]
+    context: Context, request: Request, query: Annotated[DestinationsQuery, Query()]
 ) -> list[DestinationOut]:
+    """A C-ECHO opens associations to other nodes: an admin's action, as in the CLI."""
+    if query.echo:
+        require_admin(request, "a C-ECHO of the destinations (echo=true, the default)")
     services = context.services
     states = queries.outbox_by_destination(services.database)
     names = sorted(services.destinations)

@@ -6,10 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 
-from dicomnode.admin.auth import actor_of
+from dicomnode.admin.auth import actor_of, audit_detail
 from dicomnode.admin.context import Context
 from dicomnode.admin.jobs import JobId, find_job, job_out, list_jobs
-from dicomnode.admin.schemas import JOB_ID_PATTERN, ErrorOut, JobDetail, JobOut, JobsQuery
+from dicomnode.admin.schemas import (
+    CHANGE_REFUSALS,
+    JOB_ID_PATTERN,
+    ErrorOut,
+    JobDetail,
+    JobOut,
+    JobsQuery,
+)
 from dicomnode.admin.timeline import pipeline_timeline, send_timeline
 from dicomnode.logs import get_logger
 
@@ -48,6 +55,7 @@ def get_job(context: Context, job_id: JobIdPath) -> JobDetail:
     "/{job_id}/retry",
     summary="Requeue a failed job now (audited)",
     responses={
+        **CHANGE_REFUSALS,
         **_NOT_FOUND,
         409: {"model": ErrorOut, "description": "The job has not failed: nothing to retry"},
     },
@@ -73,7 +81,7 @@ def retry_job(context: Context, request: Request, job_id: JobIdPath) -> JobOut:
         actor,
         "job.retry",
         job_id,
-        {"previous_state": before.state, "previous_reason": reason},
+        {"previous_state": before.state, "previous_reason": reason, **audit_detail(request)},
     )
     log.info("job_retried", job_id=job_id, actor=actor)
     if before.kind == "send":

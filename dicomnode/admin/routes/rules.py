@@ -15,10 +15,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from dicomnode.admin.auth import actor_of
+from dicomnode.admin.auth import VIEWERS_MAY, actor_of, audit_detail
 from dicomnode.admin.context import AdminContext, Context
 from dicomnode.admin.rulefiles import VersionConflict
 from dicomnode.admin.schemas import (
+    CHANGE_REFUSALS,
     ClauseOut,
     DryRunIn,
     DryRunOut,
@@ -46,6 +47,7 @@ log = get_logger(__name__)
 router = APIRouter(prefix="/api/rules", tags=["rules"])
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
+    **CHANGE_REFUSALS,
     400: {"model": ErrorOut, "description": "The body is not JSON"},
     422: {
         "model": RulesRefused,
@@ -115,6 +117,7 @@ def put_rule_file(
             "previous_version": previous,
             "content": body.content,
             "previous_content": saved.previous,
+            **audit_detail(request),
         },
     )
     services.rules.refresh()
@@ -128,6 +131,7 @@ def put_rule_file(
     summary="Validate a rule file as it would be saved, without saving it",
     response_model=RulesChecked,
     responses=_REFUSED,
+    openapi_extra=VIEWERS_MAY,
 )
 def check_rule_file(context: Context, body: RulesCheckIn) -> RulesChecked | JSONResponse:
     """What the editor calls while someone types: the same problems a save would give."""
@@ -146,6 +150,7 @@ def check_rule_file(context: Context, body: RulesCheckIn) -> RulesChecked | JSON
         **_REFUSED,
         404: {"model": ErrorOut, "description": "No series with this UID"},
     },
+    openapi_extra=VIEWERS_MAY,
 )
 def dry_run(context: Context, body: DryRunIn) -> DryRunOut | JSONResponse:
     services = context.services

@@ -7,10 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from dicomnode.admin import queries
-from dicomnode.admin.auth import actor_of
+from dicomnode.admin.auth import actor_of, audit_detail
 from dicomnode.admin.context import Context
 from dicomnode.admin.jobs import jobs_of_series
 from dicomnode.admin.schemas import (
+    CHANGE_REFUSALS,
     DecisionOut,
     ErrorOut,
     InstanceOut,
@@ -65,6 +66,7 @@ def get_series(context: Context, series_uid: str) -> SeriesDetail:
     "/{series_uid}/retry-routing",
     summary="Route a series' failed versions again now (audited)",
     responses={
+        **CHANGE_REFUSALS,
         404: {"model": ErrorOut, "description": "No series with this UID"},
         409: {"model": ErrorOut, "description": "No version of it failed routing"},
     },
@@ -83,7 +85,11 @@ def retry_routing(context: Context, request: Request, series_uid: str) -> Routin
         actor,
         "series.retry_routing",
         series_uid,
-        {"previous_state": series.routing_state, "previous_reason": series.routing_error},
+        {
+            "previous_state": series.routing_state,
+            "previous_reason": series.routing_error,
+            **audit_detail(request),
+        },
     )
     # The router polls its queue every few seconds: the retry needs no wake-up.
     log.info("routing_retried", series_uid=series_uid, actor=actor, count=requeued)

@@ -103,7 +103,9 @@ async function api(path, { method = "GET", body } = {}) {
   if (token) headers.Authorization = `Bearer ${token}`;
   const actor = localStorage.getItem(ACTOR_KEY);
   headers["X-Actor"] = actor ? `web: ${actor}` : "web";
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  // Every change is JSON, even without a body: the node refuses any other type of change
+  // (a form or text/plain POST is what another site could make the browser send).
+  if (method !== "GET") headers["Content-Type"] = "application/json";
   // Relative to /ui/, so the page also works behind a reverse proxy under a prefix.
   const url = new URL(`../api/${path}`, document.baseURI);
   const response = await fetch(url, {
@@ -114,16 +116,16 @@ async function api(path, { method = "GET", body } = {}) {
   if (text) {
     try { data = JSON.parse(text); } catch { data = { detail: text }; }
   }
-  if (response.status === 401 || response.status === 403) {
-    askForToken(response.status === 403);
-  }
+  // 401: no token, or a wrong one. 403 is a valid token whose role may not do this: the
+  // error says so where the action was tried, and the token stays.
+  if (response.status === 401) askForToken(Boolean(token));
   if (!response.ok) throw new ApiError(response.status, data);
   return data;
 }
 
 function askForToken(wrong) {
   login.hidden = false;
-  say(wrong ? "The admin token was not accepted." : "Sign in with the node's admin token.", "bad");
+  say(wrong ? "The token was not accepted." : "Sign in with one of the node's tokens (admin or viewer).", "bad");
   document.getElementById("token").focus();
 }
 
@@ -302,6 +304,9 @@ async function dashboard() {
           ? badge(`ok, ${Math.round(d.echo.ms)} ms`, "ok")
           : badge(d.echo?.error || "failed", "bad"));
       }
+    } catch (error) {
+      destinationsPanel.querySelectorAll("td.echo").forEach((cell) => { cell.textContent = "—"; });
+      say(`C-ECHO refused: ${error.message}`, "bad");
     } finally {
       echoButton.disabled = false;
     }
