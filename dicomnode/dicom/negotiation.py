@@ -247,16 +247,9 @@ class _TracedSSLSocket(ssl.SSLSocket):
             self._alerted(exc)
             raise
 
-    def send(self, data: Any, flags: int = 0) -> int:
+    def send(self, data: Any, flags: int = 0) -> int:  # sendall sends through it too
         try:
             return super().send(data, flags)
-        except ssl.SSLError:
-            self._read_alert()
-            raise
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        try:
-            super().sendall(data, flags)
         except ssl.SSLError:
             self._read_alert()
             raise
