@@ -14,8 +14,9 @@ from dicomnode.admin.schemas import DestinationOut, DestinationsQuery, EchoOut, 
 from dicomnode.admin.services import AdminServices
 from dicomnode.config import Destination
 from dicomnode.dicom.address import DicomAddress
-from dicomnode.dicom.scu import ScuSettings
+from dicomnode.dicom.scu import ScuSettings, TlsSettings
 from dicomnode.dicom.status import describe, is_success
+from dicomnode.dicom.tls import client_context
 from dicomnode.errors import PeerError
 from dicomnode.logs import get_logger
 
@@ -73,11 +74,22 @@ def list_destinations(
     return result
 
 
+def _tls(name: str, destination: Destination) -> TlsSettings | None:
+    """The destination's DICOM-TLS, its context built when the check connects."""
+    config = destination.tls
+    if config is None:
+        return None
+    return TlsSettings(
+        lambda: client_context(config), config.server_name, f"destinations.{name}.tls"
+    )
+
+
 def _echo(services: AdminServices, name: str, destination: Destination) -> EchoOut:
     settings = ScuSettings(
         calling_ae=destination.calling_ae or services.calling_ae,
         connect_timeout_seconds=min(destination.connect_timeout_seconds, ECHO_TIMEOUT_SECONDS),
         network_timeout_seconds=min(destination.network_timeout_seconds, ECHO_TIMEOUT_SECONDS),
+        tls=_tls(name, destination),
     )
     address = DicomAddress(destination.ae_title, destination.host, destination.port)
     try:
