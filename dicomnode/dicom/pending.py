@@ -34,6 +34,7 @@ class _Entry:
     host: str
     deadline: float
     calling_ae: Callable[[], str] = field(default=lambda: "")
+    handshaking: bool = False  # a TLS handshake not finished yet (for the log)
 
 
 class PendingConnections:
@@ -67,23 +68,32 @@ class PendingConnections:
         return False
 
     def watch(self, raw: Any, calling_ae: Callable[[], str]) -> None:
-        """Who ``raw``'s peer says it is, as far as known when it times out (for the log)."""
+        """Who ``raw``'s peer says it is, as far as known when it times out (for the log).
+
+        Called once its PDUs are read (through the guard): any TLS handshake is done.
+        """
         with self._condition:
             entry = self._entries.get(raw)
             if entry is not None:
                 entry.calling_ae = calling_ae
+                entry.handshaking = False
 
     def replace(self, raw: Any, wrapped: Any) -> None:
-        """``raw`` is now read through ``wrapped`` (a TLS socket, which took its descriptor)."""
+        """``raw`` is now read through ``wrapped`` (a TLS socket, which took its descriptor,
+        its handshake about to start)."""
         with self._condition:
             entry = self._entries.pop(raw, None)
             if entry is not None:
+                entry.handshaking = True
                 self._entries[wrapped] = entry
 
-    def settle(self, raw: Any) -> None:
-        """``raw`` is no longer negotiating (accepted, rejected, refused or closed)."""
+    def settle(self, raw: Any) -> bool:
+        """``raw`` is no longer negotiating (accepted, rejected, refused or closed).
+
+        False if it was not pending: the watchdog may have closed it, and reported that.
+        """
         with self._condition:
-            self._entries.pop(raw, None)
+            return self._entries.pop(raw, None) is not None
 
     def count(self) -> int:
         with self._condition:
@@ -123,14 +133,18 @@ class PendingConnections:
 
     def _close(self, raw: Any, entry: _Entry) -> None:
         # The reader then sees the connection closed and pynetdicom ends it (``scp``).
+        # The descriptor is shut down, not through ``SSLSocket.shutdown``: that drops the
+        # TLS state under the thread reading it, whose next ``recv`` then reads the raw
+        # socket (and fails with a traceback) instead of seeing the end of the stream.
         try:
-            raw.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(raw, socket.SHUT_RDWR)
         except OSError:
             return  # closed already: it was not waiting on us
+        unfinished = ", its TLS handshake unfinished" if entry.handshaking else ""
         self._refusals.report(
             "connection_refused",
             Reason.NEGOTIATION_TIMEOUT,
             peer_ae=entry.calling_ae(),
             peer_host=entry.host,
-            detail=f"no association negotiated within {self._timeout:g} s",
+            detail=f"no association negotiated within {self._timeout:g} s{unfinished}",
         )

@@ -276,16 +276,19 @@ class StorageSCP:
             return
         self._pending.replace(raw, wrapped)
         holder.socket = wrapped
-        wrapped.settimeout(self._config.association_request_timeout_seconds)
+        # A backstop: the pending watchdog closes a handshake still unfinished at the
+        # request time-out (a per-read time-out alone would not bound a peer that trickles
+        # bytes) and reports it; this one firing first would report it a second time.
+        wrapped.settimeout(2 * self._config.association_request_timeout_seconds)
         try:
             wrapped.do_handshake()
         except (ssl.SSLError, OSError) as exc:
-            self._pending.settle(wrapped)
-            with contextlib.suppress(OSError):
-                wrapped.shutdown(socket.SHUT_RDWR)
-            self._refusals.report(
-                "connection_refused", Reason.TLS_HANDSHAKE, "", host, detail=tls.describe(exc)
-            )
+            if self._pending.settle(wrapped):  # else the watchdog closed it, and reported
+                with contextlib.suppress(OSError):
+                    wrapped.shutdown(socket.SHUT_RDWR)
+                self._refusals.report(
+                    "connection_refused", Reason.TLS_HANDSHAKE, "", host, detail=tls.describe(exc)
+                )
             self._on_connected(event)
             guard = guarded(holder.socket)
             if guard is not None:

@@ -14,6 +14,7 @@ does not match, a half-written file) leaves the previous context in use and is l
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ log = get_logger(__name__)
 # RFC 9325 4.2: TLS 1.2 suites with forward secrecy and authenticated encryption only.
 # TLS 1.3 suites are all acceptable and keep OpenSSL's defaults.
 BCP195_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL"
+
+_SOURCE_LOCATION = re.compile(r"\s*\(_ssl\.c:\d+\)")  # "[SSL] PEM lib (_ssl.c:3926)"
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -88,7 +91,20 @@ def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -
             f"{certificate} / {private_key}: not a certificate and its key ({describe(exc)})"
         ) from exc
     except OSError as exc:
-        raise TLSConfigError(f"{exc.filename or certificate}: {exc.strerror}") from exc
+        culprit = exc.filename or _unreadable(certificate, private_key) or certificate
+        raise TLSConfigError(f"{culprit}: {exc.strerror}") from exc
+
+
+def _unreadable(*paths: Path) -> Path | None:
+    """The first of ``paths`` that cannot be opened: ``load_cert_chain`` raises a missing
+    file's OSError without its name, and it is as often the key as the certificate."""
+    for path in paths:
+        try:
+            with path.open("rb"):
+                pass
+        except OSError:
+            return path
+    return None
 
 
 def _load_trust(context: ssl.SSLContext, ca_certificates: Path) -> None:
@@ -116,7 +132,7 @@ def describe(exc: BaseException) -> str:
         return "connection closed during the handshake"
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).replace("_", " ").lower()
-    return str(exc) or type(exc).__name__
+    return _SOURCE_LOCATION.sub("", str(exc)) or type(exc).__name__
 
 
 def peer_subject(sock: ssl.SSLSocket) -> str | None:

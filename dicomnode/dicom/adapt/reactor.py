@@ -256,7 +256,10 @@ def _dul_wait(self: DULServiceProvider, waker: Waker) -> None:
     if raw is not None and getattr(assoc_socket, "_is_connected", False) and _may_read(self):
         pending = getattr(raw, "pending", None)  # an SSLSocket, or the guard around one
         if pending is not None and pending():
-            return  # decrypted bytes already buffered: select() cannot see them
+            # Decrypted bytes already buffered: select() cannot see them, nor can the
+            # stock ``socket.ready`` through the guard (it asks an SSLSocket only).
+            setattr(self, _READABLE, True)
+            return
         watched.append(raw)
     try:
         ready, _, _ = select.select(watched, [], [], timeout)
