@@ -253,7 +253,12 @@ class AdminTLSConfig(_Frozen):
 
 
 class AdminConfig(_Frozen):
-    """The HTTP admin API: loopback by default; any other address needs a token."""
+    """The HTTP admin API: loopback by default; any other address needs a token.
+
+    Token files are read, and refused when other users may read them, by the admin
+    stage at start-up (``dicomnode.admin.tokens``), not here: loading a configuration
+    touches no secret.
+    """
 
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -261,15 +266,28 @@ class AdminConfig(_Frozen):
     token: SecretStr | None = None  # SecretStr: `config show` prints it as stars
     token_file: Path | None = None  # an admin-role token (as ``tokens`` with role admin)
     tokens: tuple[AdminToken, ...] = ()
-    tls: AdminTLSConfig | None = None
-    # Host header values served (DNS rebinding); null: the loopback names, IP literals,
-    # the bound address and this machine's own names.
+    tls: AdminTLSConfig | None = None  # HTTPS on admin.port instead of HTTP
+    # Host header values served (DNS rebinding): names, "*.domain", or "*" for any (only
+    # behind a proxy that checks them). Loopback names, IP literals and ``host`` are
+    # always served; null adds this machine's host name and fully qualified name.
     allowed_hosts: tuple[str, ...] | None = None
-    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024  # larger bodies: 413
     # Failed authentications from one client address within the window, then 429.
     max_auth_failures: Annotated[int, Field(ge=1)] = 10
     auth_failure_window_seconds: PositiveSeconds = 60.0
     metrics_public: bool = False  # let Prometheus scrape /metrics without the token
+
+    @model_validator(mode="after")
+    def _check_admin(self) -> AdminConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both (or list them in tokens)")
+        for name in self.allowed_hosts or ():
+            if not re.fullmatch(r"\*|(\*\.)?[A-Za-z0-9_.:\[\]-]+", name):
+                raise ValueError(
+                    f"allowed_hosts: {name!r} is not a host name (no scheme, path or "
+                    "spaces; '*.example.org' for a domain's names)"
+                )
+        return self
 
 
 class LoggingConfig(_Frozen):

@@ -101,10 +101,12 @@ def create_app(
     else:
         protected.include_router(metrics.router)
     app.include_router(protected)
+    # Innermost, so that what it raises while FastAPI reads a body reaches FastAPI as it
+    # is (the page's header middleware would wrap it in an exception group).
+    app.add_middleware(BodySizeGuard, limit=access.max_body_bytes)
     if web:
         mount_web(app)
     # The last added runs first: a foreign Host is refused before anything else.
     app.add_middleware(CrossSiteGuard)
-    app.add_middleware(BodySizeGuard, limit=access.max_body_bytes)
     app.add_middleware(HostGuard, allowed=access.allowed_hosts)
     return app

@@ -50,7 +50,7 @@ class AllowedHosts:
 def split_host(host: str) -> tuple[str, int | None]:
     """``name[:port]`` or ``[v6]:port`` -> (lowercase name without brackets, port)."""
     host = host.strip().lower()
-    if host.startswith("["):
+    if host.startswith("[") and "]" in host:
         name, _, rest = host[1:].partition("]")
         return name, _port(rest[1:]) if rest.startswith(":") else None
     name, colon, tail = host.rpartition(":")

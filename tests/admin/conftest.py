@@ -7,9 +7,12 @@ so the app under test serves the same parts a deployed node serves.
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 import secrets
+import ssl
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,50 @@ from dicomnode.testing.process import poll_until
 TOKEN = secrets.token_urlsafe(24)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 FAST_RETRY = {"initial_seconds": 0.5, "max_seconds": 1.0, "max_age_seconds": 3600}
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    """An HTTP answer: status, headers (lowercase names) and the body, parsed if JSON."""
+
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def call(
+    port: int,
+    method: str,
+    path: str,
+    *,
+    body: bytes | Iterable[bytes] | None = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> Answer:
+    """One request to a real admin server on loopback, with exactly the headers given
+    (a ``Host`` among them replaces the default); an iterable body is sent chunked."""
+    connection = (
+        http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+        if context is not None
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    )
+    try:
+        connection.request(
+            method,
+            path,
+            body=body,
+            headers=headers or {},
+            encode_chunked=body is not None and not isinstance(body, bytes),
+        )
+        response = connection.getresponse()
+        raw = response.read()
+        answer_headers = {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+    parsed: Any = raw.decode("utf-8", "replace")
+    if answer_headers.get("content-type", "").startswith("application/json"):
+        parsed = json.loads(raw)
+    return Answer(response.status, answer_headers, parsed)
 
 
 def services_of(node: Node, **overrides: Any) -> AdminServices:
@@ -51,6 +98,12 @@ def services_of(node: Node, **overrides: Any) -> AdminServices:
         wake_jobs=node.workers.wake,
     )
     return dataclasses.replace(services, **overrides)
+
+
+@pytest.fixture
+def http_call() -> Callable[..., Answer]:
+    """``call``: one real HTTP(S) request to an admin server on loopback."""
+    return call
 
 
 @pytest.fixture

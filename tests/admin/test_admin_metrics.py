@@ -155,7 +155,7 @@ def counted_scp(node: Node) -> Iterator[tuple[StorageSCP, ReceiveCounters]]:
     counters = ReceiveCounters()
     scp = StorageSCP(
         NodeConfig(host=LOOPBACK, port=0),
-        counters.caller_policy(lambda ae_title, _host: ae_title != "INTRUDER"),
+        counters.caller_policy(lambda ae_title, _host, _subject: ae_title != "INTRUDER"),
         counters.sink(node.ingest),
     )
     scp.start()

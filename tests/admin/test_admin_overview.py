@@ -31,6 +31,7 @@ def test_the_overview_names_the_node_its_readiness_and_counts_by_state(
     assert empty["node"] == {
         "ae_title": "DICOMNODE",
         "dicom_port": node.scp.port,
+        "dicom_tls_port": None,  # no node.tls
         "version": __version__,
         "started_at": started.isoformat().replace("+00:00", "Z"),
     }
