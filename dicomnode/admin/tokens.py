@@ -60,13 +60,13 @@ class Tokens:
         return found
 
     def describe(self) -> str:
-        """For the start-up line: how many tokens of each role (no names, no values)."""
+        """How many tokens of each role, e.g. ``1 admin, 2 viewer`` (no names, no values)."""
         admins = sum(c.role == "admin" for c in self.credentials)
         viewers = len(self.credentials) - admins
         parts = [f"{admins} admin"] if admins else []
         if viewers:
             parts.append(f"{viewers} viewer")
-        return f"{' + '.join(parts)} token{'s' * (len(self.credentials) != 1)}"
+        return ", ".join(parts)
 
 
 def single(token: str, role: Role = "admin", name: str = "token") -> Tokens:
@@ -115,8 +115,8 @@ def check_token_file(path: Path, key: str) -> None:
         raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
     if mode & _UNSAFE_MODE:
         raise ConfigError(
-            f"{key}: {path} is {_who(mode)} (mode {stat.S_IMODE(mode):04o}); a token file "
-            f"must be readable by the node's user only: run `chmod 600 {path}`"
+            f"{key}: {path} is {_who(mode)} (mode {stat.S_IMODE(mode):04o}); other users "
+            f"must not read or change a token file: run `chmod 600 {path}`"
         )
 
 

@@ -69,7 +69,7 @@ def config_check(args: argparse.Namespace) -> int:
     if checked.admin_access is not None:
         admin = config.admin
         tokens = checked.admin_access.tokens
-        access = f"{tokens.describe()} required" if tokens else "loopback, no token"
+        access = f"token required: {tokens.describe()}" if tokens else "loopback, no token"
         scheme = "https" if admin.tls is not None else "http"
         print(f"admin API on {scheme}://{_url_host(admin.host)}:{admin.port}/ ({access})")
     lock = StorageLock(config.storage.path)

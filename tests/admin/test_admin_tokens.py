@@ -82,7 +82,7 @@ def test_every_kind_of_token_is_read_with_its_name_and_role(tmp_path: Path) -> N
     assert tokens.match("ops-token") is tokens.credentials[2]
     for wrong in ("", "ops-toke", "ops-token ", "ops-tokenx", "OPS-TOKEN", "\udcff"):
         assert tokens.match(wrong) is None, wrong
-    assert tokens.describe() == "2 admin + 1 viewer tokens"
+    assert tokens.describe() == "2 admin, 1 viewer"
     assert not Tokens() and tokens
 
 
