@@ -55,13 +55,21 @@ def test_documented_keys_are_owner_only(documented_pki: Path) -> None:
 
 def _echo(pki: Path, port: int, *, with_certificate: bool) -> subprocess.CompletedProcess[str]:
     identity = (
-        ["+tls", str(pki / "device.key"), str(pki / "device.crt")]
-        if with_certificate
-        else ["+tla"]
+        ["+tls", str(pki / "device.key"), str(pki / "device.crt")] if with_certificate else ["+tla"]
     )
+    trust = ["+cf", str(pki / "ca.pem")]
     return subprocess.run(
-        [str(ECHOSCU), "-aet", "CT1", "-aec", "DICOMNODE", *identity, "+cf", str(pki / "ca.pem")]
-        + ["127.0.0.1", str(port)],
+        [
+            str(ECHOSCU),
+            "-aet",
+            "CT1",
+            "-aec",
+            "DICOMNODE",
+            *identity,
+            *trust,
+            "127.0.0.1",
+            str(port),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
