@@ -19,6 +19,7 @@ pending connection never holds a slot a real sender needs.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -106,13 +107,33 @@ class PendingConnections:
         )
         self._watchdog.start()
 
+    def close_handshakes(self) -> None:
+        """Close the connections still in their TLS handshake, unreported (the node stops:
+        a handshake runs on its connection's request thread, which closing a server joins)."""
+        self._close_silently(lambda entry: entry.handshaking)
+
     def stop(self) -> None:
+        """Stop the watchdog and close every connection still negotiating, unreported.
+
+        The node is stopping: aborting such a connection's association waits for its
+        reader, which is blocked on a read until the idle time-out (60 s by default).
+        """
         with self._condition:
             self._stopping = True
             self._condition.notify()
+        self._close_silently(lambda _entry: True)
         if self._watchdog is not None:
             self._watchdog.join(5)
             self._watchdog = None
+
+    def _close_silently(self, which: Callable[[_Entry], bool]) -> None:
+        with self._condition:
+            closing = [raw for raw, entry in self._entries.items() if which(entry)]
+            for raw in closing:
+                del self._entries[raw]
+        for raw in closing:
+            with contextlib.suppress(OSError):  # closed already
+                socket.socket.shutdown(raw, socket.SHUT_RDWR)
 
     def _watch(self) -> None:
         while True:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import socketserver
 import ssl
 import threading
 import time
@@ -218,6 +219,11 @@ class StorageSCP:
         if not servers:
             return
         for server in servers:
+            socketserver.BaseServer.shutdown(server)  # stop accepting; joins no thread yet
+        # pynetdicom's shutdown then joins every connection's request thread, and a TLS
+        # handshake runs on one (until its time-out): end those first.
+        self._pending.close_handshakes()
+        for server in servers:
             server.shutdown()
         deadline = time.monotonic() + grace_seconds
         # Only established associations can be mid-store; a connection still waiting
@@ -226,11 +232,11 @@ class StorageSCP:
             assoc.is_established for server in servers for assoc in server.active_associations
         ):
             time.sleep(0.05)
+        self._pending.stop()  # first: closes connections that would hold abort() below
         for server in servers:
             for assoc in server.active_associations:
                 assoc.abort()
             server.server_close()
-        self._pending.stop()
         self._server = self._tls_server = None
         log.info("scp_stopped")
 
@@ -280,8 +286,14 @@ class StorageSCP:
         # request time-out (a per-read time-out alone would not bound a peer that trickles
         # bytes) and reports it; this one firing first would report it a second time.
         wrapped.settimeout(2 * self._config.association_request_timeout_seconds)
+        ended = False  # before any PDU: the connection then reads as closed
         try:
-            wrapped.do_handshake()
+            # A peer that closes before its first byte (a port probe, a load balancer's
+            # health check) refused nothing: it ends quietly, as on the plain port.
+            if socket.socket.recv(wrapped, 1, socket.MSG_PEEK):
+                wrapped.do_handshake()
+            else:
+                ended = True
         except (ssl.SSLError, OSError) as exc:
             if self._pending.settle(wrapped):  # else the watchdog closed it, and reported
                 with contextlib.suppress(OSError):
@@ -289,6 +301,9 @@ class StorageSCP:
                 self._refusals.report(
                     "connection_refused", Reason.TLS_HANDSHAKE, "", host, detail=tls.describe(exc)
                 )
+            ended = True
+        if ended:
+            self._pending.settle(wrapped)
             self._on_connected(event)
             guard = guarded(holder.socket)
             if guard is not None:

@@ -29,10 +29,17 @@ import pytest
 from dicomnode.dicom import adapt
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing import pdus
-from dicomnode.testing.hostile import connect, events, metric, refusals, start_node
+from dicomnode.testing.hostile import (
+    connect,
+    echo_succeeds,
+    events,
+    metric,
+    refusals,
+    start_node,
+)
 from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.pki import Issued, TestCA
-from dicomnode.testing.ports import LOOPBACK, free_port
+from dicomnode.testing.ports import LOOPBACK, free_port, wait_for_port
 from dicomnode.testing.process import poll_until
 from dicomnode.testing.storescu import storescu
 from dicomnode.testing.storescu_log import acknowledged_uids, parse_storescu_log
@@ -41,6 +48,7 @@ from dicomnode.testing.tls_clients import (
     client_hello,
     dcmtk_tls_args,
     legacy_context,
+    server_certificate,
 )
 
 # Long enough that a store over TLS (storescu's start, handshake, five C-STOREs) ends
@@ -85,6 +93,13 @@ def tls_settings(pki: Pki, tls_port: int) -> dict[str, Any]:
     }
 
 
+def start_tls_node(workdir: Path, settings: dict[str, Any]) -> NodeProcess:
+    """A node process once both listeners accept (``start`` waits for the plain one)."""
+    process = start_node(workdir, "adapted", settings)
+    wait_for_port(settings["node"]["tls"]["port"], timeout=30)
+    return process
+
+
 @dataclass(frozen=True)
 class TLSNode:
     process: NodeProcess
@@ -98,7 +113,7 @@ class TLSNode:
 @pytest.fixture
 def node(tmp_path: Path, pki: Pki) -> Iterator[TLSNode]:
     tls_port = free_port()
-    process = start_node(tmp_path / "node", "adapted", tls_settings(pki, tls_port))
+    process = start_tls_node(tmp_path / "node", tls_settings(pki, tls_port))
     yield TLSNode(process, tls_port)
     process.stop()
 
@@ -231,6 +246,19 @@ def test_a_tls_client_on_the_plain_port_is_dropped_at_once(
     assert refusal_events(node.process) == found
 
 
+def test_a_port_probe_on_the_tls_port_is_no_refusal(
+    node: TLSNode, pki: Pki, series: list[Path]
+) -> None:
+    # A load balancer's health check: connect, close before a byte. On the plain port it
+    # leaves no trace; on the TLS port neither (it was once a failed handshake).
+    for _ in range(3):
+        connect(node.tls_port, "127.0.0.2").close()
+    served = store_over_tls(node.tls_port, series, pki, pki.client)
+    assert served.returncode == 0 and acknowledged(served) == len(series)
+    assert refusal_events(node.process) == []
+    assert metric(node.process, "dicomnode_refusals_total", {"reason": "tls_handshake"}) == 0
+
+
 # -- unfinished handshakes --------------------------------------------------------------
 
 
@@ -303,6 +331,37 @@ def test_a_handshake_trickled_byte_by_byte_is_closed_at_the_request_timeout(
     (event,) = refused_once(node.process, "negotiation_timeout")
     assert event["detail"].endswith("its TLS handshake unfinished")
     assert refusal_events(node.process) == [event]
+
+
+def test_sigterm_ends_a_node_whose_peers_stall_in_the_handshake_and_the_request(
+    tmp_path: Path, pki: Pki
+) -> None:
+    # Time-outs far beyond the stop's wait: only closing these connections at stop ends
+    # their threads (a TLS handshake runs on the thread the server's shutdown joins; an
+    # unestablished association's abort waits for its reader).
+    tls_port = free_port()
+    settings = tls_settings(pki, tls_port)
+    settings["node"]["association_request_timeout_seconds"] = 120.0
+    settings["node"]["idle_timeout_seconds"] = 120.0
+    node = start_tls_node(tmp_path / "node", settings)
+    silent = connect(tls_port, "127.0.0.2")
+    half_hello = connect(tls_port, "127.0.0.3")
+    half_request = connect(node.port, "127.0.0.4")
+    try:
+        half_hello.sendall(client_hello()[:100])
+        half_request.sendall(pdus.associate_rq()[:20])
+        # Each listener accepts in order: once a later connection is served, these were
+        # accepted, and the TLS ones are in their handshake.
+        server_certificate(tls_port, pki.ca.certificate, pki.client)
+        assert echo_succeeds(node.port)
+        returncode = node.stop(timeout=30)
+    finally:
+        for sock in (silent, half_hello, half_request):
+            sock.close()
+
+    assert returncode == 0, "the node did not stop by itself within 30 s"
+    assert events(node, "node_stopped")
+    assert not refusal_events(node)  # stopping is no refusal of these peers
 
 
 # -- configuration ----------------------------------------------------------------------
