@@ -21,6 +21,7 @@ from benchkit.procstats import cpu_s, peak_rss, rss
 from ingest_bench.hotspots import Attacher
 from ingest_bench.receivers import Receiver
 from ingest_bench.sender import send
+from ingest_bench.tls import BenchTLS, negotiated
 
 _STORED_TIMEOUT_S = 60.0
 _POLL_S = 0.05
@@ -53,6 +54,7 @@ class Sample:
     receiver_cpu_s: float
     sender_cpu_s: float
     note: str = ""
+    tls: str = ""  # under --tls: the version and cipher suite agreed with the receiver
 
     @property
     def ok(self) -> bool:
@@ -60,13 +62,14 @@ class Sample:
 
 
 def run_once(
-    factory: Callable[[Path], Receiver],
+    factory: Callable[[Path, BenchTLS | None], Receiver],
     data: DataSet,
     run_dir: Path,
     *,
     sender_nodelay: bool,
     timeout_s: float,
     profiler: Attacher | None = None,
+    tls: BenchTLS | None = None,
 ) -> Sample:
     """Start a receiver in the empty ``run_dir``, send ``data`` to it, stop it, measure.
 
@@ -76,11 +79,15 @@ def run_once(
     searched for past every inode freed in the last minute, in the folder's block group,
     so deleting 2,000 files made the next receiver's file creations up to ~0.9 ms
     dearer each: a cost of the benchmark's order, not of the receiver.
+
+    With ``tls``, storescu sends over mutual DICOM-TLS; one handshake before the clock
+    starts records what the receiver negotiates.
     """
     run_dir.mkdir(parents=True)
     try:
-        with factory(run_dir) as receiver:
+        with factory(run_dir, tls) as receiver:
             try:
+                agreed = negotiated(receiver.port, tls) if tls is not None else ""
                 if profiler is not None:
                     profiler.attach(receiver.pid)
                 process = psutil.Process(receiver.pid)
@@ -92,6 +99,7 @@ def run_once(
                     receiver.port,
                     tcp_nodelay=sender_nodelay,
                     timeout_s=timeout_s,
+                    tls_args=tls.sender_args() if tls is not None else (),
                 )
                 cpu_after = cpu_s(process)
                 stored = _wait_stored(receiver, data.count)
@@ -115,6 +123,7 @@ def run_once(
         receiver_cpu_s=cpu_after - cpu_before,
         sender_cpu_s=sent.cpu_s,
         note=_last_line(sent.log_tail) if sent.returncode != 0 else "",
+        tls=agreed,
     )
 
 

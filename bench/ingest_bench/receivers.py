@@ -13,6 +13,9 @@ storescp is started here rather than through ``dicomnode.testing.dcmtk.StoreSCP`
 that harness logs verbosely (``-v``) and runs a shell per received file
 (``--exec-on-reception``) to journal complete files, which would put a fork and exec
 into every C-STORE of the baseline.
+
+With ``--tls`` (``ingest_bench.tls``) each receiver takes mutual DICOM-TLS on the port
+it reports: the node on its ``node.tls`` port, Orthanc and storescp on their only one.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.ports import free_port, wait_for_port
 from dicomnode.testing.process import ManagedProcess, PeerStartError
+from ingest_bench.tls import BenchTLS
 
 STORESCP = Path("/usr/bin/storescp")
 _START_TIMEOUT_S = 30.0
@@ -37,7 +41,7 @@ class Receiver(Protocol):
 
     name: str
     ae_title: str
-    port: int
+    port: int  # the TLS port under --tls
 
     durability: str  # what an acknowledgement promises
 
@@ -64,10 +68,15 @@ class NodeReceiver:
     name = "node"
     durability = "fsync file + folder, SQLite WAL synchronous=FULL"
 
-    def __init__(self, workdir: Path) -> None:
-        self._node = NodeProcess(workdir)
+    def __init__(self, workdir: Path, tls: BenchTLS | None = None) -> None:
+        self._tls_port: int | None = None
+        settings = None
+        if tls is not None:
+            self._tls_port = free_port()
+            settings = {"node": {"tls": tls.node_settings(self._tls_port)}}
+        self._node = NodeProcess(workdir, settings)
         self.ae_title = NODE_AE
-        self.port = self._node.port
+        self.port = self._tls_port or self._node.port
 
     @property
     def pid(self) -> int:
@@ -82,7 +91,9 @@ class NodeReceiver:
 
     def __enter__(self) -> Self:
         try:
-            self._node.start(timeout=_START_TIMEOUT_S)
+            self._node.start(timeout=_START_TIMEOUT_S)  # waits for the plain port
+            if self._tls_port is not None:
+                wait_for_port(self._tls_port, timeout=_START_TIMEOUT_S)
         except BaseException:
             # NodeProcess.start leaves a node that never listened running; end it here.
             self._node.stop()
@@ -104,11 +115,16 @@ class OrthancReceiver:
     name = "orthanc"
     durability = "SyncStorageArea=true: fsync each file; SQLite index"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: BenchTLS | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         # sync_storage=True is Orthanc's own default (SyncStorageArea, since 1.7.4);
         # it is spelled out so that the harness's default can never change the figures.
-        self._orthanc = Orthanc(workdir=workdir, sync_storage=True, tcp_nodelay=True)
+        self._orthanc = Orthanc(
+            workdir=workdir,
+            sync_storage=True,
+            tcp_nodelay=True,
+            tls=tls.orthanc() if tls is not None else None,
+        )
         self.ae_title = self._orthanc.aet
         self.port = self._orthanc.dicom_port
 
@@ -139,7 +155,7 @@ class StorescpReceiver:
     name = "storescp"
     durability = "plain write, no fsync"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, tls: BenchTLS | None = None) -> None:
         self.ae_title = "STORESCP"
         self.port = free_port()
         self.output_dir = workdir / "received"
@@ -148,6 +164,7 @@ class StorescpReceiver:
             str(STORESCP),
             "-dhl",  # no reverse DNS lookup per association
             "+x=",  # prefer Explicit VR Little Endian, as the harness does
+            *(tls.storescp_args() if tls is not None else []),
             "-aet",
             self.ae_title,
             "-od",
@@ -189,12 +206,13 @@ class StorescpReceiver:
         self._process.stop()
 
 
-RECEIVERS: dict[str, Callable[[Path], Receiver]] = {
+RECEIVERS: dict[str, Callable[[Path, BenchTLS | None], Receiver]] = {
     "node": NodeReceiver,
     "orthanc": OrthancReceiver,
     "storescp": StorescpReceiver,
 }
-"""Receiver name -> factory taking the run's empty working folder; in run order."""
+"""Receiver name -> factory taking the run's empty working folder and the TLS files (or
+None: plain TCP); in run order."""
 
 DURABILITY: dict[str, str] = {
     cls.name: cls.durability for cls in (NodeReceiver, OrthancReceiver, StorescpReceiver)

@@ -68,11 +68,13 @@ def sender_label(sender_nodelay: bool) -> str:
     return "storescu at its defaults (no TCP_NODELAY; Nagle on)"
 
 
-def results_table(data: DataSet, summaries: Sequence[Summary], durability: dict[str, str]) -> Table:
+def results_table(
+    data: DataSet, summaries: Sequence[Summary], durability: dict[str, str], transport: str = ""
+) -> Table:
     nodelay = summaries[0].sender_nodelay
     table = Table(
         title=f"{data.label}: {data.count} instances, {data.size_bytes / 1e6:.1f} MB "
-        f"- {sender_label(nodelay)}",
+        f"- {sender_label(nodelay)}" + (f", {transport}" if transport else ""),
         title_justify="left",
     )
     for header in (
@@ -109,10 +111,11 @@ def results_table(data: DataSet, summaries: Sequence[Summary], durability: dict[
     return table
 
 
-def ratios_table(rows: Sequence[tuple[str, Summary, Summary]]) -> Table:
+def ratios_table(rows: Sequence[tuple[str, Summary, Summary]], transport: str = "") -> Table:
     """Node versus each other receiver; ``rows`` holds (setting label, node, other)."""
     table = Table(
-        title="node / other: throughput >1 means the node is FASTER; "
+        title=(f"{transport}: " if transport else "")
+        + "node / other: throughput >1 means the node is FASTER; "
         "peak RSS >1 means the node uses MORE memory",
         title_justify="left",
     )
@@ -131,6 +134,7 @@ def print_tables(
     datasets: Sequence[DataSet],
     summaries: Sequence[Summary],
     durability: dict[str, str],
+    transport: str = "",
 ) -> None:
     ratio_rows: list[tuple[str, Summary, Summary]] = []
     for nodelay in (True, False):
@@ -138,7 +142,7 @@ def print_tables(
             group = [s for s in summaries if s.dataset == data.key and s.sender_nodelay is nodelay]
             if not group:
                 continue
-            console.print(results_table(data, group, durability))
+            console.print(results_table(data, group, durability, transport))
             console.print()
             node = next((s for s in group if s.receiver == "node"), None)
             if node is None:
@@ -146,5 +150,5 @@ def print_tables(
             short = "TCP_NODELAY=1" if nodelay else "storescu defaults"
             ratio_rows += [(f"{data.key}, {short}", node, s) for s in group if s is not node]
     if ratio_rows:
-        console.print(ratios_table(ratio_rows))
+        console.print(ratios_table(ratio_rows, transport))
         console.print()

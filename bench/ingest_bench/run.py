@@ -27,6 +27,7 @@ from ingest_bench.machine import Machine, describe, git_revision, machine_table
 from ingest_bench.measure import DataSet, Sample, run_once
 from ingest_bench.receivers import DURABILITY, RECEIVERS
 from ingest_bench.report import Summary, print_tables, sender_label, summarise
+from ingest_bench.tls import BenchTLS
 
 DATASETS = ("ct", "small")
 
@@ -51,6 +52,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=_names(DATASETS),
         default=list(DATASETS),
         help="data sets, comma separated (default: ct,small)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="send over mutual DICOM-TLS: the node's node.tls port, Orthanc with "
+        "DicomTlsEnabled, storescp +tls (one throw-away CA; see ingest_bench/tls.py)",
     )
     parser.add_argument(
         "--sender-defaults",
@@ -120,18 +127,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         machine = describe(workdir)
         console.print(machine_table(machine, started, options.note))
+        tls = BenchTLS.make(workdir / "pki") if options.tls else None
         datasets = _generate(console, workdir / "data", options)
-        samples += _timed_runs(console, workdir, datasets, options)
+        samples += _timed_runs(console, workdir, datasets, options, tls)
         summaries = [
             summarise(group, data) for data in datasets for group in _groups(samples, data.key)
         ]
         console.print()
-        print_tables(console, datasets, summaries, DURABILITY)
+        transport = "over mutual DICOM-TLS" if tls is not None else ""
+        print_tables(console, datasets, summaries, DURABILITY, transport)
         if options.json is not None:  # before profiling: the timed figures are kept first
             _write_json(options, machine, started, datasets, samples, summaries)
             console.print(f"samples written to {options.json}")
         if options.profile is not None:
-            _profile(console, workdir, datasets, options)
+            _profile(console, workdir, datasets, options, tls)
         revision_after = git_revision()
         if revision_after not in machine.dicomnode:
             console.print(
@@ -177,7 +186,11 @@ def _generate(console: Console, folder: Path, options: argparse.Namespace) -> li
 
 
 def _timed_runs(
-    console: Console, workdir: Path, datasets: Sequence[DataSet], options: argparse.Namespace
+    console: Console,
+    workdir: Path,
+    datasets: Sequence[DataSet],
+    options: argparse.Namespace,
+    tls: BenchTLS | None,
 ) -> list[Sample]:
     passes = [(True, options.repeat)]
     if options.sender_defaults:
@@ -185,7 +198,7 @@ def _timed_runs(
     samples: list[Sample] = []
     number = 0
     for nodelay, repeat in passes:
-        console.rule(sender_label(nodelay))
+        console.rule(sender_label(nodelay) + (", mutual DICOM-TLS" if tls is not None else ""))
         for data in datasets:
             for rep in range(1, repeat + 1):
                 for name in _rotated(options.only, rep - 1):
@@ -196,6 +209,7 @@ def _timed_runs(
                         workdir / "runs" / f"{number:03d}-{name}",
                         sender_nodelay=nodelay,
                         timeout_s=options.timeout,
+                        tls=tls,
                     )
                     samples.append(sample)
                     _print_sample(console, sample, rep, repeat)
@@ -214,7 +228,7 @@ def _print_sample(console: Console, s: Sample, rep: int, repeat: int) -> None:
         f"{s.dataset:5} run {rep}/{repeat} {s.receiver:8} {s.wall_s:7.2f} s  "
         f"{s.expected / s.wall_s:7.1f} inst/s  stored {s.stored}/{s.expected}  "
         f"peak RSS {s.peak_rss_bytes / 2**20:5.0f} MiB  "
-        f"receiver CPU {s.receiver_cpu_s:6.2f} s  {status}"
+        f"receiver CPU {s.receiver_cpu_s:6.2f} s  {status}" + (f"  {s.tls}" if s.tls else "")
     )
 
 
@@ -228,7 +242,11 @@ def _groups(samples: Sequence[Sample], dataset: str) -> list[list[Sample]]:
 
 
 def _profile(
-    console: Console, workdir: Path, datasets: Sequence[DataSet], options: argparse.Namespace
+    console: Console,
+    workdir: Path,
+    datasets: Sequence[DataSet],
+    options: argparse.Namespace,
+    tls: BenchTLS | None,
 ) -> None:
     """More, untimed node runs with py-spy attached to the node: one per view and data set."""
     out_dir: Path = options.profile
@@ -238,7 +256,7 @@ def _profile(
         for data in datasets:
             folded = out_dir / f"node-{data.key}-{view}.folded"
             run_dir = workdir / "runs" / f"profile-{data.key}-{view}"
-            wall_s = _profiled_run(run_dir, data, folded, options, gil=view == "gil")
+            wall_s = _profiled_run(run_dir, data, folded, options, tls, gil=view == "gil")
             console.print(
                 f"profiled node on {data.key} ({view} view): {wall_s:.2f} s under py-spy "
                 f"(slower than unprofiled); folded stacks in {folded}"
@@ -251,7 +269,13 @@ def _profile(
 
 
 def _profiled_run(
-    run_dir: Path, data: DataSet, folded: Path, options: argparse.Namespace, *, gil: bool
+    run_dir: Path,
+    data: DataSet,
+    folded: Path,
+    options: argparse.Namespace,
+    tls: BenchTLS | None,
+    *,
+    gil: bool,
 ) -> float:
     sample = run_once(
         RECEIVERS["node"],
@@ -260,6 +284,7 @@ def _profiled_run(
         sender_nodelay=True,
         timeout_s=options.timeout,
         profiler=hotspots.Attacher(folded, gil=gil),
+        tls=tls,
     )
     return sample.wall_s
 

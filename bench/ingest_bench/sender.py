@@ -12,6 +12,7 @@ import os
 import resource
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,11 @@ class Sent:
     log_tail: str
 
 
-def storescu_argv(folder: Path, ae_title: str, port: int) -> list[str]:
-    """Every file under ``folder``, one association, only the SOP classes present."""
+def storescu_argv(
+    folder: Path, ae_title: str, port: int, tls_args: Sequence[str] = ()
+) -> list[str]:
+    """Every file under ``folder``, one association, only the SOP classes present;
+    ``tls_args`` (``BenchTLS.sender_args``) for DICOM-TLS."""
     return [
         str(STORESCU),
         "-aet",
@@ -41,6 +45,7 @@ def storescu_argv(folder: Path, ae_title: str, port: int) -> list[str]:
         "-R",  # propose only the SOP classes found in the files (uncompressed syntaxes)
         "+sd",  # scan the folder
         "+r",  # recursively
+        *tls_args,
         LOOPBACK,
         str(port),
         str(folder),
@@ -55,9 +60,17 @@ def sender_env(tcp_nodelay: bool) -> dict[str, str]:
     return env
 
 
-def send(folder: Path, ae_title: str, port: int, *, tcp_nodelay: bool, timeout_s: float) -> Sent:
+def send(
+    folder: Path,
+    ae_title: str,
+    port: int,
+    *,
+    tcp_nodelay: bool,
+    timeout_s: float,
+    tls_args: Sequence[str] = (),
+) -> Sent:
     """Run storescu to completion and time it; a failure is reported, not raised."""
-    argv = storescu_argv(folder, ae_title, port)
+    argv = storescu_argv(folder, ae_title, port, tls_args)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     try:
