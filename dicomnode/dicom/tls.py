@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,6 +85,7 @@ def client_context(config: DestinationTLS) -> ssl.SSLContext:
 
 
 def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -> None:
+    _check_private(private_key)
     try:
         context.load_cert_chain(certificate, private_key)
     except ssl.SSLError as exc:
@@ -93,6 +95,24 @@ def _load_chain(context: ssl.SSLContext, certificate: Path, private_key: Path) -
     except OSError as exc:
         culprit = exc.filename or _unreadable(certificate, private_key) or certificate
         raise TLSConfigError(f"{culprit}: {exc.strerror}") from exc
+
+
+# As ssh does for its keys, and the admin API for its token files: a key that other users
+# may read (or its group may replace) is refused, since whoever reads it is the node.
+_UNSAFE_KEY_MODE = stat.S_IWGRP | stat.S_IRWXO
+
+
+def _check_private(private_key: Path) -> None:
+    try:
+        mode = private_key.stat().st_mode
+    except OSError:
+        return  # load_cert_chain names it
+    if mode & _UNSAFE_KEY_MODE:
+        raise TLSConfigError(
+            f"{private_key}: a private key that other users may read or change (mode "
+            f"{stat.S_IMODE(mode):04o}); run: chmod 600 {private_key} (or 640, group "
+            "readable by the node's group)"
+        )
 
 
 def _unreadable(*paths: Path) -> Path | None:

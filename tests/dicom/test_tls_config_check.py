@@ -26,7 +26,7 @@ def write_config(folder: Path, tls: dict[str, Any]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("fault", ["missing", "another key", "not a key"])
+@pytest.mark.parametrize("fault", ["missing", "another key", "not a key", "world-readable"])
 def test_a_listener_key_that_does_not_load_is_named_with_node_tls(
     tmp_path: Path, fault: str
 ) -> None:
@@ -40,9 +40,14 @@ def test_a_listener_key_that_does_not_load_is_named_with_node_tls(
         key = ca.issue("someone-else", stem="other").private_key
         expected = f"node.tls: {server.certificate} / {key}: not a certificate and its key"
         expected += " (key values mismatch)"
-    else:
-        key = ca.certificate  # a PEM file, but a certificate
+    elif fault == "not a key":
+        key = tmp_path / "pki" / "certificate-as.key"  # a PEM file, but a certificate
+        key.touch(mode=0o600)
+        key.write_bytes(ca.certificate.read_bytes())
         expected = f"node.tls: {server.certificate} / {key}: not a certificate and its key"
+    else:
+        key.chmod(0o644)
+        expected = f"node.tls: {key}: a private key that other users may read or change"
     config = write_config(
         tmp_path,
         {
