@@ -1,7 +1,8 @@
 """``dicomnode demo``: the whole flow on one machine, with nothing to configure.
 
 A node and a second node standing in for the PACS run on loopback ports in a work folder.
-Synthetic CT and PET phantoms with known answers are sent in; the reference pipelines
+Synthetic CT and PET phantoms with known answers (two patients, each its own study) are
+sent in; the reference pipelines
 segment them; SEG and SR travel back to the "PACS"; the values read from the SR that
 arrived are printed beside the phantoms' true values, with the time each stage took.
 """
@@ -23,7 +24,14 @@ from dicomnode.config import Config
 from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
-from dicomnode.phantom import CTPhantomSpec, PETPhantomSpec, write_ct_phantom, write_pet_phantom
+from dicomnode.phantom import (
+    CTPhantomSeries,
+    CTPhantomSpec,
+    PETPhantomSeries,
+    PETPhantomSpec,
+    write_ct_phantom,
+    write_pet_phantom,
+)
 
 DEMO_RULES = """\
 # Written by `dicomnode demo`: route each phantom to its reference pipeline.
@@ -65,12 +73,7 @@ def run_demo(workdir: Path | None = None, console: Console | None = None) -> int
     console.print(f"[bold]dicomnode demo[/] in {folder}")
     with _nodes(folder) as (node, pacs):
         started = time.perf_counter()
-        ct = write_ct_phantom(
-            folder / "phantoms" / "ct", CTPhantomSpec(slices=60, rows=256, columns=256)
-        )
-        pet = write_pet_phantom(
-            folder / "phantoms" / "pet", PETPhantomSpec(), study_instance_uid=ct.study_instance_uid
-        )
+        ct, pet = write_demo_phantoms(folder / "phantoms")
         timings["generate phantoms"] = time.perf_counter() - started
         console.print(
             f"phantoms: CT {len(ct.paths)} slices, PET {len(pet.paths)} slices "
@@ -100,6 +103,18 @@ def run_demo(workdir: Path | None = None, console: Console | None = None) -> int
             return 1
         console.print("[green]all values within tolerance[/]")
         return 0
+
+
+def write_demo_phantoms(folder: Path) -> tuple[CTPhantomSeries, PETPhantomSeries]:
+    """The CT and the PET phantom, as ``folder/ct`` and ``folder/pet``: two patients, two studies.
+
+    They are different subjects (an abdomen with no lesions, a whole body with three), and
+    the SUV pipeline reads only the PET's own header, so nothing links them: each is its own
+    patient's study, and a PACS or viewer indexes them as two consistent studies.
+    """
+    ct = write_ct_phantom(folder / "ct", CTPhantomSpec(slices=60, rows=256, columns=256))
+    pet = write_pet_phantom(folder / "pet", PETPhantomSpec())
+    return ct, pet
 
 
 class _nodes:  # noqa: N801 - used as a context manager, reads as one

@@ -306,16 +306,31 @@ def test_slices_share_study_series_and_frame_but_not_sop_uid(
     assert len({ds.SOPInstanceUID for ds in slices}) == SPEC.slices
 
 
-def test_the_ct_phantom_of_the_same_patient_shares_study_and_frame() -> None:
+def test_a_ct_phantom_of_the_same_patient_id_is_another_study() -> None:
+    """Their study attributes differ (description, patient name), so one study would be
+    inconsistent; only a study UID given on purpose groups series."""
     pet = next(pet_phantom_datasets(replace(SPEC, slices=1)))
     ct = next(
         ct_phantom_datasets(CTPhantomSpec(slices=1, rows=8, columns=8, patient_id=SPEC.patient_id))
     )
-    assert (ct.StudyInstanceUID, ct.FrameOfReferenceUID) == (
-        pet.StudyInstanceUID,
-        pet.FrameOfReferenceUID,
-    )
-    assert ct.SeriesInstanceUID != pet.SeriesInstanceUID
+    assert ct.StudyInstanceUID != pet.StudyInstanceUID
+    assert ct.FrameOfReferenceUID != pet.FrameOfReferenceUID
+
+
+def test_the_study_uid_follows_every_patient_and_study_value() -> None:
+    def study(spec: PETPhantomSpec) -> str:
+        return str(next(pet_phantom_datasets(spec)).StudyInstanceUID)
+
+    base = replace(SPEC, slices=1)
+    same_study = replace(base, series_datetime=datetime(2024, 1, 15, 11, 0), series_number=2)
+    assert study(same_study) == study(base)  # another series of the same study
+    for change in (
+        {"patient_weight_kg": 80.0},
+        {"patient_size_m": None},
+        {"patient_name": "PHANTOM^OTHER"},
+        {"injection_datetime": datetime(2024, 1, 15, 9, 0)},
+    ):
+        assert study(replace(base, **change)) != study(base), change
 
 
 def test_a_given_study_uid_is_used_and_an_invalid_one_refused(tmp_path: Path) -> None:

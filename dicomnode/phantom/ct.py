@@ -24,7 +24,7 @@ from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import NOMINAL_HU, Anatomy, Grid, Labels
 from dicomnode.phantom.encoding import SeriesEncoder
-from dicomnode.phantom.modules import add_patient_and_study, file_meta
+from dicomnode.phantom.modules import PatientStudy, add_patient_and_study, file_meta
 from dicomnode.phantom.truth import Tally, TissueHU, TissueVolumes
 from dicomnode.phantom.uids import (
     derive_uid,
@@ -113,12 +113,22 @@ class _SeriesUIDs:
     frame_of_reference: str
 
 
+def _patient_study(spec: CTPhantomSpec) -> PatientStudy:
+    return PatientStudy(
+        patient_name=spec.patient_name,
+        patient_id=spec.patient_id,
+        study_date=spec.study_datetime.strftime("%Y%m%d"),
+        study_time=spec.study_datetime.strftime("%H%M%S"),
+        study_description=f"PHANTOM CT {spec.body_part}",
+    )
+
+
 def _series_uids(spec: CTPhantomSpec, study_instance_uid: str | None) -> _SeriesUIDs:
-    """Study from seed and patient; series from the whole spec, so two specs never collide."""
+    """Study from seed, patient and study; series from the whole spec, so none collide."""
     given = study_instance_uid
     if given is not None and (len(given) > 64 or not RE_VALID_UID.fullmatch(given)):  # PS3.5 9.1
         raise ValueError(f"study_instance_uid is not a valid UID: {study_instance_uid!r}")
-    study = study_instance_uid or derive_uid("study", str(spec.seed), spec.patient_id)
+    study = study_instance_uid or _patient_study(spec).derive_study_uid(spec.seed)
     return _SeriesUIDs(
         study=study,
         series=derive_uid("series", study, repr(spec)),
@@ -169,15 +179,7 @@ def _shared_dataset(spec: CTPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.InstanceCreationDate = date
     ds.InstanceCreationTime = time
     # Patient, General Study
-    add_patient_and_study(
-        ds,
-        patient_name=spec.patient_name,
-        patient_id=spec.patient_id,
-        study_uid=uids.study,
-        study_date=date,
-        study_time=time,
-        study_description=f"PHANTOM CT {spec.body_part}",
-    )
+    add_patient_and_study(ds, _patient_study(spec), uids.study)
     # General Series
     ds.Modality = "CT"
     ds.SeriesInstanceUID = uids.series

@@ -28,7 +28,7 @@ from pydicom.valuerep import DSfloat
 
 from dicomnode.phantom.anatomy import Grid
 from dicomnode.phantom.encoding import SeriesEncoder
-from dicomnode.phantom.modules import add_patient_and_study, file_meta
+from dicomnode.phantom.modules import PatientStudy, add_patient_and_study, file_meta
 from dicomnode.phantom.pet_uptake import (
     DEFAULT_SUV_THRESHOLD,
     Lesion,
@@ -196,12 +196,25 @@ class _SeriesUIDs:
     frame_of_reference: str
 
 
+def _patient_study(spec: PETPhantomSpec) -> PatientStudy:
+    """The study starts at the injection (see ``injection_datetime``)."""
+    return PatientStudy(
+        patient_name=spec.patient_name,
+        patient_id=spec.patient_id,
+        study_date=_da(spec.injection_datetime),
+        study_time=_tm(spec.injection_datetime),
+        study_description="PHANTOM PET WHOLEBODY",
+        patient_weight_kg=ds_value(spec.patient_weight_kg),
+        patient_size_m=None if spec.patient_size_m is None else ds_value(spec.patient_size_m),
+    )
+
+
 def _series_uids(spec: PETPhantomSpec, study_instance_uid: str | None) -> _SeriesUIDs:
-    """As the CT phantom derives them: the same seed and patient give one study and frame."""
+    """As the CT phantom derives them: the study from seed, patient and study values."""
     given = study_instance_uid
     if given is not None and (len(given) > 64 or not RE_VALID_UID.fullmatch(given)):  # PS3.5 9.1
         raise ValueError(f"study_instance_uid is not a valid UID: {study_instance_uid!r}")
-    study = study_instance_uid or derive_uid("study", str(spec.seed), spec.patient_id)
+    study = study_instance_uid or _patient_study(spec).derive_study_uid(spec.seed)
     return _SeriesUIDs(
         study=study,
         series=derive_uid("series", study, repr(spec)),
@@ -271,7 +284,6 @@ def _frame_timing(spec: PETPhantomSpec) -> tuple[DSfloat, DSfloat]:
 def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     """All of a slice but its own elements; modules in the order of PS3.3 Table A.21.3-1."""
     grid = spec.grid
-    study_date, study_time = _da(spec.injection_datetime), _tm(spec.injection_datetime)
     series_date, series_time = _da(spec.series_datetime), _tm(spec.series_datetime)
     decay_factor, frame_reference_ms = _frame_timing(spec)
 
@@ -282,18 +294,7 @@ def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.InstanceCreationDate = series_date
     ds.InstanceCreationTime = series_time
     # Patient, General Study, Patient Study
-    add_patient_and_study(
-        ds,
-        patient_name=spec.patient_name,
-        patient_id=spec.patient_id,
-        study_uid=uids.study,
-        study_date=study_date,
-        study_time=study_time,
-        study_description="PHANTOM PET WHOLEBODY",
-    )
-    if spec.patient_size_m is not None:
-        ds.PatientSize = ds_value(spec.patient_size_m)
-    ds.PatientWeight = ds_value(spec.patient_weight_kg)
+    add_patient_and_study(ds, _patient_study(spec), uids.study)
     # General Series
     ds.Modality = "PT"
     ds.SeriesInstanceUID = uids.series
