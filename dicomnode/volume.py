@@ -36,12 +36,32 @@ class Geometry:
     column_direction: tuple[float, float, float]  # ImageOrientationPatient[3:6]: +y
     slice_direction: tuple[float, float, float]  # unit normal pointing to increasing z
     spacing: tuple[float, float, float]  # (z, y, x) in mm: slice spacing, row, column
+    # A gantry-tilted stack is sheared: each slice is offset in its own plane by ``shear``
+    # (patient coordinates, mm per mm along the normal; tan(tilt) long) besides its step
+    # along the normal. The z spacing stays the spacing *along the normal*, so a voxel's
+    # volume is still dz * dy * dx (a shear keeps volumes), as dcm2niix measures it.
+    shear: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @property
+    def sheared(self) -> bool:
+        """Whether slices are offset in-plane from one another (a gantry tilt)."""
+        return any(v != 0.0 for v in self.shear)
+
+    @property
+    def tilt_degrees(self) -> float:
+        """The angle between the stacking direction and the slice normal."""
+        return float(np.degrees(np.arctan(np.linalg.norm(self.shear))))
+
+    def slice_step(self) -> npt.NDArray[np.float64]:
+        """The offset in mm from one slice's first voxel to the next one's."""
+        step: npt.NDArray[np.float64] = np.add(self.slice_direction, self.shear, dtype=np.float64)
+        return step * self.spacing[0]
 
     def affine(self) -> npt.NDArray[np.float64]:
         """4x4 matrix taking (z, y, x, 1) voxel indices to patient (x, y, z, 1) in mm."""
-        dz, dy, dx = self.spacing
+        _dz, dy, dx = self.spacing
         matrix = np.eye(4)
-        matrix[:3, 0] = np.asarray(self.slice_direction) * dz
+        matrix[:3, 0] = self.slice_step()
         matrix[:3, 1] = np.asarray(self.column_direction) * dy
         matrix[:3, 2] = np.asarray(self.row_direction) * dx
         matrix[:3, 3] = self.origin
@@ -49,6 +69,7 @@ class Geometry:
 
     @property
     def voxel_volume_ml(self) -> float:
+        """dz * dy * dx: dz is along the normal, so this holds for sheared stacks too."""
         dz, dy, dx = self.spacing
         return dz * dy * dx / 1000.0
 

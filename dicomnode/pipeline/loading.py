@@ -139,6 +139,8 @@ def load_series(
     names = [path.name for path in files]
     frames = [frame for i, ds in enumerate(headers) for frame in frames_of(ds, i, names[i])]
     grid = stack(frames, names, tolerances)
+    if grid.geometry.sheared:
+        log.info("sheared_stack", tilt_degrees=round(grid.geometry.tilt_degrees, 2))
     ordered = [frames[i] for i in grid.order]
     array = _decode(files, headers, ordered)
 

@@ -1,15 +1,18 @@
 """Frames into one regular stack along the slice normal, or a refusal that says why.
 
 A volume is only correct if every frame has the same size, orientation and pixel spacing,
-and the positions lie on one line along the slice normal at one spacing. Each check below
-refuses what would otherwise become a silently wrong volume: a missing slice (the spacing
-would be wrong past it), a gantry tilt (the slices are sheared, not stacked), a second
-stack or a repeated acquisition (two slices at one position), a localizer in the series.
+and the positions lie on one line at one spacing along the slice normal. That line is the
+normal itself, or, for a gantry-tilted acquisition, a line sheared from it: each slice is
+offset in its own plane by the same amount per mm along the normal. A sheared stack is
+kept as acquired (its geometry records the shear, so every slice keeps its true position
+and voxel volumes stay dz * dy * dx, dz along the normal). Each check below refuses what
+would otherwise become a silently wrong volume: a missing slice (the spacing would be
+wrong past it), positions on no one line (neither stacked nor sheared), a second stack or
+a repeated acquisition (two slices at one position), a localizer in the series.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
@@ -74,11 +77,12 @@ def stack(frames: Sequence[Frame], names: Sequence[str], tolerances: Tolerances)
     positions = positions[order]
     sorted_frames = [frames[i] for i in order]
 
+    shear = np.zeros(3)
     if len(frames) == 1:
         spacing_z = frames[0].slice_thickness or 1.0
     else:
         _refuse_same_positions(sorted_frames, along, names)
-        _refuse_tilt(positions, along, normal, min(pixel_spacing), tolerances.lateral)
+        shear = _shear(positions, along, normal, min(pixel_spacing), tolerances.lateral)
         spacing_z = _regular_spacing(np.diff(along), tolerances.spacing)
 
     origin = positions[0]
@@ -90,6 +94,7 @@ def stack(frames: Sequence[Frame], names: Sequence[str], tolerances: Tolerances)
             column_direction=_tuple3(column),
             slice_direction=_tuple3(normal),
             spacing=(spacing_z, pixel_spacing[0], pixel_spacing[1]),
+            shear=_tuple3(shear),
         ),
     )
 
@@ -186,26 +191,38 @@ def _refuse_same_positions(
     )
 
 
-def _refuse_tilt(
+def _shear(
     positions: npt.NDArray[np.float64],
     along: npt.NDArray[np.float64],
     normal: npt.NDArray[np.float64],
     pixel_mm: float,
     tolerance_px: float,
-) -> None:
-    """Each position must lie on the line through the first along the normal."""
-    offsets = positions - positions[0]
+) -> npt.NDArray[np.float64]:
+    """The in-plane offset per mm along the normal (zero for a plain stack), or a refusal.
+
+    Positions within ``tolerance_px`` of the normal through the first are a plain stack.
+    Otherwise they must lie, within the same tolerance, on one line sheared from it (a
+    gantry tilt: the least-squares shear through the first position).
+    """
     steps = along - along[0]
-    lateral = np.linalg.norm(offsets - np.outer(steps, normal), axis=1)
-    worst = int(np.argmax(lateral))
-    if lateral[worst] <= tolerance_px * pixel_mm:
-        return
-    tilt = math.degrees(math.atan2(float(lateral[worst]), abs(float(steps[worst]))))
-    raise VolumeError(
-        f"gantry tilt: slice positions are not along the slice normal (tilt {tilt:.1f} "
-        f"degrees): slice {worst + 1} lies {lateral[worst]:.2f} mm off the normal through "
-        f"slice 1, more than {tolerance_px:g} pixels"
-    )
+    lateral = (positions - positions[0]) - np.outer(steps, normal)
+    limit = tolerance_px * pixel_mm
+    off_normal = np.linalg.norm(lateral, axis=1)
+    if float(off_normal.max()) <= limit:
+        return np.zeros(3)
+    shear: npt.NDArray[np.float64] = (steps @ lateral) / float(steps @ steps)
+    shear -= (shear @ normal) * normal  # in-plane, whatever rounding the positions carry
+    residual = np.linalg.norm(lateral - np.outer(steps, shear), axis=1)
+    worst = int(np.argmax(residual))
+    if residual[worst] > limit:
+        raise VolumeError(
+            "slice positions lie on no one line: slice "
+            f"{worst + 1} is {residual[worst]:.2f} mm off the line through the others, more "
+            f"than {tolerance_px:g} pixels (neither a stack along the slice normal nor a "
+            f"gantry tilt, which offsets every slice alike; largest offset from the normal "
+            f"{float(off_normal.max()):.2f} mm)"
+        )
+    return shear
 
 
 def _regular_spacing(gaps: npt.NDArray[np.float64], tolerance: float) -> float:

@@ -469,18 +469,17 @@ def test_a_missing_slice_is_refused(phantom: CTPhantomSeries) -> None:
         load_volume(paths)
 
 
-def test_a_gantry_tilt_is_refused(tmp_path: Path) -> None:
+def test_a_gantry_tilt_loads_as_a_sheared_stack(tmp_path: Path) -> None:
     tilt = math.radians(15)
 
     def tilted(_i: int, ds: Dataset) -> Dataset:
         ds.ImageOrientationPatient = [1, 0, 0, 0, math.cos(tilt), math.sin(tilt)]
         return ds
 
-    with pytest.raises(
-        VolumeError,
-        match=r"gantry tilt: slice positions are not along the slice normal \(tilt 15\.0 degrees\)",
-    ):
-        load_volume(modified(tmp_path, tilted))
+    geometry = load_volume(modified(tmp_path, tilted)).geometry
+    assert geometry.tilt_degrees == pytest.approx(15.0, abs=0.01)
+    # 5 mm along z is 5 cos(15) mm along the tilted normal.
+    assert geometry.spacing[0] == pytest.approx(5.0 * math.cos(tilt))
 
 
 def test_a_tilt_within_the_lateral_tolerance_loads(tmp_path: Path) -> None:
