@@ -31,6 +31,7 @@ from dicomnode.pipeline.steps import build_steps, restore, run_steps
 from dicomnode.results import tables
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
 from dicomnode.results.labelmap import LabelMap
+from dicomnode.results.prior import PriorResult
 from dicomnode.results.seg import write_seg
 from dicomnode.results.sources import prepare_sources
 from dicomnode.results.sr import write_sr
@@ -77,11 +78,19 @@ class PipelineEngine:
         if self.models.loaded:
             tables.prepare()
 
-    def run(self, name: str, paths: Sequence[Path], result: RunResult | None = None) -> RunResult:
+    def run(
+        self,
+        name: str,
+        paths: Sequence[Path],
+        result: RunResult | None = None,
+        replaces: Sequence[PriorResult] = (),
+    ) -> RunResult:
         """Run pipeline ``name`` on a series' files.
 
         Stages are appended to ``result`` as they end, so a caller that passes its own
         keeps, when the run raises, the stages that ran and the one that failed.
+        ``replaces``: the results of this pipeline on an earlier version of the series,
+        which the new SR names as its predecessors.
         """
         definition = self.pipelines.get(name)
         if definition is None:
@@ -103,7 +112,7 @@ class PipelineEngine:
                     write_sr(
                         loaded.sources, None, None, (), definition.algorithm.info(),
                         series_number=definition.series_number + 1, findings=findings,
-                        refs=source.refs,
+                        refs=source.refs, replaces=replaces,
                     )
                 )  # fmt: skip
             result.summary = {
@@ -133,6 +142,7 @@ class PipelineEngine:
             sr = write_sr(
                 sources, seg, label_map, specs, definition.algorithm.info(),
                 series_number=definition.series_number + 1, measurements=measurements,
+                replaces=replaces,
             )  # fmt: skip
         result.datasets.extend(d for d in (seg, sr) if d is not None)
         names = {s.label: s.name for s in specs}

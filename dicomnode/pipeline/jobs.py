@@ -20,8 +20,9 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from dicomnode.results.prior import PriorResult
 from dicomnode.store.database import Database
-from dicomnode.store.tables import JobRow
+from dicomnode.store.tables import InstanceRow, JobRow, SeriesRow
 
 JOB_ATTEMPTS = 3  # runs of a job whose failures are temporary, before it fails for good
 
@@ -160,6 +161,46 @@ class JobQueue:
             row.state, row.error, row.finished_at = "cancelled", reason[:1024], now
             cancelled.append(row.id)
         return cancelled
+
+    def prior_results(self, job: JobSummary) -> list[PriorResult]:
+        """The results of the same rule's pipeline on an earlier version of the series.
+
+        The latest such job that is done names its result series in its timeline (as the
+        worker stored them); their instances are read from the index, where the results
+        were recorded. Empty for a series' first run.
+        """
+        with self._db.reading() as session:
+            timeline = session.scalar(
+                select(JobRow.timeline)
+                .where(
+                    JobRow.series_id == job.series_id,
+                    JobRow.series_version < job.series_version,
+                    JobRow.rule == job.rule,
+                    JobRow.pipeline == job.pipeline,
+                    JobRow.state == "done",
+                )
+                .order_by(JobRow.series_version.desc(), JobRow.id.desc())
+                .limit(1)
+            )
+            if not timeline:
+                return []
+            series_uids = [str(r["series_uid"]) for r in timeline.get("results", [])]
+            rows = session.execute(
+                select(SeriesRow.modality, SeriesRow.series_uid, InstanceRow)
+                .join(InstanceRow, InstanceRow.series_id == SeriesRow.id)
+                .where(SeriesRow.series_uid.in_(series_uids))
+                .order_by(InstanceRow.id)
+            )
+            return [
+                PriorResult(
+                    modality=modality or "",
+                    study_uid=instance.study_uid,
+                    series_uid=series_uid,
+                    sop_class_uid=instance.sop_class_uid,
+                    sop_instance_uid=instance.sop_instance_uid,
+                )
+                for modality, series_uid, instance in rows
+            ]
 
     def retry(self, job_id: int) -> JobSummary | None:
         """Requeue a failed job; None when it is not failed."""

@@ -129,7 +129,8 @@ class PipelineWorkers:
                 for row in self._index.instances_of(job.series_id)
                 if row.series_version <= job.series_version
             ]
-            self._engine.run(job.pipeline, paths, result)
+            replaces = self.queue.prior_results(job)
+            self._engine.run(job.pipeline, paths, result, replaces)
             self._store(job, result, started)
         except PipelineError as exc:
             self._fail(job, str(exc), started, result)

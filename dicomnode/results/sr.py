@@ -73,6 +73,7 @@ from dicomnode.results.content import (
     SegmentSpec,
 )
 from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels, check_specs
+from dicomnode.results.prior import PriorResult, predecessor_datasets
 from dicomnode.results.sources import SliceReference, Sources, prepare_sources
 
 NOT_FOUND_ID: Final = "Not found"
@@ -100,12 +101,15 @@ def write_sr(
     measurements: Sequence[SegmentMeasurements] = (),
     findings: Sequence[Finding] = (),
     refs: Sequence[SliceReference] | None = None,
+    replaces: Sequence[PriorResult] = (),
 ) -> Dataset:
     """The measurement report of one pipeline run over ``sources``.
 
     ``seg`` is what :func:`~dicomnode.results.seg.write_seg` returned for the same
     ``labels`` and ``segments`` (None when nothing was present); ``labels`` may be None
     for a pipeline without a label map (a classifier). ``refs`` as for ``write_seg``.
+    ``replaces``: the results of an earlier version of the series; their SRs become this
+    report's Predecessor Documents (:mod:`~dicomnode.results.prior`).
     """
     tables.prepare()
     if labels is None:
@@ -160,6 +164,7 @@ def write_sr(
             manufacturer_model_name=identity.MODEL_NAME,
             software_versions=identity.SOFTWARE_VERSION,
             device_serial_number=identity.DEVICE_SERIAL_NUMBER,
+            previous_versions=predecessor_datasets(replaces),
         )
     except (ValueError, AttributeError, KeyError) as exc:  # highdicom's refusals
         raise ResultError(f"the SR could not be built: {exc}") from exc
