@@ -28,6 +28,7 @@ from dicomnode.pipeline.definition import (
 from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import RegionStats, region_stats
 from dicomnode.pipeline.steps import build_steps, restore, run_steps
+from dicomnode.pipeline.tilt import untilt
 from dicomnode.results import tables
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
 from dicomnode.results.labelmap import LabelMap
@@ -101,9 +102,15 @@ class PipelineEngine:
         source = loaded.volume
         with _timed(result, "preprocess"):
             prepared, trace = run_steps(source, build_steps(definition.steps))
+        # A volumetric model gets a tilted (sheared) stack made regular, as dcm2niix does.
+        untilted = None
+        if prepared.geometry.sheared and not self.models.slice_wise(definition.model):
+            with _timed(result, "untilt"):
+                untilted = untilt(prepared)
         with _timed(result, "inference"):
             context = {"pipeline": name, "series_uid": source.series_instance_uid}
-            prediction = self.models.predict(definition.model, prepared.array, context)
+            model_input = prepared if untilted is None else untilted.volume
+            prediction = self.models.predict(definition.model, model_input.array, context)
         output = definition.output
         if isinstance(output, ClassificationOutput):
             findings = _findings(output, prediction)
@@ -122,7 +129,10 @@ class PipelineEngine:
             }
             return result
         with _timed(result, "restore"):
-            labels = restore(_labels(output, prediction), trace)
+            labels = _labels(output, prediction)
+            if untilted is not None:
+                labels = untilted.labels_back(labels)
+            labels = restore(labels, trace)
         values = _measured_volume(output, source, prepared)
         specs = [segment.spec() for segment in output.segments]
         with _timed(result, "measure"):

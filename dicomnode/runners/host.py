@@ -56,6 +56,10 @@ class ModelHost:
     def runner(self, name: str) -> Runner:
         return self._model(name).runner
 
+    def slice_wise(self, name: str) -> bool:
+        """Whether the model sees one slice at a time (``mode: slices``); else volumetric."""
+        return getattr(self._model(name).params, "mode", "volume") == "slices"
+
     def load(self) -> None:
         """Load every model; one RunnerError lists each model that failed (for config check)."""
         failures = []
