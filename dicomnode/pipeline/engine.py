@@ -27,12 +27,14 @@ from dicomnode.pipeline.definition import (
 )
 from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import RegionStats, region_stats
+from dicomnode.pipeline.provenance import definition_sha256, model_sha256
 from dicomnode.pipeline.steps import build_steps, restore, run_steps
 from dicomnode.pipeline.tilt import untilt
 from dicomnode.results import tables
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
 from dicomnode.results.labelmap import LabelMap
 from dicomnode.results.prior import PriorResult
+from dicomnode.results.provenance import Provenance
 from dicomnode.results.seg import write_seg
 from dicomnode.results.sources import prepare_sources
 from dicomnode.results.sr import write_sr
@@ -68,6 +70,7 @@ class PipelineEngine:
         self.pipelines = pipelines
         self.models = models
         self.limits = limits if limits is not None else PipelineLimits()
+        self._hashes: dict[str, tuple[str, str]] = {}  # pipeline: (model, definition)
 
     def warm_up(self) -> None:
         """Read what the result writers need, if this node is set to run pipelines.
@@ -85,13 +88,15 @@ class PipelineEngine:
         paths: Sequence[Path],
         result: RunResult | None = None,
         replaces: Sequence[PriorResult] = (),
+        rules_version: str | None = None,
     ) -> RunResult:
         """Run pipeline ``name`` on a series' files.
 
         Stages are appended to ``result`` as they end, so a caller that passes its own
         keeps, when the run raises, the stages that ran and the one that failed.
         ``replaces``: the results of this pipeline on an earlier version of the series,
-        which the new SR names as its predecessors.
+        which the new SR names as its predecessors; ``rules_version``: the rules the
+        series was routed under, named in the results' provenance.
         """
         definition = self.pipelines.get(name)
         if definition is None:
@@ -111,6 +116,7 @@ class PipelineEngine:
             context = {"pipeline": name, "series_uid": source.series_instance_uid}
             model_input = prepared if untilted is None else untilted.volume
             prediction = self.models.predict(definition.model, model_input.array, context)
+        provenance = self._provenance(name, definition, rules_version)
         output = definition.output
         if isinstance(output, ClassificationOutput):
             findings = _findings(output, prediction)
@@ -119,7 +125,7 @@ class PipelineEngine:
                     write_sr(
                         loaded.sources, None, None, (), definition.algorithm.info(),
                         series_number=definition.series_number + 1, findings=findings,
-                        refs=source.refs, replaces=replaces,
+                        refs=source.refs, replaces=replaces, provenance=provenance,
                     )
                 )  # fmt: skip
             result.summary = {
@@ -146,13 +152,13 @@ class PipelineEngine:
             sources = prepare_sources(loaded.sources, label_map.depth, source.refs)
             seg = write_seg(
                 sources, label_map, specs, definition.algorithm.info(),
-                series_number=definition.series_number,
+                series_number=definition.series_number, provenance=provenance,
             )  # fmt: skip
         with _timed(result, "sr"):
             sr = write_sr(
                 sources, seg, label_map, specs, definition.algorithm.info(),
                 series_number=definition.series_number + 1, measurements=measurements,
-                replaces=replaces,
+                replaces=replaces, provenance=provenance,
             )  # fmt: skip
         result.datasets.extend(d for d in (seg, sr) if d is not None)
         names = {s.label: s.name for s in specs}
@@ -170,6 +176,15 @@ class PipelineEngine:
             ],
         }
         return result
+
+    def _provenance(
+        self, name: str, definition: PipelineDefinition, rules_version: str | None
+    ) -> Provenance:
+        hashes = self._hashes.get(name)
+        if hashes is None:
+            model = model_sha256(self.models.runner(definition.model))
+            hashes = self._hashes[name] = (model, definition_sha256(definition))
+        return Provenance(hashes[0], hashes[1], rules_version)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from dicomnode.results.prior import PriorResult
 from dicomnode.store.database import Database
-from dicomnode.store.tables import InstanceRow, JobRow, SeriesRow
+from dicomnode.store.tables import InstanceRow, JobRow, RoutingDecisionRow, SeriesRow
 
 JOB_ATTEMPTS = 3  # runs of a job whose failures are temporary, before it fails for good
 
@@ -161,6 +161,16 @@ class JobQueue:
             row.state, row.error, row.finished_at = "cancelled", reason[:1024], now
             cancelled.append(row.id)
         return cancelled
+
+    def rules_version(self, job: JobSummary) -> str | None:
+        """The version of the rules that routed the job's series version to it."""
+        with self._db.reading() as session:
+            return session.scalar(
+                select(RoutingDecisionRow.rules_version).where(
+                    RoutingDecisionRow.series_id == job.series_id,
+                    RoutingDecisionRow.version == job.series_version,
+                )
+            )
 
     def prior_results(self, job: JobSummary) -> list[PriorResult]:
         """The results of the same rule's pipeline on an earlier version of the series.

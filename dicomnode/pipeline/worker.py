@@ -130,7 +130,8 @@ class PipelineWorkers:
                 if row.series_version <= job.series_version
             ]
             replaces = self.queue.prior_results(job)
-            self._engine.run(job.pipeline, paths, result, replaces)
+            rules_version = self.queue.rules_version(job)
+            self._engine.run(job.pipeline, paths, result, replaces, rules_version)
             self._store(job, result, started)
         except PipelineError as exc:
             self._fail(job, str(exc), started, result)

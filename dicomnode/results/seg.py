@@ -22,6 +22,7 @@ from dicomnode.results import identity, tables
 from dicomnode.results.coding import coded
 from dicomnode.results.content import AlgorithmInfo, SegmentSpec
 from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels
+from dicomnode.results.provenance import Provenance
 from dicomnode.results.sources import SliceReference, Sources, prepare_sources
 
 
@@ -33,6 +34,7 @@ def write_seg(
     *,
     series_number: int,
     refs: Sequence[SliceReference] | None = None,
+    provenance: Provenance | None = None,
 ) -> Dataset | None:
     """A Segmentation of ``labels`` (z, y, x) over ``sources``, or None if none is present.
 
@@ -40,7 +42,8 @@ def write_seg(
     ``refs`` they must be in the label map's z order (or be one multi-frame image whose
     frames are); with ``refs`` (``Volume.refs``) any order will do. ``labels`` and
     ``sources`` may come checked and prepared already (``LabelMap.of``,
-    ``prepare_sources``), to be shared with the SR.
+    ``prepare_sources``), to be shared with the SR. ``provenance`` names the model file,
+    pipeline, rules and node (:mod:`~dicomnode.results.provenance`).
     """
     tables.prepare()
     label_map = LabelMap.of(labels, segments)
@@ -63,6 +66,7 @@ def write_seg(
         family=family,
         version=algorithm.version,
         source=algorithm.source,
+        parameters=None if provenance is None else provenance.parameters(),
     )
     try:
         return hd.seg.Segmentation(
@@ -82,6 +86,7 @@ def write_seg(
             content_label=identity.content_label(algorithm),
             omit_empty_frames=True,
             series_description=identity.truncated(f"{algorithm.name} SEG"),
+            contributing_equipment=None if provenance is None else [provenance.equipment()],
         )
     except (ValueError, AttributeError, KeyError) as exc:  # highdicom's refusals
         raise ResultError(f"the SEG could not be built: {exc}") from exc

@@ -74,6 +74,7 @@ from dicomnode.results.content import (
 )
 from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels, check_specs
 from dicomnode.results.prior import PriorResult, predecessor_datasets
+from dicomnode.results.provenance import Provenance
 from dicomnode.results.sources import SliceReference, Sources, prepare_sources
 
 NOT_FOUND_ID: Final = "Not found"
@@ -102,6 +103,7 @@ def write_sr(
     findings: Sequence[Finding] = (),
     refs: Sequence[SliceReference] | None = None,
     replaces: Sequence[PriorResult] = (),
+    provenance: Provenance | None = None,
 ) -> Dataset:
     """The measurement report of one pipeline run over ``sources``.
 
@@ -109,7 +111,8 @@ def write_sr(
     ``labels`` and ``segments`` (None when nothing was present); ``labels`` may be None
     for a pipeline without a label map (a classifier). ``refs`` as for ``write_seg``.
     ``replaces``: the results of an earlier version of the series; their SRs become this
-    report's Predecessor Documents (:mod:`~dicomnode.results.prior`).
+    report's Predecessor Documents (:mod:`~dicomnode.results.prior`). ``provenance`` as
+    for ``write_seg``.
     """
     tables.prepare()
     if labels is None:
@@ -128,6 +131,7 @@ def write_sr(
         version=algorithm.version,
         family=coded(algorithm.family),
         manufacturer=algorithm.source,
+        parameters=None if provenance is None else provenance.sr_parameters(),
     )
 
     groups: list[Group] = []
@@ -165,6 +169,7 @@ def write_sr(
             software_versions=identity.SOFTWARE_VERSION,
             device_serial_number=identity.DEVICE_SERIAL_NUMBER,
             previous_versions=predecessor_datasets(replaces),
+            contributing_equipment=None if provenance is None else [provenance.equipment()],
         )
     except (ValueError, AttributeError, KeyError) as exc:  # highdicom's refusals
         raise ResultError(f"the SR could not be built: {exc}") from exc

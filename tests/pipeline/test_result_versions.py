@@ -1,8 +1,13 @@
-"""A late instance after a series' results: the new SR names the SR it replaces."""
+"""A late instance after a series' results: the new SR names the SR it replaces.
+
+Both SRs also name what made them (model file, pipeline, rules, node version).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -10,10 +15,14 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from dicomnode import __version__
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.pipeline.definition import parse_pipelines
+from dicomnode.pipeline.provenance import definition_sha256
+from dicomnode.testing import models as testing_models
 from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.models import bone_pipeline
@@ -97,6 +106,17 @@ def test_a_late_instance_gives_a_new_sr_that_names_the_one_it_replaces(
     assert second_sr.SOPInstanceUID != first_sr.SOPInstanceUID
     dciodvfy(tmp_path / "first.dcm")
     dciodvfy(tmp_path / "second.dcm")
+
+    # Both name what made them: the model's file, the pipeline, the rules, the node.
+    model = hashlib.sha256(Path(testing_models.__file__).read_bytes()).hexdigest()
+    definition = parse_pipelines({"bone": bone_pipeline("bone")}, "test")["bone"]
+    for sr in (first_sr, second_sr):
+        (ours,) = [e for e in sr.ContributingEquipmentSequence if e.Manufacturer == "dicomnode"]
+        described = ours.ContributionDescription
+        assert f"model_sha256 {model}" in described
+        assert f"pipeline_sha256 {definition_sha256(definition)}" in described
+        assert f"dicomnode_version {__version__}" in described
+        assert re.search(r"rules_version [0-9a-f]{64}", described), described
 
 
 def _only_sr(paths: list[Path], copy: Path) -> pydicom.Dataset:
