@@ -19,6 +19,7 @@ from test_gantry_tilt import PIPELINE, SPEC, tilted_copy
 from dicomnode.phantom import write_ct_phantom
 from dicomnode.pipeline.definition import parse_models, parse_pipelines, reference_definitions
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
+from dicomnode.pipeline.steps.grid import moved
 from dicomnode.pipeline.tilt import untilt
 from dicomnode.runners import ModelHost
 from dicomnode.volume import Geometry, SliceRef, Volume
@@ -155,3 +156,15 @@ def test_a_volumetric_model_gets_the_tilt_corrected_and_its_seg_follows_the_slic
             positions[uid],
             atol=1e-3,
         )
+
+
+def test_grid_steps_keep_a_sheared_grid_in_place() -> None:
+    """Resampling keeps the shear per mm: the new slices lie on the acquired stack's line."""
+    volume, _straight = sheared_block()
+    geometry = volume.geometry
+    dz, dy, dx = geometry.spacing
+    coarser = moved(geometry, (0.0, 0.0, 0.0), spacing=(2 * dz, dy / 2, dx))
+    np.testing.assert_allclose(
+        coarser.affine() @ [1.0, 2.0, 0.0, 1.0], geometry.affine() @ [2.0, 1.0, 0.0, 1.0]
+    )
+    assert coarser.voxel_volume_ml == pytest.approx(geometry.voxel_volume_ml)
