@@ -140,7 +140,8 @@ def write_sr(
             tracking_uid = str(seg_item.get("TrackingUID") or identity.new_uid())
             numbers = by_label.get(segment.spec.label, ())
             groups.append(_volumetric(segment, seg, src, tracking_uid, numbers, algorithm_id))
-            groups.append(_planar(segment, label_map, src, tracking_uid, algorithm_id))
+            for z in _region_slices(segment, len(present)):
+                groups.append(_planar(segment, z, label_map, src, tracking_uid, algorithm_id))
     groups.extend(_classified(finding, algorithm_id) for finding in findings)
     if absent or not groups:
         groups.append(_not_found(absent, algorithm_id))
@@ -195,7 +196,8 @@ def _add_image_library(
     )
     group.ContentSequence = hd.sr.ContentSequence()
     if label_map is not None and label_map.present:
-        zs = list(dict.fromkeys(p.largest_slice for p in label_map.present))
+        present = label_map.present
+        zs = list(dict.fromkeys(z for p in present for z in _region_slices(p, len(present))))
     else:
         zs = list(range(len(src.slices)))
     entries: dict[str, list[int]] = {}  # SOP Instance UID: frame numbers
@@ -315,14 +317,32 @@ def _volumetric(
     )
 
 
+def _region_slices(segment: SegmentPixels, present: int) -> list[int]:
+    """The slices a segment's Image Regions are drawn on: its largest, first.
+
+    A report of one segment gets a second region, on its next largest slice (when it has
+    one): PixelMed's DicomSRValidator (2022) takes the Imaging Measurements for TID 1410
+    groups alone when exactly one Image Region is among them, and then reports the
+    TID 1411 group "missing" its region. Both regions are valid TID 1410 groups with the
+    segment's tracking identifier; OHIF merges them and draws the first.
+    """
+    first = segment.largest_slice
+    if present != 1:
+        return [first]
+    areas = segment.areas.copy()
+    areas[first] = 0
+    second = int(np.argmax(areas))
+    return [first, second] if areas[second] > 0 else [first]
+
+
 def _planar(
     segment: SegmentPixels,
+    z: int,
     label_map: LabelMap,
     src: Sources,
     tracking_uid: str,
     algorithm_id: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    z = segment.largest_slice
     first_row, last_row, first_column, last_column = label_map.bounding_box(segment, z)
     # SCOORD pixel coordinates are (column, row) with 0.0\0.0 the top left corner of the
     # top left pixel (PS3.3 C.18.6.1.2), so the box's corners enclose whole pixels.
