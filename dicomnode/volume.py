@@ -41,6 +41,35 @@ class Geometry:
     # along the normal. The z spacing stays the spacing *along the normal*, so a voxel's
     # volume is still dz * dy * dx (a shear keeps volumes), as dcm2niix measures it.
     shear: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # An irregularly spaced stack (accepted for slice-wise pipelines only): each slice's
+    # distance along the normal from the first, in mm; ``spacing[0]`` is then the median
+    # gap and :meth:`affine` is refused, since no one matrix places every slice.
+    slice_offsets: tuple[float, ...] | None = None
+
+    @property
+    def regular(self) -> bool:
+        """Whether the slices lie at one spacing (an affine grid)."""
+        return self.slice_offsets is None
+
+    def slice_thicknesses(self, count: int) -> npt.NDArray[np.float64]:
+        """Each of ``count`` slices' extent along the normal, in mm.
+
+        A regular stack's spacing; for an irregular one, half the distance between each
+        slice's neighbours (the end slices: the gap to their one neighbour), so the
+        slices together span the stack with no gap and no overlap.
+        """
+        if self.slice_offsets is None or count < 2:
+            return np.full(count, self.spacing[0])
+        offsets = np.asarray(self.slice_offsets, dtype=np.float64)
+        if offsets.size != count:
+            raise ValueError(f"{offsets.size} slice offsets for {count} slices")
+        gaps = np.diff(offsets)
+        return np.concatenate([gaps[:1], (gaps[:-1] + gaps[1:]) / 2, gaps[-1:]])
+
+    def slice_voxel_ml(self, count: int) -> npt.NDArray[np.float64]:
+        """The volume of one voxel of each of ``count`` slices, in ml."""
+        _dz, dy, dx = self.spacing
+        return self.slice_thicknesses(count) * dy * dx / 1000.0
 
     @property
     def sheared(self) -> bool:
@@ -59,6 +88,8 @@ class Geometry:
 
     def affine(self) -> npt.NDArray[np.float64]:
         """4x4 matrix taking (z, y, x, 1) voxel indices to patient (x, y, z, 1) in mm."""
+        if self.slice_offsets is not None:
+            raise ValueError("an irregularly spaced stack has no affine grid")
         _dz, dy, dx = self.spacing
         matrix = np.eye(4)
         matrix[:3, 0] = self.slice_step()
@@ -69,7 +100,10 @@ class Geometry:
 
     @property
     def voxel_volume_ml(self) -> float:
-        """dz * dy * dx: dz is along the normal, so this holds for sheared stacks too."""
+        """dz * dy * dx: dz is along the normal, so this holds for sheared stacks too.
+
+        For an irregular stack, with the median gap: use :meth:`slice_voxel_ml`.
+        """
         dz, dy, dx = self.spacing
         return dz * dy * dx / 1000.0
 

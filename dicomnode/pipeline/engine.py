@@ -29,6 +29,7 @@ from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import RegionStats, region_stats
 from dicomnode.pipeline.provenance import definition_sha256, model_sha256
 from dicomnode.pipeline.steps import build_steps, restore, run_steps
+from dicomnode.pipeline.steps.abc import KeepsGrid
 from dicomnode.pipeline.tilt import untilt
 from dicomnode.results import tables
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
@@ -102,11 +103,16 @@ class PipelineEngine:
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
         result = RunResult() if result is None else result
+        # Uneven slice spacing only where each slice is processed alone, as acquired.
+        steps = build_steps(definition.steps)
+        irregular = self.models.slice_wise(definition.model) and all(
+            isinstance(step, KeepsGrid) for step in steps
+        )
         with _timed(result, "load"):
-            loaded = load_series(paths, limits=self.limits)
+            loaded = load_series(paths, limits=self.limits, irregular=irregular)
         source = loaded.volume
         with _timed(result, "preprocess"):
-            prepared, trace = run_steps(source, build_steps(definition.steps))
+            prepared, trace = run_steps(source, steps)
         # A volumetric model gets a tilted (sheared) stack made regular, as dcm2niix does.
         untilted = None
         if prepared.geometry.sheared and not self.models.slice_wise(definition.model):
@@ -143,7 +149,10 @@ class PipelineEngine:
         specs = [segment.spec() for segment in output.segments]
         with _timed(result, "measure"):
             stats = region_stats(
-                labels, values.array, [s.label for s in specs], source.geometry.voxel_volume_ml
+                labels,
+                values.array,
+                [s.label for s in specs],
+                source.geometry.slice_voxel_ml(source.shape[0]),
             )
             measurements = [_measurements(s, values.units) for s in stats]
         with _timed(result, "seg"):

@@ -120,6 +120,7 @@ def load_series(
     spacing_tolerance: float = 0.01,
     lateral_tolerance: float = 0.1,
     limits: PipelineLimits = _DEFAULT_LIMITS,
+    irregular: bool = False,
 ) -> LoadedSeries:
     """Read, check, sort along the slice normal, decode and rescale a series.
 
@@ -130,7 +131,8 @@ def load_series(
     (the same SOP Instance UID, e.g. received twice) is read once, from its first path.
     Anything that would give a wrong volume raises :class:`VolumeError` naming what is
     wrong, before any pixel is decoded where the headers show it; so does a volume larger
-    than ``limits``, before anything is allocated for it.
+    than ``limits``, before anything is allocated for it. ``irregular`` accepts slices at
+    uneven spacing (for slice-wise pipelines; the geometry then lists each slice's offset).
     """
     tolerances = Tolerances(spacing=spacing_tolerance, lateral=lateral_tolerance)
     files, headers = _image_headers(paths)
@@ -138,7 +140,9 @@ def load_series(
     _require_within(headers, limits)
     names = [path.name for path in files]
     frames = [frame for i, ds in enumerate(headers) for frame in frames_of(ds, i, names[i])]
-    grid = stack(frames, names, tolerances)
+    grid = stack(frames, names, tolerances, irregular=irregular)
+    if not grid.geometry.regular:
+        log.info("irregular_stack", median_spacing_mm=round(grid.geometry.spacing[0], 3))
     if grid.geometry.sheared:
         log.info("sheared_stack", tilt_degrees=round(grid.geometry.tilt_degrees, 2))
     ordered = [frames[i] for i in grid.order]

@@ -33,10 +33,13 @@ def region_stats(
     labels: npt.NDArray[np.integer],
     values: npt.NDArray[np.floating],
     wanted: Iterable[int],
-    voxel_ml: float,
+    voxel_ml: float | npt.NDArray[np.floating],
     slab: int = 16,
 ) -> list[RegionStats]:
     """Stats of each wanted label present in ``labels`` (absent labels are left out).
+
+    ``voxel_ml`` is one voxel's volume, or one per slice (an irregularly spaced stack,
+    whose slices differ in thickness); the mean and maximum are over voxels.
 
     Works a slab of slices at a time, one label at a time: each label's values are picked
     out of the slab (a copy the size of the region within 16 slices) and counted, summed
@@ -47,16 +50,21 @@ def region_stats(
     if labels.shape != values.shape:
         raise ValueError(f"labels {labels.shape} and values {values.shape} differ in shape")
     wanted = list(dict.fromkeys(wanted))
+    per_slice = np.broadcast_to(np.asarray(voxel_ml, dtype=np.float64), labels.shape[:1])
     counts = dict.fromkeys(wanted, 0)
+    volumes = dict.fromkeys(wanted, 0.0)
     sums = dict.fromkeys(wanted, 0.0)
     maxima = dict.fromkeys(wanted, -np.inf)
     for start in range(0, labels.shape[0], slab):
         part = labels[start : start + slab]
         weights = values[start : start + slab]
+        slice_ml = per_slice[start : start + slab]
         for label in wanted:
-            chosen = weights[part == label]
+            inside = part == label
+            chosen = weights[inside]
             if chosen.size:
                 counts[label] += int(chosen.size)
+                volumes[label] += float(inside.sum(axis=(1, 2)) @ slice_ml)
                 sums[label] += float(chosen.sum(dtype=np.float64))
                 maxima[label] = max(maxima[label], float(chosen.max()))
     stats = []
@@ -68,7 +76,7 @@ def region_stats(
             RegionStats(
                 label=label,
                 voxels=voxels,
-                volume_ml=voxels * voxel_ml,
+                volume_ml=volumes[label],
                 mean=float(sums[label] / voxels),
                 maximum=float(maxima[label]),
             )

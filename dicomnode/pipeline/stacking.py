@@ -7,8 +7,10 @@ offset in its own plane by the same amount per mm along the normal. A sheared st
 kept as acquired (its geometry records the shear, so every slice keeps its true position
 and voxel volumes stay dz * dy * dx, dz along the normal). Each check below refuses what
 would otherwise become a silently wrong volume: a missing slice (the spacing would be
-wrong past it), positions on no one line (neither stacked nor sheared), a second stack or
-a repeated acquisition (two slices at one position), a localizer in the series.
+wrong past it; a pipeline that works slice by slice may take unevenly spaced slices,
+each measured with its own thickness), positions on no one line (neither stacked nor
+sheared), a second stack or a repeated acquisition (two slices at one position), a
+localizer in the series.
 """
 
 from __future__ import annotations
@@ -56,9 +58,17 @@ class Stack:
     geometry: Geometry
 
 
-def stack(frames: Sequence[Frame], names: Sequence[str], tolerances: Tolerances) -> Stack:
+def stack(
+    frames: Sequence[Frame],
+    names: Sequence[str],
+    tolerances: Tolerances,
+    *,
+    irregular: bool = False,
+) -> Stack:
     """Sort ``frames`` along the slice normal and check they form one regular grid.
 
+    With ``irregular``, slices at uneven distances along the line are accepted (for a
+    pipeline that works slice by slice): the geometry then records each slice's offset.
     ``names[frame.source]`` names each frame's file in messages.
     """
     if not frames:
@@ -78,12 +88,22 @@ def stack(frames: Sequence[Frame], names: Sequence[str], tolerances: Tolerances)
     sorted_frames = [frames[i] for i in order]
 
     shear = np.zeros(3)
+    offsets: tuple[float, ...] | None = None
     if len(frames) == 1:
         spacing_z = frames[0].slice_thickness or 1.0
     else:
         _refuse_same_positions(sorted_frames, along, names)
         shear = _shear(positions, along, normal, min(pixel_spacing), tolerances.lateral)
-        spacing_z = _regular_spacing(np.diff(along), tolerances.spacing)
+        try:
+            spacing_z = _regular_spacing(np.diff(along), tolerances.spacing)
+        except VolumeError as exc:
+            if not irregular:
+                raise VolumeError(
+                    f"{exc} (only a pipeline with a slice-wise model and steps that keep "
+                    "the grid runs on irregularly spaced slices)"
+                ) from None
+            spacing_z = float(np.median(np.diff(along)))
+            offsets = tuple(float(v) for v in along - along[0])
 
     origin = positions[0]
     return Stack(
@@ -95,6 +115,7 @@ def stack(frames: Sequence[Frame], names: Sequence[str], tolerances: Tolerances)
             slice_direction=_tuple3(normal),
             spacing=(spacing_z, pixel_spacing[0], pixel_spacing[1]),
             shear=_tuple3(shear),
+            slice_offsets=offsets,
         ),
     )
 

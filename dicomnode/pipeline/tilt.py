@@ -44,7 +44,11 @@ def untilt(volume: Volume) -> Untilted:
     """``volume`` resampled onto the unsheared grid through its first slice."""
     geometry = volume.geometry
     dz, dy, dx = geometry.spacing
-    along = np.arange(volume.shape[0], dtype=np.float64) * dz
+    along = (
+        np.arange(volume.shape[0], dtype=np.float64) * dz
+        if geometry.slice_offsets is None
+        else np.asarray(geometry.slice_offsets, dtype=np.float64)
+    )
     shear = np.asarray(geometry.shear, dtype=np.float64)
     shifts = np.stack(
         [
