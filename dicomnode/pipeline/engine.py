@@ -30,7 +30,7 @@ from dicomnode.pipeline.measure import RegionStats, region_stats
 from dicomnode.pipeline.provenance import definition_sha256, model_sha256
 from dicomnode.pipeline.steps import build_steps, restore, run_steps
 from dicomnode.pipeline.steps.abc import KeepsGrid
-from dicomnode.pipeline.tilt import untilt
+from dicomnode.pipeline.tilt import regularize, untilt
 from dicomnode.results import tables
 from dicomnode.results.content import Finding, Measurement, SegmentMeasurements
 from dicomnode.results.labelmap import LabelMap
@@ -103,16 +103,22 @@ class PipelineEngine:
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
         result = RunResult() if result is None else result
-        # Uneven slice spacing only where each slice is processed alone, as acquired.
         steps = build_steps(definition.steps)
-        irregular = self.models.slice_wise(definition.model) and all(
+        with _timed(result, "load"):
+            loaded = load_series(paths, limits=self.limits, irregular=True)
+        source = loaded.volume
+        # Unevenly spaced slices stay as acquired where each is processed alone; anything
+        # else (a volumetric model, a step that moves the grid) gets them interpolated.
+        regularized = None
+        as_acquired = self.models.slice_wise(definition.model) and all(
             isinstance(step, KeepsGrid) for step in steps
         )
-        with _timed(result, "load"):
-            loaded = load_series(paths, limits=self.limits, irregular=irregular)
-        source = loaded.volume
+        if not source.geometry.regular and not as_acquired:
+            with _timed(result, "regularize"):
+                regularized = regularize(source)
         with _timed(result, "preprocess"):
-            prepared, trace = run_steps(source, steps)
+            model_source = source if regularized is None else regularized.volume
+            prepared, trace = run_steps(model_source, steps)
         # A volumetric model gets a tilted (sheared) stack made regular, as dcm2niix does.
         untilted = None
         if prepared.geometry.sheared and not self.models.slice_wise(definition.model):
@@ -145,6 +151,8 @@ class PipelineEngine:
             if untilted is not None:
                 labels = untilted.labels_back(labels)
             labels = restore(labels, trace)
+            if regularized is not None:
+                labels = regularized.labels_back(labels)
         values = _measured_volume(output, source, prepared)
         specs = [segment.spec() for segment in output.segments]
         with _timed(result, "measure"):

@@ -132,7 +132,7 @@ def load_series(
     Anything that would give a wrong volume raises :class:`VolumeError` naming what is
     wrong, before any pixel is decoded where the headers show it; so does a volume larger
     than ``limits``, before anything is allocated for it. ``irregular`` accepts slices at
-    uneven spacing (for slice-wise pipelines; the geometry then lists each slice's offset).
+    uneven spacing (the geometry then lists each slice's offset).
     """
     tolerances = Tolerances(spacing=spacing_tolerance, lateral=lateral_tolerance)
     files, headers = _image_headers(paths)

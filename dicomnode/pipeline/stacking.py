@@ -7,8 +7,8 @@ offset in its own plane by the same amount per mm along the normal. A sheared st
 kept as acquired (its geometry records the shear, so every slice keeps its true position
 and voxel volumes stay dz * dy * dx, dz along the normal). Each check below refuses what
 would otherwise become a silently wrong volume: a missing slice (the spacing would be
-wrong past it; a pipeline that works slice by slice may take unevenly spaced slices,
-each measured with its own thickness), positions on no one line (neither stacked nor
+wrong past it; where asked, unevenly spaced slices are taken, each measured with its
+own thickness), positions on no one line (neither stacked nor
 sheared), a second stack or a repeated acquisition (two slices at one position), a
 localizer in the series.
 """
@@ -67,8 +67,8 @@ def stack(
 ) -> Stack:
     """Sort ``frames`` along the slice normal and check they form one regular grid.
 
-    With ``irregular``, slices at uneven distances along the line are accepted (for a
-    pipeline that works slice by slice): the geometry then records each slice's offset.
+    With ``irregular``, slices at uneven distances along the line are accepted: the
+    geometry then records each slice's offset.
     ``names[frame.source]`` names each frame's file in messages.
     """
     if not frames:
@@ -96,12 +96,9 @@ def stack(
         shear = _shear(positions, along, normal, min(pixel_spacing), tolerances.lateral)
         try:
             spacing_z = _regular_spacing(np.diff(along), tolerances.spacing)
-        except VolumeError as exc:
+        except VolumeError:
             if not irregular:
-                raise VolumeError(
-                    f"{exc} (only a pipeline with a slice-wise model and steps that keep "
-                    "the grid runs on irregularly spaced slices)"
-                ) from None
+                raise
             spacing_z = float(np.median(np.diff(along)))
             offsets = tuple(float(v) for v in along - along[0])
 

@@ -1,4 +1,4 @@
-"""A sheared (gantry-tilted) volume onto a regular grid for volumetric models, and back.
+"""Tilted or unevenly spaced stacks onto a regular grid for volumetric models, and back.
 
 A slice-by-slice model sees each acquired slice as it is, so a tilted series needs
 nothing. A volumetric model would see the anatomy sheared from slice to slice, so its
@@ -7,7 +7,9 @@ own plane, by the shear times its distance along the normal, onto the regular gr
 slices stack straight along the normal from the first one (bilinear; what falls outside
 the acquired slice takes the volume's minimum, air for CT). The model's label map is then
 shifted back onto the acquired slices (nearest label; what falls outside is background),
-so the SEG still follows the source frames.
+so the SEG still follows the source frames. Unevenly spaced slices are likewise
+interpolated along the normal onto the median spacing, and labels go back to each
+acquired slice from the nearest regular one.
 """
 
 from __future__ import annotations
@@ -102,3 +104,45 @@ def _nearest_into(out: Labels, labels: Labels, dy: int, dx: int) -> None:
     j0, j1 = max(0, -dx), min(columns, columns - dx)
     if i0 < i1 and j0 < j1:
         out[i0:i1, j0:j1] = labels[i0 + dy : i1 + dy, j0 + dx : j1 + dx]
+
+
+@dataclass(frozen=True, slots=True)
+class Regularized:
+    """An irregularly spaced volume on a regular grid, and where each acquired slice went."""
+
+    volume: Volume
+    nearest: npt.NDArray[np.intp]  # per acquired slice: the nearest regular slice
+
+    def labels_back(self, labels: Labels) -> Labels:
+        """A label map on the regular grid back onto the acquired slices (nearest slice)."""
+        if labels.shape[0] != self.volume.shape[0]:
+            raise ValueError(f"labels {labels.shape} are not on the grid {self.volume.shape}")
+        out: Labels = labels[self.nearest]
+        return out
+
+
+def regularize(volume: Volume) -> Regularized:
+    """``volume``'s unevenly spaced slices resampled at the median spacing, linearly in z.
+
+    The regular slices run from the first acquired slice, at the median gap, as far as the
+    last; each is interpolated between the two acquired slices around it, on the same line
+    (a shear, if any, is kept: it is per mm along the normal).
+    """
+    geometry = volume.geometry
+    if geometry.slice_offsets is None:
+        raise ValueError("the volume is regularly spaced already")
+    offsets = np.asarray(geometry.slice_offsets, dtype=np.float64)
+    spacing = geometry.spacing[0]
+    count = int(np.floor(offsets[-1] / spacing + 1e-6)) + 1
+    wanted = np.arange(count, dtype=np.float64) * spacing
+    upper = np.clip(np.searchsorted(offsets, wanted, side="right"), 1, offsets.size - 1)
+    lower = upper - 1
+    weight = np.clip((wanted - offsets[lower]) / (offsets[upper] - offsets[lower]), 0.0, 1.0)
+    array: FloatArray = np.empty((count, *volume.shape[1:]), dtype=np.float32)
+    for z in range(count):
+        w = np.float32(weight[z])
+        array[z] = volume.array[lower[z]] * (1 - w) + volume.array[upper[z]] * w
+    refs = tuple(volume.refs[int(i)] for i in np.where(weight < 0.5, lower, upper))
+    regular = volume.with_array(array, geometry=replace(geometry, slice_offsets=None), refs=refs)
+    nearest = np.clip(np.rint(offsets / spacing).astype(np.intp), 0, count - 1)
+    return Regularized(regular, nearest)

@@ -3,7 +3,8 @@
 A slice-by-slice model needs no regular grid: it sees each acquired slice alone. Its
 measurements weigh each slice by the extent it stands for along the normal (half the
 distance between its neighbours). A volumetric model, or a step that moves the grid,
-needs one regular grid, so their pipelines refuse such a series and say why.
+needs one regular grid: it gets the slices interpolated at the median spacing, and its
+labels go back to the acquired slices.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from dicomnode.phantom import write_ct_phantom
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
 from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import region_stats
-from dicomnode.volume import Geometry
+from dicomnode.pipeline.tilt import regularize
+from dicomnode.volume import Geometry, SliceRef, Volume
 
 DROPPED = 6  # of the phantom's 12 slices: a 10 mm gap among 5 mm ones
 
@@ -112,15 +114,34 @@ def test_a_slice_wise_pipeline_runs_on_a_gapped_series_and_measures_it_whole(
     assert referenced <= sources.keys()
 
 
-def test_a_volumetric_pipeline_refuses_a_gapped_series_and_says_why(
-    engine: PipelineEngine, gapped: list[Path]
+def test_regularize_interpolates_the_gap_and_maps_labels_back_to_acquired_slices() -> None:
+    offsets = (0.0, 5.0, 15.0, 20.0)
+    array = np.broadcast_to(np.array(offsets, dtype=np.float32)[:, None, None], (4, 2, 2))
+    refs = tuple(SliceRef("1.2", f"1.2.{z}") for z in range(4))
+    volume = Volume(array.copy(), geometry(offsets), refs, "CT", "HU")
+    result = regularize(volume)
+    assert result.volume.geometry.regular
+    np.testing.assert_allclose(result.volume.array[:, 0, 0], [0, 5, 10, 15, 20])
+    np.testing.assert_array_equal(result.nearest, [0, 1, 3, 4])
+    labels = np.arange(5, dtype=np.uint8)[:, None, None] * np.ones((1, 2, 2), np.uint8)
+    np.testing.assert_array_equal(result.labels_back(labels)[:, 0, 0], [0, 1, 3, 4])
+
+
+def test_a_volumetric_pipeline_gets_a_gapped_series_interpolated_and_segments_its_slices(
+    engine: PipelineEngine, phantom: list[Path], gapped: list[Path]
 ) -> None:
-    with pytest.raises(
-        VolumeError,
-        match=r"irregular slice spacing: 5 mm expected, 10 mm between slices 6 and 7 "
-        r"\(a missing slice\?\).*only a pipeline with a slice-wise model",
-    ):
-        engine.run(VOLUMETRIC, gapped)
+    full = engine.run(VOLUMETRIC, phantom)
+    result = engine.run(VOLUMETRIC, gapped)
+    assert "regularize" in [stage.name for stage in result.stages]
+    assert "regularize" not in [stage.name for stage in engine.run(PIPELINE, gapped).stages]
+    assert _volumes(result)["Body"] == pytest.approx(_volumes(full)["Body"], rel=0.03)
+    (seg,) = [ds for ds in result.datasets if ds.Modality == "SEG"]
+    uids = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in gapped}
+    referenced = {
+        str(frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        for frame in seg.PerFrameFunctionalGroupsSequence
+    }
+    assert referenced == uids  # the body is on every acquired slice
 
 
 def test_load_series_keeps_each_slice_offset_when_asked(gapped: list[Path]) -> None:
