@@ -276,10 +276,15 @@ class PipelineWorkers:
                 )
                 for destination in job.send_to:
                     OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
-        except Exception:
-            # The job has failed and says why; its report is a courtesy that must not
-            # take the worker down.
-            log.exception("not_run_report_failed", job_id=job.id, pipeline=job.pipeline)
+        except Exception as exc:  # noqa: BLE001 - a courtesy report: logged, never raised
+            # The job has failed and says why; its report must not take the worker down.
+            # Only the exception's type: a writer's message may quote a patient's data.
+            log.warning(
+                "not_run_report_failed",
+                job_id=job.id,
+                pipeline=job.pipeline,
+                error=type(exc).__name__,
+            )
             return
         log.info(
             "not_run_reported", job_id=job.id, pipeline=job.pipeline, send_to=list(job.send_to)

@@ -8,12 +8,14 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
+from structlog.testing import capture_logs
 
 from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
@@ -64,6 +66,16 @@ def _two_orientations(folder: Path) -> tuple[list[Path], Dataset]:
     return list(series.paths), first
 
 
+def _no_position(folder: Path) -> tuple[list[Path], Dataset]:
+    """A phantom series whose second slice lacks Image Position Patient."""
+    series = write_ct_phantom(folder, SPEC)
+    second = pydicom.dcmread(series.paths[1])
+    del second.ImagePositionPatient
+    second.save_as(series.paths[1])
+    first = pydicom.dcmread(series.paths[0], stop_before_pixels=True)
+    return list(series.paths), first
+
+
 def _failed(node: Node) -> bool:
     return [j.state for j in node.workers.queue.list_jobs()] == ["failed"]
 
@@ -85,10 +97,21 @@ def _pixelmed_errors(path: Path) -> list[str]:
     return [line for line in report.splitlines() if line.startswith("Error")]
 
 
+@pytest.mark.parametrize(
+    ("make", "technical", "plain"),
+    [
+        (_two_orientations, "several orientations", "several orientations"),
+        (_no_position, "missing ImagePositionPatient", "position or orientation"),
+    ],
+)
 def test_a_refused_series_yields_a_valid_not_run_sr_at_the_destination(
-    node_factory: Callable[..., Node], tmp_path: Path
+    node_factory: Callable[..., Node],
+    tmp_path: Path,
+    make: Callable[[Path], tuple[list[Path], Dataset]],
+    technical: str,
+    plain: str,
 ) -> None:
-    paths, first = _two_orientations(tmp_path / "ct")
+    paths, first = make(tmp_path / "ct")
     _rules(tmp_path / "rules")
     with StoreSCP(ae_title="PACS") as pacs:
         node = node_factory(
@@ -103,7 +126,7 @@ def test_a_refused_series_yields_a_valid_not_run_sr_at_the_destination(
         poll_until(lambda: _failed(node), timeout=60, what="the job to fail")
     (job,) = node.workers.queue.list_jobs()
     assert job.state == "failed"
-    assert job.error is not None and "several orientations" in job.error
+    assert job.error is not None and technical in job.error
 
     sr = pydicom.dcmread(sr_path)
     assert sr.Modality == "SR"
@@ -119,8 +142,8 @@ def test_a_refused_series_yields_a_valid_not_run_sr_at_the_destination(
     assert str(first.SeriesNumber) in items["Series"]
     assert items["Outcome"] == OUTCOME_TEXT
     assert items["Reason"] == plain_reason(job.error)
-    assert "several orientations" in items["Reason"]
-    assert "several orientations" in items["Technical detail"]
+    assert plain in items["Reason"]
+    assert technical in items["Technical detail"]
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.SeriesInstanceUID == first.SeriesInstanceUID
 
@@ -150,6 +173,38 @@ def test_without_the_option_a_refused_series_sends_nothing(
         node.workers.stop()  # a report would be written before the worker ends
         assert [s.modality for s in node.index.list_series()] == ["CT"]
         assert not pacs.files()
+
+
+def test_a_report_that_cannot_be_made_leaves_the_job_failed_and_the_worker_running(
+    node_factory: Callable[..., Node], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Dataset:
+        raise RuntimeError("the writer broke")
+
+    monkeypatch.setattr("dicomnode.pipeline.worker.write_not_run_sr", broken)
+    _rules(tmp_path / "rules")
+    with StoreSCP(ae_title="PACS") as pacs, capture_logs() as events:
+        node = node_factory(
+            destinations={"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}},
+            models={"bone": MODEL},
+            pipelines={"bone": bone_pipeline("bone", report_not_run=True)},
+        )
+        _send(_two_orientations(tmp_path / "a")[0], node.scp.port)
+        poll_until(lambda: _failed(node), timeout=60, what="the job to fail")
+        (job,) = node.workers.queue.list_jobs()
+        assert job.error is not None and "several orientations" in job.error
+        # The worker goes on: a good series still gets its report (no bone in so small a
+        # phantom: an SR alone, saying so), and nothing else reached the destination.
+        _send(write_ct_phantom(tmp_path / "b", replace(SPEC, seed=9)).paths, node.scp.port)
+        (received,) = pacs.wait_for_files(1, timeout=60)
+        title = pydicom.dcmread(received).ConceptNameCodeSequence[0].CodeMeaning
+        assert title == "Imaging Measurement Report"
+        assert sorted(j.state for j in node.workers.queue.list_jobs()) == ["done", "failed"]
+    names = [e["event"] for e in events]
+    assert "not_run_report_failed" in names
+    assert "pipeline_worker_failed" not in names  # handled where it happened
+    (failed,) = [e for e in events if e["event"] == "not_run_report_failed"]
+    assert failed["error"] == "RuntimeError"  # the type only: no message in the log
 
 
 def test_the_reference_pipelines_report_and_user_pipelines_do_not_by_default() -> None:
