@@ -4,8 +4,6 @@ results would have gone (``report_not_run``)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import replace
@@ -26,10 +24,8 @@ from dicomnode.results.not_run import OUTCOME_TEXT, plain_reason
 from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.models import bone_pipeline
+from dicomnode.testing.pixelmed import pixelmed_java, sr_errors
 from dicomnode.testing.process import poll_until
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "results"))
-from pixelmed import _LIMITS, JAR, pixelmed_java
 
 MODEL = {
     "kind": "python",
@@ -84,17 +80,9 @@ def _pixelmed_errors(path: Path) -> list[str]:
     java = pixelmed_java()
     if java is None:
         return []
-    done = subprocess.run(
-        [java, *_LIMITS, "-cp", str(JAR), "com.pixelmed.validate.DicomSRValidator", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    report = done.stdout + done.stderr
     # No root template: PixelMed checks the IOD and every content item it can.
-    assert "IOD validation complete" in report, report
-    return [line for line in report.splitlines() if line.startswith("Error")]
+    errors, _report = sr_errors(path, java, root_template=False)
+    return errors
 
 
 @pytest.mark.parametrize(

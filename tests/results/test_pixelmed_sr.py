@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pytest
-from pixelmed import pixelmed_java, sr_errors
 from pydicom.dataset import Dataset
 from tissues import ALGORITHM, TISSUES
 
@@ -17,6 +16,7 @@ from dicomnode.pipeline.definition import reference_definitions
 from dicomnode.pipeline.engine import PipelineEngine
 from dicomnode.results import Measurement, SegmentMeasurements, save, write_seg, write_sr
 from dicomnode.runners import ModelHost
+from dicomnode.testing.pixelmed import pixelmed_java, sr_errors
 from dicomnode.testing.result_files import write_result_files
 
 
