@@ -31,6 +31,7 @@ from typing import Any
 
 import pydicom
 from pydicom.errors import InvalidDicomError
+from sqlalchemy.orm import Session
 
 from dicomnode.errors import PipelineError, StorageError
 from dicomnode.logs import get_logger
@@ -156,22 +157,8 @@ class PipelineWorkers:
         store_started = time.perf_counter()
         files = [(ds, self._spool.write(b"", _encode(ds))) for ds in result.datasets]
         now = self._clock()
-        series_ids: list[int] = []
         with self._db.writing() as session:
-            for dataset, spooled in files:
-                series_id = Index.record_result(
-                    session,
-                    header_of(dataset),
-                    spooled,
-                    str(dataset.file_meta.TransferSyntaxUID),
-                    self._our_ae,
-                    now,
-                )
-                if series_id not in series_ids:
-                    series_ids.append(series_id)
-            for destination in job.send_to:
-                for series_id in series_ids:
-                    OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+            self._record_and_queue(session, job, files, now)
             stages = [*_stages(result), {"stage": "store", "seconds": _since(store_started)}]
             timeline = {
                 "stages": stages,
@@ -184,6 +171,31 @@ class PipelineWorkers:
             }
             JobQueue.mark_done(session, job.id, now, timeline)
         self._announce_done(job, files, started)
+
+    def _record_and_queue(
+        self,
+        session: Session,
+        job: JobSummary,
+        files: list[tuple[pydicom.Dataset, Any]],
+        now: datetime,
+    ) -> None:
+        """Index spooled result files as our own instances; queue their series for the
+        job's destinations (in the caller's transaction)."""
+        series_ids: list[int] = []
+        for dataset, spooled in files:
+            series_id = Index.record_result(
+                session,
+                header_of(dataset),
+                spooled,
+                str(dataset.file_meta.TransferSyntaxUID),
+                self._our_ae,
+                now,
+            )
+            if series_id not in series_ids:
+                series_ids.append(series_id)
+        for destination in job.send_to:
+            for series_id in series_ids:
+                OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
 
     def _announce_done(
         self, job: JobSummary, files: list[tuple[pydicom.Dataset, Any]], started: float
@@ -266,16 +278,7 @@ class PipelineWorkers:
             spooled = self._spool.write(b"", _encode(report))
             now = self._clock()
             with self._db.writing() as session:
-                series_id = Index.record_result(
-                    session,
-                    header_of(report),
-                    spooled,
-                    str(report.file_meta.TransferSyntaxUID),
-                    self._our_ae,
-                    now,
-                )
-                for destination in job.send_to:
-                    OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+                self._record_and_queue(session, job, [(report, spooled)], now)
         except Exception as exc:  # noqa: BLE001 - a courtesy report: logged, never raised
             # The job has failed and says why; its report must not take the worker down.
             # Only the exception's type: a writer's message may quote a patient's data.
