@@ -7,7 +7,7 @@ the CLI does, so what is tested is what runs.
 from __future__ import annotations
 
 import signal
-import threading
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -260,36 +260,33 @@ class Node:
         return all(results)
 
     def run_until_signalled(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads certificates."""
-        wake = threading.Event()
-        stopping: list[str] = []
-        hangups: list[int] = []
+        """Serve until SIGTERM or SIGINT, then stop cleanly; SIGHUP reloads certificates.
 
-        def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            stopping.append(signal.Signals(signum).name)
-            wake.set()
-
-        def _on_hangup(signum: int, _frame: FrameType | None) -> None:
-            hangups.append(signum)
-            wake.set()
-
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGHUP, _on_hangup)
-        self.start()
+        The handlers do nothing in Python: each signal's number reaches the main loop
+        through ``signal.set_wakeup_fd``. A handler that set a ``threading.Event`` could
+        run while this thread held that event's lock (entering ``wait``) and hang the node
+        for good, deaf to SIGTERM too.
+        """
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        previous = {signum: signal.signal(signum, _note_signal) for signum in handled}
         try:
-            while True:
-                wake.wait()
-                wake.clear()
-                if stopping:
-                    log.info("node_stopping", signal=stopping[0])
-                    break
-                while hangups:
-                    hangups.pop()
-                    log.info("node_reloading", what="tls certificates")
-                    self.reload_tls()
+            self.start()
+            while (signum := _next_signal(reader, handled)) == signal.SIGHUP:
+                log.info("node_reloading", what="tls certificates")
+                self.reload_tls()
+            log.info("node_stopping", signal=signal.Signals(signum).name)
         finally:
-            self.stop()
+            try:
+                self.stop()
+            finally:
+                for restored, handler in previous.items():
+                    signal.signal(restored, handler)
+                signal.set_wakeup_fd(previous_fd)
+                reader.close()
+                writer.close()
 
     def _admin_server(self, access: AdminAccess) -> AdminServer:
         """The admin API over this node's parts (``check_config`` vetted its access)."""
@@ -354,3 +351,17 @@ class Node:
             log.warning("spool_orphans_removed", count=len(orphans))
         if missing := len(known - present):
             log.error("spool_files_missing", count=missing)
+
+
+def _note_signal(_signum: int, _frame: FrameType | None) -> None:
+    """A Python handler that does nothing: the number arrives through the wakeup socket."""
+
+
+def _next_signal(reader: socket.socket, handled: tuple[signal.Signals, ...]) -> int:
+    """Block until one of ``handled`` arrives (a SIGTERM ahead of a queued SIGHUP wins)."""
+    while True:
+        received = [number for number in reader.recv(64) if number in handled]
+        if not received:
+            continue
+        stops = [number for number in received if number != signal.SIGHUP]
+        return stops[0] if stops else signal.SIGHUP

@@ -68,3 +68,23 @@ def test_sigterm_mid_transfer_keeps_every_acknowledged_instance(
         assert pydicom.dcmread(spool.path(stored[uid])).SOPInstanceUID == uid
     assert set(spool.names()) == index.spool_names()
     index.close()
+
+
+def test_sighups_one_after_another_never_wedge_the_node_and_sigterm_still_stops_it(
+    node_process: Callable[..., NodeProcess],
+) -> None:
+    """A handler that set a threading.Event could run while the main thread held that
+    event's lock (going back to wait after a reload) and hang the node for good: SIGTERM
+    was then answered only by SIGKILL. Each SIGHUP here lands just as the last reload ends."""
+    node = node_process().start()
+    for sent in range(1, 41):
+        node.process.popen.send_signal(signal.SIGHUP)
+        poll_until(
+            lambda sent=sent: node.process.log_text().count('"node_reloading"') >= sent,
+            timeout=10,
+            what=f"reload {sent}",
+        )
+    node.process.popen.send_signal(signal.SIGTERM)
+
+    assert node.process.wait(timeout=30) == 0
+    assert '"node_stopped"' in node.process.log_text()
