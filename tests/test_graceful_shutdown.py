@@ -7,6 +7,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pydicom
@@ -79,12 +80,12 @@ def test_sighups_one_after_another_never_wedge_the_node_and_sigterm_still_stops_
     node = node_process().start()
     for sent in range(1, 41):
         node.process.popen.send_signal(signal.SIGHUP)
-        poll_until(
-            lambda sent=sent: node.process.log_text().count('"node_reloading"') >= sent,
-            timeout=10,
-            what=f"reload {sent}",
-        )
+        poll_until(partial(_reloaded, node, sent), timeout=10, what=f"reload {sent}")
     node.process.popen.send_signal(signal.SIGTERM)
 
     assert node.process.wait(timeout=30) == 0
     assert '"node_stopped"' in node.process.log_text()
+
+
+def _reloaded(node: NodeProcess, times: int) -> bool:
+    return node.process.log_text().count('"node_reloading"') >= times
