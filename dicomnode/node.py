@@ -35,6 +35,7 @@ from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.outbox.worker import Outbox
 from dicomnode.pipeline.definition import PipelineDefinition, all_definitions
 from dicomnode.pipeline.engine import PipelineEngine
+from dicomnode.pipeline.findings import pipeline_findings
 from dicomnode.pipeline.worker import PipelineWorkers
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.router import Router
@@ -80,7 +81,7 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
         rules = load_rules(
             config.rules_dir,
             destinations=tuple(config.destinations),
-            pipelines=tuple(pipelines),
+            pipelines=pipeline_findings(pipelines),
         )
     return CheckedConfig(models, pipelines, access, rules)
 
@@ -149,7 +150,7 @@ class Node:
             config.rules_dir,
             self.database,
             tuple(config.destinations),
-            tuple(self.pipelines),
+            pipeline_findings(self.pipelines),
             utc_now,
         )
         self.outbox = Outbox(
@@ -300,7 +301,7 @@ class Node:
             rules=self.rules,
             decisions=self.router.decisions,
             destinations=self.config.destinations,
-            pipelines=tuple(self.pipelines),
+            pipelines=pipeline_findings(self.pipelines),
             calling_ae=self.config.node.ae_title,
             scp_listening=lambda: self.scp.listening,
             disk=DiskWatermark(

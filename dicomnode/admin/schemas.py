@@ -159,6 +159,7 @@ class PipelineRunOut(_Model):
     rule: str
     pipeline: str
     send_to: list[str]
+    on_findings: list[str] = []  # the rule's on_findings entries, run when the job is done
 
 
 class DecisionOut(_Model):
@@ -290,6 +291,9 @@ class Timeline(_Model):
     results: list[ResultOut]
     summary: dict[str, Any] | None
     sends: list[SendTimelineOut]
+    # The rule's on_findings entries that fired: [{"entry", "results_to", "forwarded_to"}];
+    # None when the rule has none (or the job is not done).
+    findings_routed: list[dict[str, Any]] | None = None
 
 
 class JobDetail(_Model):
@@ -431,12 +435,31 @@ class PlanOut(_Model):
     pipeline_runs: list[PipelineRunOut]
 
 
+class FindingCheckOut(_Model):
+    key: str  # e.g. "Lesion.volume_ml"
+    holds: bool
+    text: str  # the value and the condition, e.g. "Lesion.volume_ml is 7.2: min 5 holds"
+
+
+class FindingRouteOut(_Model):
+    """An on_findings entry of a matching rule on its pipeline's latest done job."""
+
+    rule: str
+    entry: str
+    fired: bool
+    send_results_to: list[str]
+    forward_to: list[str]
+    checks: list[FindingCheckOut]
+
+
 class DryRunOut(_Model):
     series_uid: str
     version: str
     verdicts: list[VerdictOut]
     decision: PlanOut
     explain: str
+    # Entries of matching rules whose pipeline has a done job on the series.
+    findings_routes: list[FindingRouteOut] = []
 
 
 # -- audit ------------------------------------------------------------------------------

@@ -43,13 +43,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def load_rules(args: argparse.Namespace, folder: Path | None) -> Any:
     from dicomnode.config import load_config
     from dicomnode.pipeline.definition import all_definitions
+    from dicomnode.pipeline.findings import pipeline_findings
     from dicomnode.rules import load_rules
 
     config = load_config(args.config)
     _models, pipelines = all_definitions(config.models, config.pipelines, str(args.config))
     # Without --config, checking against the empty default would refuse every forward_to.
     destinations = tuple(config.destinations) if args.config is not None else None
-    ruleset = load_rules(folder or config.rules_dir, destinations=destinations, pipelines=pipelines)
+    ruleset = load_rules(
+        folder or config.rules_dir,
+        destinations=destinations,
+        pipelines=pipeline_findings(pipelines),
+    )
     if destinations is None:
         print("note: destination names were not checked (give --config)", file=sys.stderr)
     return ruleset
@@ -78,8 +83,10 @@ def rules_explain_command(args: argparse.Namespace) -> int:
     from dicomnode.rules import explain, read_series_attributes
 
     ruleset = load_rules(args, args.rules)
+    findings = None
     if args.series is not None:
-        found = [_stored_series_attributes(args, ruleset)]
+        attributes, findings = _stored_series(args, ruleset)
+        found = [attributes]
     elif not args.path.exists():
         print(f"dicomnode: {args.path}: no such file or folder", file=sys.stderr)
         return EXIT_USAGE
@@ -94,13 +101,18 @@ def rules_explain_command(args: argparse.Namespace) -> int:
     if not found:
         print(f"dicomnode: {args.path}: no DICOM series found", file=sys.stderr)
         return EXIT_FAILED
-    print("\n".join(explain(ruleset, attributes) for attributes in found), end="")
+    texts = [explain(ruleset, attributes, findings=findings) for attributes in found]
+    print("\n".join(texts), end="")
     return EXIT_OK
 
 
-def _stored_series_attributes(args: argparse.Namespace, ruleset: Any) -> Any:
+def _stored_series(args: argparse.Namespace, ruleset: Any) -> tuple[Any, Any]:
+    """A stored series' attributes, and per pipeline what its latest done job found."""
     from dicomnode.config import load_config
     from dicomnode.errors import DicomNodeError
+    from dicomnode.pipeline.definition import all_definitions
+    from dicomnode.pipeline.findings import pipeline_findings, stored_findings
+    from dicomnode.pipeline.jobs import JobQueue
     from dicomnode.routing.router import stored_series_attributes
     from dicomnode.store.index import Index
     from dicomnode.store.spool import Spool
@@ -113,6 +125,11 @@ def _stored_series_attributes(args: argparse.Namespace, ruleset: Any) -> Any:
         if series is None:
             raise DicomNodeError(f"no stored series with UID {args.series}")
         spool = Spool(config.spool_path)
-        return stored_series_attributes(index, spool, series.id, series.version, ruleset)
+        _models, pipelines = all_definitions(config.models, config.pipelines, str(args.config))
+        catalog = pipeline_findings(pipelines)
+        return (
+            stored_series_attributes(index, spool, series.id, series.version, ruleset),
+            stored_findings(JobQueue(index.database), series.id, catalog),
+        )
     finally:
         index.close()

@@ -46,6 +46,8 @@ class JobSummary:
     timeline: dict[str, Any]
     failures: int = 0
     next_attempt_at: datetime | None = None  # a pending job waits until then (backoff)
+    # The rule's on_findings entries as the job was routed (rules.findings.route_as_dict).
+    on_findings: tuple[dict[str, Any], ...] = ()
 
 
 class JobQueue:
@@ -63,14 +65,22 @@ class JobQueue:
         pipeline: str,
         send_to: Sequence[str],
         now: datetime,
+        on_findings: Sequence[dict[str, Any]] = (),
     ) -> int:
-        """Add a job inside the caller's transaction (the routing decision's)."""
+        """Add a job inside the caller's transaction (the routing decision's).
+
+        ``on_findings``: the rule's entries, kept with the job so that it routes its
+        findings by the rules it was routed under, whatever the rules are when it ends.
+        """
+        destinations: dict[str, Any] = {"destinations": list(send_to)}
+        if on_findings:
+            destinations["on_findings"] = list(on_findings)
         row = JobRow(
             series_id=series_id,
             series_version=series_version,
             rule=rule,
             pipeline=pipeline,
-            send_to={"destinations": list(send_to)},
+            send_to=destinations,
             state="pending",
             created_at=now,
             timeline={"stages": []},
@@ -212,6 +222,17 @@ class JobQueue:
                 for modality, series_uid, instance in rows
             ]
 
+    def done_summaries(self, series_id: int) -> dict[str, dict[str, Any]]:
+        """Per pipeline, the result summary of its latest done job on the series (what
+        ``rules explain`` and dry runs evaluate ``on_findings`` entries on)."""
+        with self._db.reading() as session:
+            rows = session.execute(
+                select(JobRow.pipeline, JobRow.timeline)
+                .where(JobRow.series_id == series_id, JobRow.state == "done")
+                .order_by(JobRow.series_version, JobRow.id)
+            )
+            return {pipeline: dict(timeline.get("summary") or {}) for pipeline, timeline in rows}
+
     def retry(self, job_id: int) -> JobSummary | None:
         """Requeue a failed job; None when it is not failed."""
         with self._db.writing() as session:
@@ -253,4 +274,5 @@ def _summary(row: JobRow) -> JobSummary:
         timeline=dict(row.timeline),
         failures=row.failures or 0,
         next_attempt_at=row.next_attempt_at,
+        on_findings=tuple(row.send_to.get("on_findings", [])),
     )

@@ -37,8 +37,10 @@ from dicomnode.errors import PipelineError, StorageError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
+from dicomnode.pipeline.findings import Routed, evaluate_job, queue_routes
 from dicomnode.pipeline.jobs import JOB_ATTEMPTS, JobQueue, JobSummary
 from dicomnode.results.not_run import write_not_run_sr
+from dicomnode.rules.findings import RouteVerdict
 from dicomnode.store.database import Database
 from dicomnode.store.header import header_of
 from dicomnode.store.index import Index
@@ -157,8 +159,19 @@ class PipelineWorkers:
         store_started = time.perf_counter()
         files = [(ds, self._spool.write(b"", _encode(ds))) for ds in result.datasets]
         now = self._clock()
+        verdicts = self._findings_verdicts(job, result)
         with self._db.writing() as session:
-            self._record_and_queue(session, job, files, now)
+            result_series = self._record_and_queue(session, job, files, now)
+            routed = queue_routes(
+                session,
+                verdicts,
+                job_id=job.id,
+                series_id=job.series_id,
+                series_version=job.series_version,
+                send_to=job.send_to,
+                result_series=result_series,
+                now=now,
+            )
             stages = [*_stages(result), {"stage": "store", "seconds": _since(store_started)}]
             timeline = {
                 "stages": stages,
@@ -169,8 +182,43 @@ class PipelineWorkers:
                     for ds, _ in files
                 ],
             }
+            if verdicts:
+                timeline["findings_routed"] = [r.as_dict() for r in routed]
             JobQueue.mark_done(session, job.id, now, timeline)
         self._announce_done(job, files, started)
+        self._announce_routed(job, routed)
+
+    def _findings_verdicts(self, job: JobSummary, result: RunResult) -> tuple[RouteVerdict, ...]:
+        """The job's on_findings entries on its results; none when they cannot be read
+        back (logged: the results still go to ``send_to``)."""
+        if not job.on_findings:
+            return ()
+        definition = self._engine.pipelines.get(job.pipeline)
+        try:
+            return evaluate_job(job.on_findings, result.summary, definition)
+        except ValueError as exc:
+            log.error("findings_routing_unreadable", job_id=job.id, rule=job.rule, error=str(exc))
+            return ()
+
+    def _announce_routed(self, job: JobSummary, routed: list[Routed]) -> None:
+        """Log each entry that fired (rule, entry, destinations: no patient data)."""
+        destinations: dict[str, None] = {}
+        for item in routed:
+            log.info(
+                "findings_routed",
+                job_id=job.id,
+                rule=job.rule,
+                entry=item.entry,
+                results_to=list(item.results_to),
+                forwarded_to=list(item.forwarded_to),
+            )
+            destinations.update(dict.fromkeys((*item.results_to, *item.forwarded_to)))
+        if destinations:
+            try:
+                self._sends_queued(list(destinations))
+            except Exception:
+                # The sends are committed; the outbox finds them at its next poll.
+                log.exception("job_sends_wake_failed", job_id=job.id)
 
     def _record_and_queue(
         self,
@@ -178,9 +226,9 @@ class PipelineWorkers:
         job: JobSummary,
         files: list[tuple[pydicom.Dataset, Any]],
         now: datetime,
-    ) -> None:
+    ) -> list[int]:
         """Index spooled result files as our own instances; queue their series for the
-        job's destinations (in the caller's transaction)."""
+        job's destinations (in the caller's transaction). Returns the series' ids."""
         series_ids: list[int] = []
         for dataset, spooled in files:
             series_id = Index.record_result(
@@ -196,6 +244,7 @@ class PipelineWorkers:
         for destination in job.send_to:
             for series_id in series_ids:
                 OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+        return series_ids
 
     def _announce_done(
         self, job: JobSummary, files: list[tuple[pydicom.Dataset, Any]], started: float

@@ -31,6 +31,7 @@ from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.queue import DEFAULT_RETRY, RoutingEntry, RoutingQueue, RoutingRetry
 from dicomnode.routing.rejection import NOTHING_APPLIED, Rejections, Screening
 from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
+from dicomnode.rules.findings import route_as_dict
 from dicomnode.rules.matching import Evaluation, evaluate
 from dicomnode.rules.model import RuleSet
 from dicomnode.store.database import Database
@@ -205,7 +206,14 @@ class Router:
                     destinations.append(destination)
                 for run in decision.pipeline_runs:
                     JobQueue.enqueue(
-                        session, series_id, version, run.rule, run.pipeline, run.send_to, now
+                        session,
+                        series_id,
+                        version,
+                        run.rule,
+                        run.pipeline,
+                        run.send_to,
+                        now,
+                        on_findings=[route_as_dict(route) for route in run.on_findings],
                     )
                 applied = self._rejections.apply(session, screening, destinations, now)
                 destinations += applied.destinations

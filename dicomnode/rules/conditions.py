@@ -9,6 +9,7 @@ The forms (docs/rules.md has examples of each):
 Values are checked against the keyword's kind when the file loads: numbers for numeric
 VRs (``"5"`` is accepted as 5), quoted text for the rest (YAML reads ``yes``/``no``/``on``/
 ``off`` as booleans and ``0012`` as a number, which would silently change the rule).
+A finding's ``present`` takes YAML's ``true``/``false`` and is compared as that text.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from dicomnode.rules.keywords import Keyword
+from dicomnode.rules.keywords import Keyword, Kind
 from dicomnode.rules.model import AnyOf, Condition, Equals, Exists, Not, Range, Regex, Scalar
 
 KeyPath = tuple[str | int, ...]
@@ -113,8 +114,11 @@ def _parse_any_of(raw: list[Any], keyword: Keyword, path: KeyPath, report: Repor
 def _parse_range(
     raw: dict[Any, Any], keyword: Keyword, path: KeyPath, report: Report
 ) -> Range | None:
+    if keyword.kind is Kind.BOOLEAN:
+        report(path, f"min/max need a number; {keyword.name} is true or false")
+        return None
     if not keyword.numeric:
-        report(path, f"min/max need a numeric attribute; {keyword.name} is text (VR {keyword.vr})")
+        report(path, f"min/max need a numeric attribute; {keyword.name} is text ({keyword.source})")
         return None
     bounds: dict[str, float] = {}
     for name in ("min", "max"):
@@ -143,9 +147,11 @@ def _parse_not(raw: Any, keyword: Keyword, path: KeyPath, report: Report) -> Not
 
 
 def _regex(raw: Any, keyword: Keyword) -> Regex:
+    if keyword.kind is Kind.BOOLEAN:
+        raise _InvalidValueError(f"{keyword.name} is true or false: use equals")
     if keyword.numeric:
         raise _InvalidValueError(
-            f"{keyword.name} is a number (VR {keyword.vr}): use min/max or equals"
+            f"{keyword.name} is a number ({keyword.source}): use min/max or equals"
         )
     if not isinstance(raw, str) or not raw:
         raise _InvalidValueError('regex takes a non-empty quoted pattern, e.g. regex: "(?i)chest"')
@@ -156,12 +162,21 @@ def _regex(raw: Any, keyword: Keyword) -> Regex:
 
 
 def _scalar(raw: Any, keyword: Keyword) -> Scalar:
+    if keyword.kind is Kind.BOOLEAN:
+        return _boolean(raw, keyword)
     return _number(raw, keyword) if keyword.numeric else _text(raw, keyword)
+
+
+def _boolean(raw: Any, keyword: Keyword) -> str:
+    """``true``/``false`` as the text the values carry (matching compares text exactly)."""
+    if not isinstance(raw, bool):
+        raise _InvalidValueError(f"{keyword.name} is true or false, got {_yaml(raw)}")
+    return "true" if raw else "false"
 
 
 def _number(raw: Any, keyword: Keyword) -> float:
     if isinstance(raw, bool) or raw is None:
-        raise _InvalidValueError(f"{keyword.name} is a number (VR {keyword.vr}), got {_yaml(raw)}")
+        raise _InvalidValueError(f"{keyword.name} is a number ({keyword.source}), got {_yaml(raw)}")
     if isinstance(raw, int | float):
         value = float(raw)
     elif isinstance(raw, str):
@@ -169,10 +184,10 @@ def _number(raw: Any, keyword: Keyword) -> float:
             value = float(raw.strip())
         except ValueError:
             raise _InvalidValueError(
-                f"{keyword.name} is a number (VR {keyword.vr}), got {raw!r}"
+                f"{keyword.name} is a number ({keyword.source}), got {raw!r}"
             ) from None
     else:
-        raise _InvalidValueError(f"{keyword.name} is a number (VR {keyword.vr}), got {_yaml(raw)}")
+        raise _InvalidValueError(f"{keyword.name} is a number ({keyword.source}), got {_yaml(raw)}")
     if not math.isfinite(value):
         raise _InvalidValueError(f"{keyword.name} needs a finite number, got {raw!r}")
     return value
@@ -187,7 +202,7 @@ def _text(raw: Any, keyword: Keyword) -> str:
         )
     if isinstance(raw, int | float):
         raise _InvalidValueError(
-            f"{keyword.name} is text (VR {keyword.vr}) but YAML read a number ({raw}); "
+            f"{keyword.name} is text ({keyword.source}) but YAML read a number ({raw}); "
             "quote it, e.g. '0012', so leading zeros and dots are kept"
         )
     if not isinstance(raw, str):

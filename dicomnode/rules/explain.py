@@ -2,12 +2,17 @@
 
 The text ``dicomnode rules explain`` prints: the series' values of every keyword a rule
 uses (missing and differing ones marked), each rule's verdict with the first failing
-condition and where it is written, and the resulting decision.
+condition and where it is written, and the resulting decision. For a matching rule with
+``on_findings``, each entry's conditions on the findings of the pipeline's latest done job
+on the series (``findings``, by pipeline), when the caller has one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dicomnode.rules.attributes import SeriesAttributes
+from dicomnode.rules.findings import FindingValues, RouteVerdict, route_findings
 from dicomnode.rules.keywords import DERIVED
 from dicomnode.rules.matching import Evaluation, Outcome, Verdict, evaluate
 from dicomnode.rules.model import Rule, RuleSet, format_value
@@ -21,9 +26,16 @@ _LABELS = {
 
 
 def explain(
-    ruleset: RuleSet, attributes: SeriesAttributes, evaluation: Evaluation | None = None
+    ruleset: RuleSet,
+    attributes: SeriesAttributes,
+    evaluation: Evaluation | None = None,
+    findings: Mapping[str, FindingValues] | None = None,
 ) -> str:
-    """The explanation of ``ruleset`` on ``attributes`` (evaluated here unless given)."""
+    """The explanation of ``ruleset`` on ``attributes`` (evaluated here unless given).
+
+    ``findings``: per pipeline, what its latest done job on the series found; None when
+    the series is not a stored one (files), so no job can have run on it.
+    """
     if evaluation is None:
         evaluation = evaluate(ruleset, attributes)
     lines = [_title(attributes), *_attribute_lines(ruleset, attributes), ""]
@@ -31,11 +43,58 @@ def explain(
     lines.append(f"Rules (version {ruleset.version[:12]}, {count}, in evaluation order):")
     if not ruleset.rules:
         lines.append("  (no rules)")
+    routed: list[tuple[str, RouteVerdict]] = []
     for verdict in evaluation.verdicts:
         lines.extend(_verdict_lines(verdict))
+        if verdict.matched and verdict.rule.on_findings:
+            lines.extend(_findings_lines(verdict.rule, findings, routed))
     lines.append("")
     lines.extend(_decision_lines(evaluation))
+    for rule, route in routed:
+        if route.fired:
+            lines.append(f"  on findings: {route.route.name} (rule {rule}): {_targets(route)}")
     return "\n".join(lines) + "\n"
+
+
+def _findings_lines(
+    rule: Rule,
+    findings: Mapping[str, FindingValues] | None,
+    routed: list[tuple[str, RouteVerdict]],
+) -> list[str]:
+    """Each on_findings entry of a matching rule on its pipeline's findings, if known."""
+    detail = "      "
+    values = None if findings is None or rule.pipeline is None else findings.get(rule.pipeline)
+    if values is None:
+        why = (
+            "no done job of this pipeline on the series yet"
+            if findings is not None
+            else "known only for a stored series with a done job (--series)"
+        )
+        names = ", ".join(route.name for route in rule.on_findings)
+        return [f"{detail}on findings ({names}): {why}"]
+    units = f" (values in {values.units})" if values.units else ""
+    lines = [f"{detail}on findings of the latest done {rule.pipeline} job{units}:"]
+    for verdict in route_findings(rule.on_findings, values):
+        routed.append((rule.name, verdict))
+        label = "FIRES" if verdict.fired else "no"
+        lines.append(f"{detail}  {label:<5}  {verdict.route.name}: {_targets(verdict)}")
+        for check in verdict.checks:
+            mark = "holds" if check.holds else "FAILS"
+            where = f" [{rule.file}:{check.clause.line}]" if check.clause.line else ""
+            lines.append(f"{detail}      {mark}  {check.text}{where}")
+        if not verdict.checks:
+            lines.append(f"{detail}      (when: {{}}: fires for every done job)")
+    return lines
+
+
+def _targets(verdict: RouteVerdict) -> str:
+    route = verdict.route
+    parts = []
+    if route.send_results_to:
+        parts.append("results to " + ", ".join(route.send_results_to))
+    if route.forward_to:
+        parts.append("forward the series to " + ", ".join(route.forward_to))
+    return "; ".join(parts)
 
 
 def _title(attributes: SeriesAttributes) -> str:

@@ -19,6 +19,7 @@ class Kind(Enum):
 
     NUMBER = "number"
     TEXT = "text"
+    BOOLEAN = "boolean"  # a finding's ``present`` (docs/rules.md, "Routing on findings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +28,16 @@ class Keyword:
 
     name: str
     kind: Kind
-    vr: str  # the DICOM VR, or "derived" for the node's own attributes
+    vr: str  # the DICOM VR, "derived" for the node's own attributes, "finding" for findings
 
     @property
     def numeric(self) -> bool:
         return self.kind is Kind.NUMBER
+
+    @property
+    def source(self) -> str:
+        """Where the type comes from, for messages: ``VR DS`` or ``a pipeline finding``."""
+        return "a pipeline finding" if self.vr == "finding" else f"VR {self.vr}"
 
 
 # Attributes the node knows about a series that no dataset carries.

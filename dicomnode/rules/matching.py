@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from dicomnode.rules.attributes import SeriesAttributes
 from dicomnode.rules.model import (
@@ -32,6 +32,7 @@ from dicomnode.rules.model import (
     Condition,
     Equals,
     Exists,
+    FindingRoute,
     Not,
     Range,
     Regex,
@@ -42,6 +43,12 @@ from dicomnode.rules.model import (
     describe,
     format_value,
 )
+
+
+class Values(Protocol):
+    """What conditions read: a series' attributes, or a done job's findings."""
+
+    def get(self, keyword: str) -> tuple[Value, ...]: ...
 
 
 class Outcome(Enum):
@@ -82,6 +89,7 @@ class PipelineRun:
     rule: str
     pipeline: str
     send_to: tuple[str, ...]
+    on_findings: tuple[FindingRoute, ...] = ()  # evaluated when the job is done
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +111,19 @@ class Decision:
             "matched_rules": list(self.matched_rules),
             "forward_to": list(self.forward_to),
             "pipeline_runs": [
-                {"rule": run.rule, "pipeline": run.pipeline, "send_to": list(run.send_to)}
+                {
+                    "rule": run.rule,
+                    "pipeline": run.pipeline,
+                    "send_to": list(run.send_to),
+                    **_entries(run),
+                }
                 for run in self.pipeline_runs
             ],
         }
+
+
+def _entries(run: PipelineRun) -> dict[str, Any]:
+    return {"on_findings": [route.name for route in run.on_findings]} if run.on_findings else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +161,7 @@ def first_failure(rule: Rule, attributes: SeriesAttributes) -> Failure | None:
     return None
 
 
-def check_clause(clause: Clause, attributes: SeriesAttributes) -> str | None:
+def check_clause(clause: Clause, attributes: Values) -> str | None:
     """None when the clause holds; otherwise why not, naming the value that fails."""
     keyword, condition = clause.keyword, clause.condition
     values = attributes.get(keyword)
@@ -216,7 +233,7 @@ def _decide(verdicts: list[Verdict]) -> Decision:
     for rule in matched:
         forward.update(dict.fromkeys(rule.forward_to))
     runs = tuple(
-        PipelineRun(rule.name, rule.pipeline, rule.send_to)
+        PipelineRun(rule.name, rule.pipeline, rule.send_to, rule.on_findings)
         for rule in matched
         if rule.pipeline is not None
     )

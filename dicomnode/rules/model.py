@@ -78,6 +78,20 @@ class Clause:
 
 
 @dataclass(frozen=True, slots=True)
+class FindingRoute:
+    """One ``on_findings`` entry: where to send when a done job's findings meet ``when``.
+
+    ``when`` holds clauses on finding keys (``Lesion.volume_ml``), every one must hold.
+    """
+
+    name: str
+    when: tuple[Clause, ...]
+    send_results_to: tuple[str, ...] = ()
+    forward_to: tuple[str, ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """A validated rule and where it was written."""
 
@@ -92,6 +106,7 @@ class Rule:
     description: str | None = None
     file: Path = Path("<memory>")
     line: int | None = None
+    on_findings: tuple[FindingRoute, ...] = ()
 
     @property
     def location(self) -> str:

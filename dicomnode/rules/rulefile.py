@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from dicomnode.rules.conditions import KeyPath, parse_condition
+from dicomnode.rules.findings import PipelineFindings, parse_on_findings
 from dicomnode.rules.keywords import KeywordError, resolve
-from dicomnode.rules.model import Clause, Rule, RuleProblem
+from dicomnode.rules.model import Clause, FindingRoute, Rule, RuleProblem
 from dicomnode.sourcemap import SourceMap, build_source_map
 
 RULE_KEYS = (
@@ -29,6 +30,7 @@ RULE_KEYS = (
     "pipeline",
     "forward_to",
     "send_to",
+    "on_findings",
 )
 RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -127,6 +129,7 @@ class _FileParser:
             description=self._description(here, raw.get("description")),
             file=self.path,
             line=self.source.line_of(here),
+            on_findings=self._on_findings(here, raw),
         )
         has_pipeline = raw.get("pipeline") is not None
         if raw.get("send_to") is not None and not has_pipeline:
@@ -177,6 +180,32 @@ class _FileParser:
                 line = self.source.line_of(path)
                 clauses.append(Clause(keyword.name, keyword.kind, condition, line))
         return tuple(clauses)
+
+    def _on_findings(self, here: KeyPath, raw: dict[Any, Any]) -> tuple[FindingRoute, ...]:
+        if raw.get("on_findings") is None:
+            return ()
+        pipeline = raw.get("pipeline")
+        if not isinstance(pipeline, str) or not pipeline.strip():
+            self._report(
+                (*here, "on_findings"), "on_findings routes on a pipeline's findings: add pipeline"
+            )
+            return ()
+        pipeline = pipeline.strip()
+        # Finding names are checked where the pipelines' outputs are known (a mapping of
+        # name to PipelineFindings); with names only, just the measurements are.
+        findings = None
+        if isinstance(self.pipelines, Mapping):
+            known = self.pipelines.get(pipeline)
+            findings = known if isinstance(known, PipelineFindings) else None
+        return parse_on_findings(
+            raw["on_findings"],
+            (*here, "on_findings"),
+            self._report,
+            pipeline=pipeline,
+            findings=findings,
+            destinations=self._destinations,
+            line_of=self.source.line_of,
+        )
 
     def _pipeline(self, here: KeyPath, value: Any) -> str | None:
         if value is None:

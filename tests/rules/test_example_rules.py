@@ -67,3 +67,17 @@ def test_the_public_api_is_exported() -> None:
     for name in dicomnode.rules.__all__:
         assert hasattr(dicomnode.rules, name), name
     assert sorted(dicomnode.rules.__all__) == sorted(set(dicomnode.rules.__all__))
+
+
+def test_the_examples_route_on_findings_the_reference_pipelines_report() -> None:
+    from dicomnode.pipeline.definition import reference_definitions
+    from dicomnode.pipeline.findings import pipeline_findings
+
+    _, pipelines = reference_definitions()
+    rules = load_rules(
+        REPO_RULES, destinations=("pacs", "research"), pipelines=pipeline_findings(pipelines)
+    )
+    (pet,) = [rule for rule in rules if rule.name == "pet-suv"]
+    (entry,) = pet.on_findings
+    assert entry.forward_to == ("research",)
+    assert {clause.keyword for clause in entry.when} >= {"SUV 2.5 region.max"}

@@ -9,6 +9,7 @@ force; for versions saved here, the history names the API's actor.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from dicomnode.admin.schemas import (
     DryRunIn,
     DryRunOut,
     ErrorOut,
+    FindingCheckOut,
+    FindingRouteOut,
     PipelineRunOut,
     PlanOut,
     ProblemOut,
@@ -39,8 +42,10 @@ from dicomnode.admin.schemas import (
     VerdictOut,
 )
 from dicomnode.logs import get_logger
+from dicomnode.pipeline.findings import stored_findings
 from dicomnode.routing.router import stored_series_attributes
-from dicomnode.rules import Rule, RulesError, evaluate, explain
+from dicomnode.rules import PipelineRun, Rule, RulesError, evaluate, explain
+from dicomnode.rules.findings import FindingValues, route_findings
 from dicomnode.rules.model import describe
 
 log = get_logger(__name__)
@@ -169,6 +174,8 @@ def dry_run(context: Context, body: DryRunIn) -> DryRunOut | JSONResponse:
     )
     evaluation = evaluate(ruleset, attributes)
     decision = evaluation.decision
+    catalog = services.pipelines if isinstance(services.pipelines, Mapping) else {}
+    findings = stored_findings(services.jobs, series.id, catalog)
     return DryRunOut(
         series_uid=series.series_uid,
         version=ruleset.version,
@@ -188,12 +195,43 @@ def dry_run(context: Context, body: DryRunIn) -> DryRunOut | JSONResponse:
             matched_rules=list(decision.matched_rules),
             forward_to=list(decision.forward_to),
             pipeline_runs=[
-                PipelineRunOut(rule=r.rule, pipeline=r.pipeline, send_to=list(r.send_to))
+                PipelineRunOut(
+                    rule=r.rule,
+                    pipeline=r.pipeline,
+                    send_to=list(r.send_to),
+                    on_findings=[route.name for route in r.on_findings],
+                )
                 for r in decision.pipeline_runs
             ],
         ),
-        explain=explain(ruleset, attributes, evaluation),
+        explain=explain(ruleset, attributes, evaluation, findings),
+        findings_routes=_findings_routes(decision.pipeline_runs, findings),
     )
+
+
+def _findings_routes(
+    runs: Iterable[PipelineRun], findings: Mapping[str, FindingValues]
+) -> list[FindingRouteOut]:
+    routes = []
+    for run in runs:
+        values = findings.get(run.pipeline)
+        if values is None or not run.on_findings:
+            continue
+        for verdict in route_findings(run.on_findings, values):
+            routes.append(
+                FindingRouteOut(
+                    rule=run.rule,
+                    entry=verdict.route.name,
+                    fired=verdict.fired,
+                    send_results_to=list(verdict.route.send_results_to),
+                    forward_to=list(verdict.route.forward_to),
+                    checks=[
+                        FindingCheckOut(key=c.clause.keyword, holds=c.holds, text=c.text)
+                        for c in verdict.checks
+                    ],
+                )
+            )
+    return routes
 
 
 def _refused(exc: RulesError) -> JSONResponse:
