@@ -9,35 +9,48 @@ segment's name, and the Tracking UID its SEG segment carries):
 1. TID 1411 *Volumetric ROI*: the Referenced Segment (the SEG instance and segment
    number, with the source series it segments), the finding category and type (the
    segment's codes), the algorithm (TID 4019), and the measurements (TID 300, UCUM
-   units: volume in ml, mean/max in HU or SUVbw, MTV, TLG ...).
-2. TID 1410 *Planar ROI*: an Image Region, a closed POLYLINE around the segment's
-   bounding box on the slice where its area is largest (geometric purpose "Bounded by"),
-   referencing that source image (and frame); the same finding codes and algorithm.
+   units: volume in ml, mean/max in HU or SUVbw, MTV, TLG ...). They are the volume's
+   values, so they stay here and nowhere else.
+2. TID 1410 *Planar ROI*: an Image Region, a closed POLYLINE along the *outline* of the
+   segment's largest blob on the slice where its area is largest (geometric purpose
+   "Bounded by"; :mod:`~dicomnode.results.contour`, at most 256 points), referencing
+   that source image (and frame); the same finding codes and algorithm.
 
 Why two groups: TID 1410/1411 let a group name its region in exactly one way (Image
 Region, Referenced Segment or Volume Surface; highdicom enforces it), so one group cannot
-carry both the segment and an image region. Why that is enough for OHIF 3 (read in
-``extensions/cornerstone-dicom-sr``, ``getSopClassHandlerModule``): OHIF first *merges
-the content of all groups with the same Tracking Unique Identifier*, then, if the merged
-content holds an SCOORD/SCOORD3D, draws it as a TID 1410 measurement labelled with every
-NUM of the merged groups; only when there is no SCOORD does it take its "non-geometric"
-path, which reads ``ContentSequence`` of every NUM and throws on a NUM without one: the
-crash the issue warns of, for groups that only reference a segment. Sharing the tracking
-UID therefore makes every segment finding a drawable planar ROI in OHIF (volume and mean
-shown beside its box), while the volumetric group keeps the standard's link to the SEG.
-As a second line, every NUM carries its algorithm identification (TID 300 allows TID
-4019), so even a reader that takes groups one by one finds a ``ContentSequence`` on it.
+carry both the segment and an image region.
+
+Why this shows the AI's values in OHIF 3.13.2 (read in its ``cornerstone-dicom-sr``
+extension and ``@cornerstonejs/adapters``; modelled in :mod:`~dicomnode.results.ohif`):
+``getSopClassHandlerModule`` merges the groups that share a Tracking Unique Identifier;
+a merged finding with an SCOORD is drawn from its first SCOORD on the image it names, and
+labelled with every NUM of the merged groups as "<concept>: <value> <UCUM code>". Its
+``DICOMSRDisplayTool`` draws the outline with those labels beside it (five lines at
+most). So each finding appears at its region with the volume's values. What must be
+avoided is *hydration* (``isRehydratable``, ``hydrateStructuredReport``): outside its
+"standard" mode OHIF at once turns every finding that a Cornerstone adapter claims into
+an editable tool, and those list their own statistics of the pixels under the graphic.
+The adapters claim a finding by a ``cornerstone3DTools@^0.1.0:<Tool>`` Tracking
+Identifier (ours is the segment's name) or by its graphic: a POLYLINE of 4 or 5 points
+is a RectangleROI (``RectangleROI.isValidMeasurement``), a POINT a Probe. The box this
+report once drew had 5 points: OHIF hydrated it, showed the box's own mean instead of
+the SR's, and logged a TypeError ("reading 'ValueType'") for every group without an
+SCOORD while searching each group's adapter. An outline never has 4 or 5 points, so
+nothing is hydrated and no adapter runs. Every NUM also carries its algorithm
+identification (TID 300 allows TID 4019), so a reader that takes groups one by one finds
+a ``ContentSequence`` on it.
 
 Classifier findings (whole-series, no region) are TID 1501 groups: a qualitative
 evaluation (finding: Present/Absent at the finding's threshold) and its probability
-(unit "1"), with their own tracking identifier. OHIF reads them on its non-geometric path
-(safe: each NUM has content) and draws nothing, as there is nothing to draw.
+(unit "1"), with their own tracking identifier. They have no region, and OHIF 3.13.2
+does not cope with a finding without one: placing the SR's findings, it reads the first
+coordinate of an empty list and stops (``_checkIfCanAddMeasurementsToDisplaySet``). The
+same holds for the "Not found" group below; other viewers and validators read both.
 
 Configured segments that are absent are stated in one TID 1501 group tracked as
 "Not found" ("<segment type>: Absent"); when a pipeline finds nothing at all (no SEG),
 that group is the report ("Finding: Absent" when no segment was configured): TID 1500
 needs at least one group, and a qualitative evaluation is how it says "absent".
-OHIF's merged content of that group has no NUM, so it is skipped without harm.
 
 Source images are referenced three ways: each Image Region names the image (and frame)
 it is drawn on, the Image Library lists those images, and the SR's evidence (Current
@@ -49,7 +62,8 @@ left out: there is nothing to measure and no region to show them on.
 
 A mean and a maximum share their concept (TID 1419: "Attenuation Coefficient", "SUVbw")
 and differ by their Derivation; OHIF labels a NUM by its concept only, so it shows both
-under one name. That is OHIF's simplification; the SR says which is which.
+under one name, in the SR's order. That is OHIF's simplification; the SR says which is
+which. OHIF prints the unit's UCUM code ("ml", "[hnsf'U]", "g/ml{SUVbw}", "g").
 """
 
 from __future__ import annotations
@@ -72,6 +86,7 @@ from dicomnode.results.content import (
     SegmentMeasurements,
     SegmentSpec,
 )
+from dicomnode.results.contour import outline
 from dicomnode.results.labelmap import LabelArray, LabelMap, SegmentPixels, check_specs
 from dicomnode.results.prior import PriorResult, predecessor_datasets
 from dicomnode.results.provenance import Provenance
@@ -343,18 +358,12 @@ def _planar(
     tracking_uid: str,
     algorithm_id: hd.sr.AlgorithmIdentification,
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
-    first_row, last_row, first_column, last_column = label_map.bounding_box(segment, z)
-    # SCOORD pixel coordinates are (column, row) with 0.0\0.0 the top left corner of the
-    # top left pixel (PS3.3 C.18.6.1.2), so the box's corners enclose whole pixels.
-    left, top = float(first_column), float(first_row)
-    right, bottom = float(last_column + 1), float(last_row + 1)
-    corners = np.array(
-        [[left, top], [right, top], [right, bottom], [left, bottom], [left, top]],
-        dtype=np.float32,
-    )
+    # The largest blob's outline on slice z, in SCOORD pixel space: (column, row) with
+    # 0.0\\0.0 the top left corner of the top left pixel (PS3.3 C.18.6.1.2).
+    points = outline(label_map.array[z] == segment.spec.label)
     region = hd.sr.ImageRegion(
         graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
-        graphic_data=corners,
+        graphic_data=points,
         source_image=hd.sr.SourceImageForRegion.from_source_image(
             src.image_at(z), referenced_frame_numbers=src.frames_at([z])
         ),

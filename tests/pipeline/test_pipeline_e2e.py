@@ -17,6 +17,7 @@ from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
+from dicomnode.results.ohif import ohif_view
 from dicomnode.testing.dciodvfy import dciodvfy_errors, dciodvfy_program
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.models import bone_pipeline
@@ -125,6 +126,20 @@ def test_orthanc_pushes_the_real_ct_and_gets_a_valid_seg_and_sr_in_the_same_stud
         assert np.mean(frame.astype(bool) == expected) > 0.999
         checked += 1
     assert checked > 0
+
+    # The SR as OHIF 3.13.2 shows it: each segment's contour on a source image, not
+    # hydrated into a tool of its own statistics, with the SR's volume and HU beside it.
+    view = ohif_view(pydicom.dcmread(BytesIO(arrived["SR"])))
+    assert view.problems == ()
+    shown = {m.tracking_id: m for m in view.measurements}
+    assert set(shown) == set(names.values())
+    for finding in shown.values():
+        assert finding.hydrated_as is None
+        assert finding.graphic_type == "POLYLINE" and 5 < finding.points <= 256
+        assert finding.referenced_sop_instance_uid in sources
+        assert finding.text_lines[0].startswith("Volume: ")
+        assert finding.text_lines[0].endswith(" ml")
+        assert any(line.endswith(" [hnsf'U]") for line in finding.text_lines[1:])
 
 
 def test_a_job_killed_mid_run_completes_after_restart_and_sends_its_results_once(

@@ -79,3 +79,17 @@ def test_seg_and_sr_of_the_real_ct_are_valid_and_aligned(
     assert {m.tracking_id for m in view.measurements if m.graphic_type} == {
         str(i.SegmentLabel) for i in seg.SegmentSequence
     }
+    # Each finding as OHIF 3.13.2 shows it: the region's contour (not a 5-point box,
+    # which it would hydrate into a RectangleROI) on a source image, with the SR's own
+    # volume and mean beside it.
+    names = {s.label: s.name for s in SPECS}
+    expected = {names[m.label]: m.measurements for m in measurements}
+    for shown in view.measurements:
+        assert shown.hydrated_as is None
+        assert shown.graphic_type == "POLYLINE" and 5 < shown.points <= 256
+        assert shown.referenced_sop_instance_uid in series_uids
+        volume, mean = expected[shown.tracking_id]
+        assert shown.text_lines == (
+            f"Volume: {volume.value:.2f} ml",
+            f"Attenuation Coefficient: {mean.value:.2f} [hnsf'U]",
+        )
