@@ -9,6 +9,7 @@ RuleSet and a series' attributes in, an Evaluation out. No database, no network.
     SeriesAttributes.from_values(...) / read_series_attributes(...)    (attributes.py)
     evaluate(ruleset, attributes) -> Evaluation(verdicts, decision)    (matching.py)
     explain(ruleset, attributes) -> str                                (explain.py)
+    route_findings(entries, FindingValues.from_summary(...))           (findings.py)
 
 The rule format and the matching semantics are documented in ``docs/rules.md``.
 """
@@ -21,6 +22,7 @@ from dicomnode.rules.attributes import (
     read_series_attributes,
 )
 from dicomnode.rules.explain import explain
+from dicomnode.rules.findings import FindingValues, PipelineFindings, route_findings
 from dicomnode.rules.keywords import DERIVED
 from dicomnode.rules.loading import load_rules, parse_rules, rule_files
 from dicomnode.rules.matching import (
@@ -38,6 +40,7 @@ from dicomnode.rules.model import (
     Condition,
     Equals,
     Exists,
+    FindingRoute,
     Not,
     Range,
     Regex,
@@ -59,8 +62,11 @@ __all__ = [
     "Evaluation",
     "Exists",
     "Failure",
+    "FindingRoute",
+    "FindingValues",
     "Not",
     "Outcome",
+    "PipelineFindings",
     "PipelineRun",
     "Range",
     "Regex",
@@ -76,5 +82,6 @@ __all__ = [
     "load_rules",
     "parse_rules",
     "read_series_attributes",
+    "route_findings",
     "rule_files",
 ]

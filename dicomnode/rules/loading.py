@@ -38,7 +38,8 @@ def load_rules(
     """Read and validate every rule file in ``folder``; an empty folder is an empty RuleSet.
 
     ``destinations`` and ``pipelines`` are the names the rules may use; ``None`` skips that
-    check (say so to the user). Raises RulesError listing every problem.
+    check (say so to the user). ``pipelines`` as a mapping of name to ``PipelineFindings``
+    also checks the findings ``on_findings`` names. Raises RulesError listing every problem.
     """
     if not folder.is_dir():
         missing = "does not exist" if not folder.exists() else "is not a folder"
