@@ -12,6 +12,9 @@ DICOM-TLS (Orthanc 1.9.0 and later): with ``tls``, Orthanc's DICOM port speaks T
 trusted certificates for both sides; a modality declared with ``use_tls=True``
 (``UseDicomTls``) is called over TLS. Orthanc verifies a peer's chain but not its name
 (DCMTK underneath).
+
+With ``dicomweb=True`` Orthanc loads Debian's DICOMweb plugin (``orthanc-dicomweb``) and
+serves QIDO-RS/WADO-RS under ``/dicom-web/``, as a web viewer reads it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from dicomnode.testing.ports import LOOPBACK, free_port, require_loopback, wait_
 from dicomnode.testing.process import HarnessError, ManagedProcess, PeerStartError, poll_until
 
 ORTHANC_FALLBACK = Path("/usr/sbin/Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+DICOMWEB_ROOT = "/dicom-web/"
 
 Modality = tuple[str, str, int]
 """A remote DICOM node as Orthanc's ``DicomModalities`` wants it: (AE title, host, port)."""
@@ -84,6 +89,7 @@ class Orthanc:
         workdir: Path | None = None,
         extra_config: Mapping[str, Any] | None = None,
         tls: OrthancTLS | None = None,
+        dicomweb: bool = False,
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -117,7 +123,8 @@ class Orthanc:
             "DicomModalities": {name: list(m) for name, m in (modalities or {}).items()},
             "DicomAlwaysAllowStore": True,
             "DicomCheckCalledAet": False,
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if dicomweb else [],
+            **({"DicomWeb": {"Enable": True, "Root": DICOMWEB_ROOT}} if dicomweb else {}),
             "LuaScripts": [],
             "StorageCompression": False,
             "SyncStorageArea": sync_storage,

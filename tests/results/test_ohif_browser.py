@@ -1,0 +1,401 @@
+"""OHIF 3.x, as a radiologist opens it, shows the AI's own numbers from our SR.
+
+The viewer is the prebuilt ``@ohif/app`` from the npm registry (`ohif_dist`), served
+on loopback with a proxy to a throw-away Orthanc's DICOMweb plugin; Debian's Chromium,
+headless, is driven by Playwright. For the real CT (its SEG, SR and summary image from
+the ``ct-tissue-reference`` pipeline) and for the PET phantom (``pet-suv-reference``),
+the test opens the study, then the SR, and reads what OHIF shows for each finding:
+
+- an SR region OHIF cannot turn into one of its tools stays in the SR viewport, which
+  draws it with the SR's own NUM values (``Volume: 93.17 ml``); the test steps through
+  the regions with the viewport's arrows and reads each annotation;
+- a region OHIF can turn into a tool (its offer to "track" the SR) goes to the
+  measurement panel, where it shows what the tool computes; the test accepts the offer
+  only when the annotations lack a value, and reads the panel's rows.
+
+Every finding of the SR must appear with each of its NUM values, rounded as OHIF rounds
+them (0 to 3 decimals), followed by its unit (the UCUM code OHIF prints, or the usual
+label), in one annotation or in its panel row. No console error, no uncaught exception
+and no exception logged as a warning (OHIF's SR adapter logs a ``TypeError`` for a
+measurement group it cannot read) may occur.
+
+With ``DICOMNODE_SCREENSHOTS=DIR`` the test saves ``ohif-ct-sr.png`` and
+``ohif-pet-sr.png`` there (the screenshots in docs/images/); otherwise into its tmp_path,
+named in a failure's message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+
+from dicomnode.phantom.pet import PETPhantomSpec, write_pet_phantom
+from dicomnode.pipeline.definition import reference_definitions
+from dicomnode.pipeline.engine import PipelineEngine
+from dicomnode.results import save
+from dicomnode.runners import ModelHost
+from dicomnode.testing.ohif_viewer import OHIF_VERSION, ViewerServer, ViewerUnavailable, ohif_dist
+from dicomnode.testing.orthanc import DICOMWEB_PLUGIN, Orthanc
+from dicomnode.testing.process import HarnessTimeoutError, poll_until
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+
+CHROMIUM = Path("/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed (apt-get install chromium)",
+    ),
+]
+LOAD_TIMEOUT_MS = 90_000
+STEP_TIMEOUT_S = 10.0
+# How OHIF may print a UCUM unit besides its code value (which its SR viewport prints).
+UNIT_LABELS = {
+    "ml": ("mL",),
+    "[hnsf'U]": ("HU",),
+    "g/ml{SUVbw}": ("SUV", "SUVbw"),
+    "{SUVbw}g/ml": ("SUV", "SUVbw"),
+}
+THUMBNAIL = '[data-cy="study-browser-thumbnail-no-image"]'
+ROWS = '[data-cy^="measurement-table-row-"]'
+VIEWPORT = '[data-cy="viewport-pane"]'
+SR_LOADED = '[data-cy="ModalityLoadBadge-default"]'  # the SR viewport's "SR" badge
+NEXT_MEASUREMENT = '[data-cy="viewport-action-arrows-right"]'
+SLICE = '[data-cy="viewport-overlay-bottom-right"]'  # "I: 12 (17/28)"
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    """One NUM of the SR: what it measures, its value and its UCUM unit."""
+
+    name: str
+    value: float
+    unit: str
+
+    def pattern(self) -> re.Pattern[str]:
+        """The value as OHIF may print it (0 to 3 decimals), then one of its unit labels."""
+        shown = {_fixed(self.value, decimals) for decimals in range(4)}
+        labels = (self.unit, *UNIT_LABELS.get(self.unit, ()))
+        numbers = "|".join(re.escape(s) for s in sorted(shown, key=len, reverse=True))
+        units = "|".join(re.escape(u) for u in labels)
+        return re.compile(rf"(?<![\d.\-])(?:{numbers})\s*(?:{units})(?![A-Za-z/{{\[])")
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.value:g} {self.unit}"
+
+
+def _fixed(value: float, decimals: int) -> str:
+    text = f"{value:.{decimals}f}"
+    return "0" if re.fullmatch(r"-?0(\.0*)?", text) and decimals == 0 else text
+
+
+def sr_findings(sr: Dataset) -> dict[str, list[Value]]:
+    """NUM values per finding (Tracking Identifier), from every measurement group."""
+    found: dict[str, list[Value]] = {}
+    for container in sr.ContentSequence:
+        if container.ValueType != "CONTAINER" or _name(container) != "Imaging Measurements":
+            continue
+        for group in container.get("ContentSequence", []):
+            items = group.get("ContentSequence", [])
+            tracking = [str(i.TextValue) for i in items if _name(i) == "Tracking Identifier"]
+            if not tracking:
+                continue
+            values = found.setdefault(tracking[0], [])
+            for item in items:
+                if item.ValueType == "NUM" and "MeasuredValueSequence" in item:
+                    measured = item.MeasuredValueSequence[0]
+                    unit = str(measured.MeasurementUnitsCodeSequence[0].CodeValue)
+                    values.append(Value(_describe(item), float(measured.NumericValue), unit))
+    return {name: values for name, values in found.items() if values}
+
+
+def _name(item: Dataset) -> str:
+    return (
+        str(item.ConceptNameCodeSequence[0].CodeMeaning)
+        if "ConceptNameCodeSequence" in item
+        else ""
+    )
+
+
+def _describe(num: Dataset) -> str:
+    derivation = [
+        str(m.ConceptCodeSequence[0].CodeMeaning)
+        for m in num.get("ContentSequence", [])
+        if _name(m) == "Derivation"
+    ]
+    return " ".join([*derivation, _name(num)])
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    """A study in Orthanc: its UID, and the SR whose findings OHIF must show."""
+
+    uid: str
+    sr: Dataset
+
+
+@dataclass
+class ConsoleLog:
+    """What the page reported: console errors, uncaught exceptions, exceptions as warnings."""
+
+    problems: list[str]
+
+    def listen(self, page: Any) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"pageerror: {error}"))
+
+    def _console(self, message: Any) -> None:
+        text = str(message.text)
+        if message.type == "error" or (
+            message.type == "warning" and re.search(r"\b\w*Error\b", text)
+        ):
+            self.problems.append(f"console {message.type}: {text.splitlines()[0]}")
+
+
+@pytest.fixture(scope="module")
+def viewer_dist() -> Path:
+    """OHIF's prebuilt viewer: fetched once with npm into the user's cache."""
+    try:
+        return ohif_dist()
+    except ViewerUnavailable as exc:
+        if shutil.which("npm") is None and not IN_CI:
+            pytest.skip(f"OHIF {OHIF_VERSION} cannot be fetched: {exc}")
+        pytest.fail(f"OHIF {OHIF_VERSION} cannot be fetched: {exc}")
+
+
+@pytest.fixture(scope="module")
+def orthanc() -> Iterator[Orthanc]:
+    if not DICOMWEB_PLUGIN.is_file():
+        message = "Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    with Orthanc(dicomweb=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineEngine]:
+    models, pipelines = reference_definitions()
+    with ModelHost(models, tmp_path_factory.mktemp("models")) as host:
+        yield PipelineEngine(pipelines, host)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox"],  # CI runs as root, where Chromium's sandbox cannot start
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _store(
+    engine: PipelineEngine, orthanc: Orthanc, pipeline: str, images: list[Path], out: Path
+) -> Study:
+    """Run the pipeline, then upload the images and every result into Orthanc."""
+    result = engine.run(pipeline, images)
+    (sr,) = [ds for ds in result.datasets if ds.Modality == "SR"]
+    assert any(ds.Modality == "SEG" for ds in result.datasets), "the pipeline made no SEG"
+    for path in [*images, *(save(ds, out) for ds in result.datasets)]:
+        orthanc.upload(path)
+    return Study(str(sr.StudyInstanceUID), sr)
+
+
+@pytest.fixture
+def screenshots() -> Path | None:
+    folder = os.environ.get("DICOMNODE_SCREENSHOTS")
+    if not folder:
+        return None
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _open_sr(browser: Any, viewer: ViewerServer, study: Study, log: ConsoleLog) -> Any:
+    """Open the study, then its SR in the viewport; returns the page."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # OHIF's first-visit tour would cover the viewport; mark it as seen.
+    context.add_init_script(
+        "localStorage.setItem('shownTours', JSON.stringify(['basicViewerTour']))"
+    )
+    page = context.new_page()
+    log.listen(page)
+    page.set_default_timeout(LOAD_TIMEOUT_MS)
+    page.goto(f"{viewer.url}/viewer?StudyInstanceUIDs={study.uid}")
+    sr_thumbnail = page.locator(THUMBNAIL).filter(
+        has=page.locator('[data-cy="series-modality-label"]', has_text=re.compile(r"^SR$"))
+    )
+    sr_thumbnail.dblclick()
+    page.locator(SR_LOADED).wait_for()
+    return page
+
+
+def _annotations(page: Any) -> list[str]:
+    """The text of each annotation OHIF draws in the viewport (one SVG text each)."""
+    texts = page.locator(f"{VIEWPORT} svg text").all()  # SVG has textContent, no innerText
+    return [
+        " ".join(t.locator("tspan").all_text_contents()) or (t.text_content() or "") for t in texts
+    ]
+
+
+def _where(page: Any) -> tuple[str, tuple[str, ...]]:
+    return page.locator(SLICE).inner_text(), tuple(_annotations(page))
+
+
+def _viewport_texts(page: Any, steps: int, done: Any) -> list[str]:
+    """Step through the SR's measurements with the viewport's arrows; every annotation.
+
+    Each step waits until the slice or its annotations change (two regions may share a
+    slice: then the wait ends at its timeout).
+    """
+    seen: list[str] = []
+    for _ in range(steps + 1):
+        seen += [t for t in _annotations(page) if t not in seen]
+        if done(seen):
+            break
+        before = _where(page)
+        page.locator(NEXT_MEASUREMENT).click()
+        try:
+            poll_until(
+                lambda before=before: _where(page) != before,
+                timeout=STEP_TIMEOUT_S,
+                what="the next measurement",
+            )
+        except HarnessTimeoutError:
+            continue
+    return seen
+
+
+def _panel(page: Any) -> dict[str, str]:
+    """The measurement panel: each row's text, keyed by its title."""
+    panel: dict[str, str] = {}
+    for row in page.locator(ROWS).all():
+        title = row.locator('[data-cy="data-row-title"]').inner_text().strip()
+        panel[title] = " ".join(row.inner_text().split())
+    return panel
+
+
+def _missing(
+    expected: dict[str, list[Value]], panel: dict[str, str], annotations: list[str]
+) -> list[str]:
+    """Values not shown with their unit, neither in the finding's panel row nor together
+    in one viewport annotation."""
+    missing = []
+    for finding, values in expected.items():
+        texts = [panel.get(finding, ""), *annotations]
+        if any(all(v.pattern().search(text) for v in values) for text in texts):
+            continue
+        row = panel.get(finding, "")
+        missing += [f"{finding}: {v}" for v in values if not v.pattern().search(row)]
+    return missing
+
+
+def _check_viewer(
+    browser: Any,
+    viewer: ViewerServer,
+    study: Study,
+    findings: set[str],
+    screenshot: Path,
+) -> None:
+    expected = sr_findings(study.sr)
+    assert findings <= expected.keys(), f"the SR has no values for {findings - expected.keys()}"
+    log = ConsoleLog([])
+    page = _open_sr(browser, viewer, study, log)
+    try:
+        annotations = _viewport_texts(
+            page, _planar_groups(study.sr), lambda seen: not _missing(expected, {}, seen)
+        )
+        page.screenshot(path=str(screenshot))
+        panel: dict[str, str] = {}
+        hydrate = page.locator('[data-cy="yes-hydrate-btn"]')
+        if _missing(expected, {}, annotations) and hydrate.is_visible():
+            # OHIF offers to track the SR's measurements: its panel then lists them.
+            hydrate.click()
+            if not page.locator(ROWS).count():  # the right panel may start folded
+                page.locator('[data-cy="trackedMeasurements-btn"]').click()
+            page.locator(ROWS).first.wait_for()
+            panel = _panel(page)
+            page.screenshot(path=str(screenshot.with_name(f"{screenshot.stem}-panel.png")))
+        missing = _missing(expected, panel, annotations)
+        report = "\n".join(
+            [
+                f"OHIF {OHIF_VERSION} measurement panel:",
+                *(f"  {title}: {text}" for title, text in panel.items()),
+                "viewport annotations:",
+                *(f"  {text}" for text in annotations),
+                "not shown (value and unit):",
+                *(f"  {m}" for m in missing),
+                "console:",
+                *(f"  {p}" for p in log.problems),
+                f"screenshot: {screenshot}",
+            ]
+        )
+        assert not missing, report
+        assert not log.problems, report
+    finally:
+        page.context.close()
+
+
+def _planar_groups(sr: Dataset) -> int:
+    """How many measurement groups draw a region (SCOORD) on an image."""
+    count = 0
+    for container in sr.ContentSequence:
+        for group in container.get("ContentSequence", []):
+            items = group.get("ContentSequence", [])
+            count += any(i.ValueType == "SCOORD" for i in items)
+    return count
+
+
+@pytest.mark.filterwarnings('ignore:The string "HEAD" is unlikely:UserWarning')  # the real name
+def test_ohif_shows_the_real_ct_findings_with_the_srs_values(
+    viewer_dist: Path,
+    orthanc: Orthanc,
+    engine: PipelineEngine,
+    browser: Any,
+    real_ct_images: list[Path],
+    tmp_path: Path,
+    screenshots: Path | None,
+) -> None:
+    study = _store(engine, orthanc, "ct-tissue-reference", real_ct_images, tmp_path / "results")
+    with ViewerServer(viewer_dist, orthanc.http_port) as viewer:
+        _check_viewer(
+            browser,
+            viewer,
+            study,
+            {"Fat", "Soft tissue", "Bone"},
+            (screenshots or tmp_path) / "ohif-ct-sr.png",
+        )
+
+
+def test_ohif_shows_the_pet_lesion_with_the_srs_suv_values(
+    viewer_dist: Path,
+    orthanc: Orthanc,
+    engine: PipelineEngine,
+    browser: Any,
+    tmp_path: Path,
+    screenshots: Path | None,
+) -> None:
+    pet = write_pet_phantom(tmp_path / "pet", PETPhantomSpec())
+    study = _store(engine, orthanc, "pet-suv-reference", list(pet.paths), tmp_path / "results")
+    lesions = set(sr_findings(study.sr))
+    assert lesions, "the PET SR has no finding with values"
+    with ViewerServer(viewer_dist, orthanc.http_port) as viewer:
+        _check_viewer(
+            browser, viewer, study, lesions, (screenshots or tmp_path) / "ohif-pet-sr.png"
+        )
