@@ -113,6 +113,9 @@ class PipelineDefinition(_Frozen):
     # A job that fails for good sends an "AI not run" SR (series_number + 1) where its
     # results would have gone (dicomnode.results.not_run).
     report_not_run: bool = False
+    # A Secondary Capture (series_number + 2) with the regions' outlines and the values
+    # burned in, for viewers that render neither SEG nor SR (dicomnode.results.summary_image).
+    summary_image: bool = False
 
 
 _PIPELINES = TypeAdapter(dict[str, PipelineDefinition])

@@ -39,6 +39,7 @@ from dicomnode.results.provenance import Provenance
 from dicomnode.results.seg import write_seg
 from dicomnode.results.sources import prepare_sources
 from dicomnode.results.sr import write_sr
+from dicomnode.results.summary_image import write_summary_image
 from dicomnode.runners import ModelHost
 from dicomnode.volume import Volume
 
@@ -140,6 +141,15 @@ class PipelineEngine:
                         refs=source.refs, replaces=replaces, provenance=provenance,
                     )
                 )  # fmt: skip
+            if definition.summary_image:
+                with _timed(result, "summary"):
+                    result.datasets.append(
+                        write_summary_image(
+                            loaded.sources, definition.algorithm.info(),
+                            series_number=definition.series_number + 2, findings=findings,
+                            provenance=provenance, reference=definition.reference,
+                        )
+                    )  # fmt: skip
             result.summary = {
                 "findings": [
                     {"finding": f.finding.meaning, "probability": f.probability} for f in findings
@@ -178,6 +188,18 @@ class PipelineEngine:
                 replaces=replaces, provenance=provenance,
             )  # fmt: skip
         result.datasets.extend(d for d in (seg, sr) if d is not None)
+        if definition.summary_image:
+            # A requested result: failing to make it fails the job, as a SEG or SR would.
+            with _timed(result, "summary"):
+                result.datasets.append(
+                    write_summary_image(
+                        sources, definition.algorithm.info(),
+                        series_number=definition.series_number + 2, labels=label_map,
+                        values=values.array, units=values.units, segments=specs,
+                        measurements=measurements, provenance=provenance,
+                        reference=definition.reference,
+                    )
+                )  # fmt: skip
         names = {s.label: s.name for s in specs}
         result.summary = {
             "units": values.units,

@@ -177,7 +177,7 @@ def test_the_sheared_phantom_gets_a_seg_on_its_frames_and_the_untilted_volumes(
     straight_result = engine.run(PIPELINE, phantom_paths)
     tilted_result = engine.run(PIPELINE, tilted)
     results = _by_modality(tilted_result)
-    assert set(results) == {"SEG", "SR"}
+    assert set(results) == {"SEG", "SR", "OT"}  # OT: the summary image
     straight_seg = _by_modality(straight_result)["SEG"]
     _check_seg_follows(results["SEG"], tilted, straight_seg, phantom_paths)
     expected = _volumes(straight_result)
@@ -198,7 +198,7 @@ def test_the_real_ct_tilted_gets_an_aligned_valid_seg_and_the_untilted_volumes(
     straight_result = engine.run(PIPELINE, real_ct_images)
     tilted_result = engine.run(PIPELINE, tilted)
     results = _by_modality(tilted_result)
-    assert set(results) == {"SEG", "SR"}
+    assert set(results) == {"SEG", "SR", "OT"}  # OT: the summary image
     straight_seg = _by_modality(straight_result)["SEG"]
     _check_seg_follows(results["SEG"], tilted, straight_seg, real_ct_images)
     expected = _sr_volumes(_by_modality(straight_result)["SR"])
