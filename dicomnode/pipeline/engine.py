@@ -152,7 +152,12 @@ class PipelineEngine:
                     )  # fmt: skip
             result.summary = {
                 "findings": [
-                    {"finding": f.finding.meaning, "probability": f.probability} for f in findings
+                    {
+                        "finding": f.finding.meaning,
+                        "probability": f.probability,
+                        "present": bool(f.present),
+                    }
+                    for f in findings
                 ]
             }
             return result
