@@ -17,9 +17,11 @@ throwing, where OHIF would throw, drop a finding, or show other numbers than the
   SCOORDs inside its NUMs, and with none, ``_checkIfCanAddMeasurementsToDisplaySet``
   reads ``coords[0].ReferencedSOPSequence`` of an empty list and throws, which ends the
   loading of the SR's findings.
-- Display (``DICOMSRDisplayTool.ts``): each loaded finding is drawn with its labels in
-  a text box beside it, at most five lines. These are preview annotations: the
-  measurement panel does not list them.
+- Display (``OHIFCornerstoneSRMeasurementViewport.tsx``, ``DICOMSRDisplayTool.ts``): the
+  SR viewport opens on the image of the first finding (with none, it throws) and draws
+  each loaded finding with its labels in a text box beside it, at most five lines; its
+  arrows step through the findings. These are preview annotations: the measurement
+  panel does not list them. Items outside Imaging Measurements are not read at all.
 - Hydration (``isRehydratable.ts``, ``hydrateStructuredReport.ts``): outside OHIF's
   "standard" tracking mode, an SR with one finding that an adapter claims is hydrated at
   once into Cornerstone tools. An adapter claims a finding by its Tracking Identifier
@@ -92,7 +94,9 @@ def ohif_view(sr: Dataset) -> OhifView:
     root = list(sr.get("ContentSequence", []))
     containers = [item for item in root if _code_value(item) == IMAGING_MEASUREMENTS]
     if not containers:
-        return OhifView(())
+        return OhifView(
+            ("no Imaging Measurements: OHIF's SR viewport reads a first finding and throws",)
+        )
     merged: dict[str, list[Dataset]] = {}
     for number, group in enumerate(_groups(containers[0]), start=1):
         content = list(group.get("ContentSequence", []))
@@ -106,6 +110,8 @@ def ohif_view(sr: Dataset) -> OhifView:
         else:
             merged[uid] = content
     measurements = [_measurement(uid, content, problems) for uid, content in merged.items()]
+    if not measurements:
+        problems.append("no finding: OHIF's SR viewport reads a first finding and throws")
     claimed = [m for m in measurements if m.hydrated_as is not None]
     if claimed:
         tools = ", ".join(f"{m.tracking_id!r} as {m.hydrated_as}" for m in claimed)

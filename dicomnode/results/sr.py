@@ -47,10 +47,13 @@ does not cope with a finding without one: placing the SR's findings, it reads th
 coordinate of an empty list and stops (``_checkIfCanAddMeasurementsToDisplaySet``). The
 same holds for the "Not found" group below; other viewers and validators read both.
 
-Configured segments that are absent are stated in one TID 1501 group tracked as
-"Not found" ("<segment type>: Absent"); when a pipeline finds nothing at all (no SEG),
-that group is the report ("Finding: Absent" when no segment was configured): TID 1500
-needs at least one group, and a qualitative evaluation is how it says "absent".
+Configured segments that are absent are stated as TID 1500's own Qualitative
+Evaluations (row 12: a CODE "<segment type>: Absent" each), beside the Imaging
+Measurements and not in them, so OHIF never meets a finding without a region there.
+When a pipeline finds nothing at all (no SEG, no classifier finding), one TID 1501 group
+tracked as "Not found" says it instead ("Finding: Absent" when no segment was
+configured): highdicom builds no report without a group. OHIF has nothing to draw then;
+it stops on that group as on a classifier's.
 
 Source images are referenced three ways: each Image Region names the image (and frame)
 it is drawn on, the Image Library lists those images, and the SR's evidence (Current
@@ -93,6 +96,7 @@ from dicomnode.results.provenance import Provenance
 from dicomnode.results.sources import SliceReference, Sources, prepare_sources
 
 NOT_FOUND_ID: Final = "Not found"
+_QUALITATIVE_EVALUATIONS: Final = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 _PROCEDURES: Final = {
     "CT": codes.CT_PROCEDURE,
     "MR": codes.MR_PROCEDURE,
@@ -158,7 +162,8 @@ def write_sr(
             for z in _region_slices(segment, len(present)):
                 groups.append(_planar(segment, z, label_map, src, tracking_uid, algorithm_id))
     groups.extend(_classified(finding, algorithm_id) for finding in findings)
-    if absent or not groups:
+    evaluated_absent = bool(absent and groups)  # said beside the groups (see the docstring)
+    if not groups:
         groups.append(_not_found(absent, algorithm_id))
 
     evidence = [*src.images, *([seg] if seg is not None else [])]
@@ -169,6 +174,8 @@ def write_sr(
             imaging_measurements=groups,
         )
         _add_image_library(report, label_map, src)
+        if evaluated_absent:
+            _add_absent_evaluations(report, absent)
         return hd.sr.Comprehensive3DSR(
             evidence=evidence,
             content=report,
@@ -240,6 +247,29 @@ def _add_image_library(
         i for i, item in enumerate(content) if item.name == dicom_codes.DCM.ImagingMeasurements
     )
     content.insert(position, library)
+
+
+def _add_absent_evaluations(report: hd.sr.MeasurementReport, absent: Sequence[SegmentSpec]) -> None:
+    """TID 1500's Qualitative Evaluations (row 12): "<segment type>: Absent", per type.
+
+    OHIF 3.13.2 reads only Imaging Measurements, where a group without a region stops its
+    loading of the SR's findings; here the statement stays out of its way.
+    """
+    container = hd.sr.ContainerContentItem(
+        name=_QUALITATIVE_EVALUATIONS,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    container.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.CodeContentItem(
+                name=coded(name),
+                value=coded(codes.ABSENT),
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+            for name in dict.fromkeys(spec.type for spec in absent)
+        ]
+    )
+    report[0].ContentSequence.append(container)
 
 
 def _check_seg(

@@ -77,3 +77,18 @@ def test_a_report_of_nothing_found_has_no_template_error(
     empty = np.zeros((len(ct_images), ct_images[0].Rows, ct_images[0].Columns), dtype=np.uint8)
     sr = write_sr(ct_images, None, empty, TISSUES, ALGORITHM, series_number=102)
     validate(save(sr, tmp_path))
+
+
+@pytest.mark.parametrize("present", [(1, 2, 4), (4,)], ids=["three", "one"])
+def test_a_report_with_absent_segments_has_no_template_error(
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    validate: Callable[[Path], None],
+    present: tuple[int, ...],
+) -> None:
+    """The absent ones are TID 1500's Qualitative Evaluations, beside the groups."""
+    labels = np.where(np.isin(tissue_labels, present), tissue_labels, 0).astype(np.uint8)
+    seg = write_seg(ct_images, labels, TISSUES, ALGORITHM, series_number=101)
+    sr = write_sr(ct_images, seg, labels, TISSUES, ALGORITHM, series_number=102)
+    validate(save(sr, tmp_path))

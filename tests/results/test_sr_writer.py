@@ -290,7 +290,10 @@ def test_nothing_found_writes_no_seg_and_an_sr_that_says_so(
 
 
 def test_a_configured_segment_that_is_absent_is_stated_absent(
-    ct_images: list[Dataset], tissue_labels: npt.NDArray[np.uint8]
+    ct_images: list[Dataset],
+    tissue_labels: npt.NDArray[np.uint8],
+    tmp_path: Path,
+    dciodvfy: Validator,
 ) -> None:
     labels = tissue_labels.copy()
     labels[labels == 3] = 2
@@ -302,8 +305,22 @@ def test_a_configured_segment_that_is_absent_is_stated_absent(
     report = hd.sr.Comprehensive3DSR.from_dataset(sr).content
     volumetric = report.get_volumetric_roi_measurement_groups()
     assert [g.tracking_identifier for g in volumetric] == ["Fat", "Soft tissue", "Bone"]
-    (absent,) = report.get_image_measurement_groups()
-    assert evaluations(absent) == [("Liver", "Absent")]
+    assert report.get_image_measurement_groups() == []  # no group without a region
+    dciodvfy(save(sr, tmp_path))
+    # TID 1500's own Qualitative Evaluations, which OHIF does not read: it shows the
+    # present findings as if nothing were absent, rather than stopping on a group
+    # that has no region.
+    (evaluated,) = [i for i in sr.ContentSequence if _meaning(i) == "Qualitative Evaluations"]
+    assert [
+        (_meaning(i), i.ConceptCodeSequence[0].CodeMeaning) for i in evaluated.ContentSequence
+    ] == [("Liver", "Absent")]
+    view = ohif_view(sr)
+    assert view.problems == ()
+    assert [m.tracking_id for m in view.measurements] == ["Fat", "Soft tissue", "Bone"]
+
+
+def _meaning(item: Dataset) -> str:
+    return str(item.ConceptNameCodeSequence[0].CodeMeaning)
 
 
 def test_pet_measurements_carry_suv_and_ucum_units(
