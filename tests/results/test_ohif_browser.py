@@ -6,18 +6,18 @@ headless, is driven by Playwright. For the real CT (its SEG, SR and summary imag
 the ``ct-tissue-reference`` pipeline) and for the PET phantom (``pet-suv-reference``),
 the test opens the study, then the SR, and reads what OHIF shows for each finding:
 
-- an SR region OHIF cannot turn into one of its tools stays in the SR viewport, which
-  draws it with the SR's own NUM values (``Volume: 93.17 ml``); the test steps through
-  the regions with the viewport's arrows and reads each annotation;
-- a region OHIF can turn into a tool (its offer to "track" the SR) goes to the
-  measurement panel, where it shows what the tool computes; the test accepts the offer
-  only when the annotations lack a value, and reads the panel's rows.
+- the SR viewport draws each region with the SR's own NUM values
+  (``Volume: 93.17 ml``); the test steps through the regions with the viewport's
+  arrows and reads each annotation;
+- where OHIF can turn a region into one of its tools, it offers to "track" the SR;
+  a reader accepts, and the regions become OHIF's tools, listed in the measurement
+  panel with what the tools compute. The test then accepts too and reads the panel.
 
 Every finding of the SR must appear with each of its NUM values, rounded as OHIF rounds
 them (0 to 3 decimals), followed by its unit (the UCUM code OHIF prints, or the usual
-label), in one annotation or in its panel row. No console error, no uncaught exception
-and no exception logged as a warning (OHIF's SR adapter logs a ``TypeError`` for a
-measurement group it cannot read) may occur.
+label): in one annotation, or, once tracked, in its panel row. No console error, no
+uncaught exception and no exception logged as a warning (OHIF's SR adapter logs a
+``TypeError`` for a measurement group it cannot read) may occur.
 
 With ``DICOMNODE_SCREENSHOTS=DIR`` the test saves ``ohif-ct-sr.png`` and
 ``ohif-pet-sr.png`` there (the screenshots in docs/images/); otherwise into its tmp_path,
@@ -291,18 +291,29 @@ def _panel(page: Any) -> dict[str, str]:
     return panel
 
 
-def _missing(
-    expected: dict[str, list[Value]], panel: dict[str, str], annotations: list[str]
-) -> list[str]:
-    """Values not shown with their unit, neither in the finding's panel row nor together
-    in one viewport annotation."""
+def _tracking_offered(page: Any) -> tuple[bool, str]:
+    """Whether OHIF offers to track the SR's measurements, and its SR badge's tooltip.
+
+    OHIF offers it when it maps at least one region to one of its tools; the SR
+    badge's tooltip says which ("Click LOAD to restore measurements." or "This structured
+    report is not compatible with this application.").
+    """
+    page.locator(SR_LOADED).hover()
+    tooltip = page.get_by_role("tooltip").first
+    tooltip.wait_for()
+    text = tooltip.text_content() or ""
+    return "restore measurements" in text, text
+
+
+def _missing(expected: dict[str, list[Value]], candidates: list[str]) -> list[str]:
+    """For each finding, the values that no text shows: all of a finding's values must
+    appear together in one text (an annotation, a panel row), each with its unit."""
     missing = []
     for finding, values in expected.items():
-        texts = [panel.get(finding, ""), *annotations]
-        if any(all(v.pattern().search(text) for v in values) for text in texts):
+        if any(all(v.pattern().search(text) for v in values) for text in candidates):
             continue
-        row = panel.get(finding, "")
-        missing += [f"{finding}: {v}" for v in values if not v.pattern().search(row)]
+        absent = [v for v in values if not any(v.pattern().search(t) for t in candidates)]
+        missing += [f"{finding}: {v}" for v in absent] or [f"{finding}: values split up"]
     return missing
 
 
@@ -313,32 +324,41 @@ def _check_viewer(
     findings: set[str],
     screenshot: Path,
 ) -> None:
+    """What a reader sees: the SR's annotations in the viewport; and where OHIF offers to
+    track the SR (its prompt, which a reader accepts), the measurement panel afterwards,
+    as tracking replaces the annotations with OHIF's own tools."""
     expected = sr_findings(study.sr)
     assert findings <= expected.keys(), f"the SR has no values for {findings - expected.keys()}"
     log = ConsoleLog([])
     page = _open_sr(browser, viewer, study, log)
     try:
-        annotations = _viewport_texts(
-            page, _planar_groups(study.sr), lambda seen: not _missing(expected, {}, seen)
-        )
-        page.screenshot(path=str(screenshot))
+        offered, badge = _tracking_offered(page)
         panel: dict[str, str] = {}
-        hydrate = page.locator('[data-cy="yes-hydrate-btn"]')
-        if _missing(expected, {}, annotations) and hydrate.is_visible():
-            # OHIF offers to track the SR's measurements: its panel then lists them.
-            hydrate.click()
+        if offered:
+            # Answer the prompt first: stepping through the regions dismisses it.
+            annotations = _annotations(page)
+            page.locator('[data-cy="yes-hydrate-btn"]').click()
             if not page.locator(ROWS).count():  # the right panel may start folded
                 page.locator('[data-cy="trackedMeasurements-btn"]').click()
             page.locator(ROWS).first.wait_for()
             panel = _panel(page)
-            page.screenshot(path=str(screenshot.with_name(f"{screenshot.stem}-panel.png")))
-        missing = _missing(expected, panel, annotations)
+            shown = list(panel.values())
+        else:
+            annotations = _viewport_texts(
+                page,
+                _planar_groups(study.sr),
+                lambda seen: not _missing(expected, seen),
+            )
+            shown = annotations
+        page.screenshot(path=str(screenshot))
+        missing = _missing(expected, shown)
         report = "\n".join(
             [
-                f"OHIF {OHIF_VERSION} measurement panel:",
-                *(f"  {title}: {text}" for title, text in panel.items()),
-                "viewport annotations:",
+                f"OHIF {OHIF_VERSION}, SR badge: {badge}",
+                "viewport annotations" + (" (before tracking, this slice):" if offered else ":"),
                 *(f"  {text}" for text in annotations),
+                "measurement panel (after tracking):" if offered else "not tracked",
+                *(f"  {title}: {text}" for title, text in panel.items()),
                 "not shown (value and unit):",
                 *(f"  {m}" for m in missing),
                 "console:",
