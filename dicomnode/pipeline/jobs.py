@@ -24,6 +24,9 @@ from dicomnode.results.prior import PriorResult
 from dicomnode.store.database import Database
 from dicomnode.store.tables import InstanceRow, JobRow, RoutingDecisionRow, SeriesRow
 
+# The timeline key of a failed job's "AI not run" report (dicomnode.results.not_run).
+NOT_RUN_REPORT = "not_run_report"
+
 JOB_ATTEMPTS = 3  # runs of a job whose failures are temporary, before it fails for good
 
 
@@ -183,28 +186,36 @@ class JobQueue:
             )
 
     def prior_results(self, job: JobSummary) -> list[PriorResult]:
-        """The results of the same rule's pipeline on an earlier version of the series.
+        """The results of the same rule's pipeline on earlier versions of the series.
 
-        The latest such job that is done names its result series in its timeline (as the
-        worker stored them); their instances are read from the index, where the results
-        were recorded. Empty for a series' first run.
+        Those of the latest earlier job that is done (its timeline names its result
+        series, as the worker stored them), and the "AI not run" reports of the failed
+        jobs since: a result that follows a refusal supersedes the report that said the
+        AI did not run as well as the last result. Their instances are read from the
+        index, where the results were recorded. Empty for a series' first run.
         """
         with self._db.reading() as session:
-            timeline = session.scalar(
-                select(JobRow.timeline)
+            jobs = session.execute(
+                select(JobRow.state, JobRow.timeline)
                 .where(
                     JobRow.series_id == job.series_id,
                     JobRow.series_version < job.series_version,
                     JobRow.rule == job.rule,
                     JobRow.pipeline == job.pipeline,
-                    JobRow.state == "done",
+                    JobRow.state.in_(("done", "failed")),
                 )
                 .order_by(JobRow.series_version.desc(), JobRow.id.desc())
-                .limit(1)
             )
-            if not timeline:
+            series_uids: list[str] = []
+            for state, timeline in jobs:
+                timeline = timeline or {}
+                if state == "done":  # the latest done job: the chain goes on from its SR
+                    series_uids.extend(str(r["series_uid"]) for r in timeline.get("results", []))
+                    break
+                if NOT_RUN_REPORT in timeline:
+                    series_uids.append(str(timeline[NOT_RUN_REPORT]["series_uid"]))
+            if not series_uids:
                 return []
-            series_uids = [str(r["series_uid"]) for r in timeline.get("results", [])]
             rows = session.execute(
                 select(SeriesRow.modality, SeriesRow.series_uid, InstanceRow)
                 .join(InstanceRow, InstanceRow.series_id == SeriesRow.id)
@@ -221,6 +232,13 @@ class JobQueue:
                 )
                 for modality, series_uid, instance in rows
             ]
+
+    @staticmethod
+    def note_not_run_report(session: Session, job_id: int, series_uid: str) -> None:
+        """Name a failed job's "AI not run" report in its timeline (in the transaction
+        that records the report): the job shows it, and a later result replaces it."""
+        row = session.get_one(JobRow, job_id)
+        row.timeline = {**(row.timeline or {}), NOT_RUN_REPORT: {"series_uid": series_uid}}
 
     def done_summaries(self, series_id: int) -> dict[str, dict[str, Any]]:
         """Per pipeline, the result summary of its latest done job on the series (what

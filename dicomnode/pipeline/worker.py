@@ -328,6 +328,7 @@ class PipelineWorkers:
             now = self._clock()
             with self._db.writing() as session:
                 self._record_and_queue(session, job, [(report, spooled)], now)
+                JobQueue.note_not_run_report(session, job.id, str(report.SeriesInstanceUID))
         except Exception as exc:  # noqa: BLE001 - a courtesy report: logged, never raised
             # The job has failed and says why; its report must not take the worker down.
             # Only the exception's type: a writer's message may quote a patient's data.

@@ -27,6 +27,16 @@ def explode(array: npt.NDArray[np.float32], **_options: Any) -> npt.NDArray[np.u
     raise ValueError("the model found a NaN where a tumour should be")
 
 
+def needs_slices(
+    array: npt.NDArray[np.float32], slices: int = 2, threshold: float = 300.0
+) -> npt.NDArray[np.uint8]:
+    """A model that fails on a series of fewer than ``slices`` slices (one still
+    arriving), and labels 1 where the value reaches ``threshold`` once it has them."""
+    if array.shape[0] < slices:
+        raise ValueError(f"the model needs {slices} slices, got {array.shape[0]}")
+    return (array >= threshold).astype(np.uint8)
+
+
 def mean_probability(
     array: npt.NDArray[np.float32], scale: float = 1000.0
 ) -> npt.NDArray[np.float32]:

@@ -119,6 +119,56 @@ def test_a_late_instance_gives_a_new_sr_that_names_the_one_it_replaces(
         assert re.search(r"rules_version [0-9a-f]{64}", described), described
 
 
+def test_a_result_after_an_ai_not_run_report_names_that_report_as_its_predecessor(
+    node_factory: Callable[..., Node], tmp_path: Path, dciodvfy: Callable[[Path], None]
+) -> None:
+    """The first version fails (the "AI not run" SR goes out); the late instance's
+    version succeeds, and its SR supersedes the report that said the AI did not run."""
+    series = write_ct_phantom(
+        tmp_path / "ct", CTPhantomSpec(slices=6, rows=32, columns=32, pixel_spacing_mm=12.0)
+    )
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(
+        "- name: bone\n  match: {Modality: CT}\n  pipeline: bone\n  send_to: [pacs]\n"
+    )
+    with StoreSCP(ae_title="PACS") as pacs:
+        node = node_factory(
+            destinations={"pacs": {"ae_title": "PACS", "host": "127.0.0.1", "port": pacs.port}},
+            models={
+                "bone": {
+                    "kind": "python",
+                    "function": "dicomnode.testing.models:needs_slices",
+                    "options": {"slices": 6},
+                }
+            },
+            pipelines={"bone": bone_pipeline("bone", report_not_run=True)},
+            completion={"settle_seconds": 0.5},
+        )
+        paths = list(series.paths)
+        _send(paths[:-1], node.scp.port)
+        poll_until(lambda: _states(node) == {1: "failed"}, timeout=60, what="the failed job")
+        (report_path,) = pacs.wait_for_files(1, timeout=60)
+        report = _only_sr([report_path], tmp_path / "not-run.dcm")
+        (failed,) = node.workers.queue.list_jobs()
+        assert failed.timeline["not_run_report"] == {"series_uid": report.SeriesInstanceUID}
+
+        _send(paths[-1:], node.scp.port)
+        poll_until(lambda: _states(node).get(2) == "done", timeout=60, what="the second job")
+        every = pacs.wait_for_files(3, timeout=60)
+        result = _only_sr([p for p in every if p != report_path], tmp_path / "result.dcm")
+
+    (study,) = result.PredecessorDocumentsSequence
+    (series_ref,) = study.ReferencedSeriesSequence
+    assert series_ref.SeriesInstanceUID == report.SeriesInstanceUID
+    (instance,) = series_ref.ReferencedSOPSequence
+    assert instance.ReferencedSOPInstanceUID == report.SOPInstanceUID
+    dciodvfy(tmp_path / "result.dcm")
+
+
+def _states(node: Node) -> dict[int, str]:
+    return {j.series_version: j.state for j in node.workers.queue.list_jobs()}
+
+
 def _only_sr(paths: list[Path], copy: Path) -> pydicom.Dataset:
     """The one SR among ``paths``, copied to ``copy`` (the peer's folder goes with it)."""
     (path,) = [p for p in paths if pydicom.dcmread(p, stop_before_pixels=True).Modality == "SR"]
