@@ -63,10 +63,17 @@ few segments of "Source image for segmentation" items made the SR twenty times s
 build and write, and TID 1411 allows either. Measurements of a label that is absent are
 left out: there is nothing to measure and no region to show them on.
 
-A mean and a maximum share their concept (TID 1419: "Attenuation Coefficient", "SUVbw")
-and differ by their Derivation; OHIF labels a NUM by its concept only, so it shows both
-under one name, in the SR's order. That is OHIF's simplification; the SR says which is
-which. OHIF prints the unit's UCUM code ("ml", "[hnsf'U]", "g/ml{SUVbw}", "g").
+A statistic of a quantity over the region (a mean, a maximum) is a NUM named by the
+statistic, SCT "Mean" (373098007) or "Maximum" (56851009) from CID 7464, in the quantity's
+UCUM unit ("[hnsf'U]", "g/ml{SUVbw}"), with the same code as its Derivation (the TID 1419
+modifier). The usual TID 1419 form names the quantity ("Attenuation Coefficient", "SUVbw")
+and puts the statistic only in the Derivation; OHIF labels a NUM by its concept's Code
+Meaning alone, so a mean and a maximum of one quantity showed as two identical names,
+and a Code Meaning may not be reworded to say more than its code means. Cornerstone's own
+TID 300 encoders write "Mean"/"Maximum" the same way, and dciodvfy and PixelMed's
+DicomSRValidator accept it with no error and no added warning. The unit still says what
+was measured (HU, SUVbw); a reader that wants the quantity's concept does not find it.
+OHIF prints the unit's UCUM code ("ml", "[hnsf'U]", "g/ml{SUVbw}", "g").
 """
 
 from __future__ import annotations
@@ -329,8 +336,11 @@ def _tracking(uid: str, identifier: str) -> hd.sr.TrackingIdentifier:
 def _number(
     measurement: Measurement, algorithm_id: hd.sr.AlgorithmIdentification
 ) -> hd.sr.Measurement:
+    # A statistic is named by the statistic, so that viewers tell a mean from a maximum
+    # (see the docstring); the Derivation repeats it in TID 1419's own terms.
+    name = measurement.name if measurement.derivation is None else measurement.derivation
     return hd.sr.Measurement(
-        name=coded(measurement.name),
+        name=coded(name),
         value=measurement.value,
         unit=coded(measurement.unit),
         derivation=None if measurement.derivation is None else coded(measurement.derivation),

@@ -15,7 +15,9 @@ the test opens the study, then the SR, and reads what OHIF shows for each findin
 
 Every finding of the SR must appear with each of its NUM values, rounded as OHIF rounds
 them (0 to 3 decimals), followed by its unit (the UCUM code OHIF prints, or the usual
-label): in one annotation, or, once tracked, in its panel row. No console error, no
+label): in one annotation, each value after its own name ("Mean: 550.00 [hnsf'U]",
+"Maximum: ..."), or, once tracked, in its panel row. A finding's values must have
+distinct names, so that a reader tells a mean from a maximum. No console error, no
 uncaught exception and no exception logged as a warning (OHIF's SR adapter logs a
 ``TypeError`` for a measurement group it cannot read) may occur.
 
@@ -76,19 +78,21 @@ SLICE = '[data-cy="viewport-overlay-bottom-right"]'  # "I: 12 (17/28)"
 
 @dataclass(frozen=True, slots=True)
 class Value:
-    """One NUM of the SR: what it measures, its value and its UCUM unit."""
+    """One NUM of the SR: its name (the concept's meaning), its value and its UCUM unit."""
 
     name: str
     value: float
     unit: str
 
-    def pattern(self) -> re.Pattern[str]:
-        """The value as OHIF may print it (0 to 3 decimals), then one of its unit labels."""
+    def pattern(self, named: bool = True) -> re.Pattern[str]:
+        """The value as OHIF may print it (0 to 3 decimals), then one of its unit labels;
+        ``named``: after its name, as OHIF's SR viewport writes it ("Mean: 5.00 ml")."""
         shown = {_fixed(self.value, decimals) for decimals in range(4)}
         labels = (self.unit, *UNIT_LABELS.get(self.unit, ()))
         numbers = "|".join(re.escape(s) for s in sorted(shown, key=len, reverse=True))
         units = "|".join(re.escape(u) for u in labels)
-        return re.compile(rf"(?<![\d.\-])(?:{numbers})\s*(?:{units})(?![A-Za-z/{{\[])")
+        name = rf"{re.escape(self.name)}:\s*" if named else r"(?<![\d.\-])"
+        return re.compile(rf"{name}(?:{numbers})\s*(?:{units})(?![A-Za-z/{{\[])")
 
     def __str__(self) -> str:
         return f"{self.name} {self.value:g} {self.unit}"
@@ -128,12 +132,7 @@ def _name(item: Dataset) -> str:
 
 
 def _describe(num: Dataset) -> str:
-    derivation = [
-        str(m.ConceptCodeSequence[0].CodeMeaning)
-        for m in num.get("ContentSequence", [])
-        if _name(m) == "Derivation"
-    ]
-    return " ".join([*derivation, _name(num)])
+    return _name(num)  # OHIF labels a NUM by its concept's meaning alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,14 +304,17 @@ def _tracking_offered(page: Any) -> tuple[bool, str]:
     return "restore measurements" in text, text
 
 
-def _missing(expected: dict[str, list[Value]], candidates: list[str]) -> list[str]:
+def _missing(
+    expected: dict[str, list[Value]], candidates: list[str], named: bool = True
+) -> list[str]:
     """For each finding, the values that no text shows: all of a finding's values must
-    appear together in one text (an annotation, a panel row), each with its unit."""
+    appear together in one text (an annotation, a panel row), each with its unit (and,
+    ``named``, after its name)."""
     missing = []
     for finding, values in expected.items():
-        if any(all(v.pattern().search(text) for v in values) for text in candidates):
+        if any(all(v.pattern(named).search(text) for v in values) for text in candidates):
             continue
-        absent = [v for v in values if not any(v.pattern().search(t) for t in candidates)]
+        absent = [v for v in values if not any(v.pattern(named).search(t) for t in candidates)]
         missing += [f"{finding}: {v}" for v in absent] or [f"{finding}: values split up"]
     return missing
 
@@ -329,6 +331,9 @@ def _check_viewer(
     as tracking replaces the annotations with OHIF's own tools."""
     expected = sr_findings(study.sr)
     assert findings <= expected.keys(), f"the SR has no values for {findings - expected.keys()}"
+    for finding, values in expected.items():  # else a reader cannot tell them apart
+        names = [v.name for v in values]
+        assert len(set(names)) == len(names), f"{finding}: values share a name: {names}"
     log = ConsoleLog([])
     page = _open_sr(browser, viewer, study, log)
     try:
@@ -351,7 +356,7 @@ def _check_viewer(
             )
             shown = annotations
         page.screenshot(path=str(screenshot))
-        missing = _missing(expected, shown)
+        missing = _missing(expected, shown, named=not offered)
         report = "\n".join(
             [
                 f"OHIF {OHIF_VERSION}, SR badge: {badge}",

@@ -91,5 +91,5 @@ def test_seg_and_sr_of_the_real_ct_are_valid_and_aligned(
         volume, mean = expected[shown.tracking_id]
         assert shown.text_lines == (
             f"Volume: {volume.value:.2f} ml",
-            f"Attenuation Coefficient: {mean.value:.2f} [hnsf'U]",
+            f"Mean: {mean.value:.2f} [hnsf'U]",
         )

@@ -99,11 +99,8 @@ def test_each_segment_has_a_volumetric_group_with_its_measurements(
     fat = by_name["Fat"]
     volume, mean = fat.get_measurements()
     assert (volume.name.value, volume.value, volume.unit.value) == ("118565006", 812.5, "ml")
-    assert (mean.name.meaning, mean.value, mean.unit.value) == (
-        "Attenuation Coefficient",
-        -98.5,
-        "[hnsf'U]",
-    )
+    # Named by the statistic (OHIF shows only the concept's meaning), in HU.
+    assert (mean.name.meaning, mean.value, mean.unit.value) == ("Mean", -98.5, "[hnsf'U]")
     assert mean.derivation == dicom_codes.SCT.Mean
     bone_max = by_name["Bone"].get_measurements()[1]
     assert (bone_max.value, bone_max.derivation) == (1210.0, dicom_codes.SCT.Maximum)
@@ -170,7 +167,7 @@ def test_no_group_leaves_ohif_without_a_region_to_draw(
     # into a tool that would replace them with statistics of its own.
     assert drawn["Fat"].text_lines == (
         "Volume: 812.50 ml",
-        "Attenuation Coefficient: -98.50 [hnsf'U]",
+        "Mean: -98.50 [hnsf'U]",
     )
     assert all(m.graphic_type == "POLYLINE" and m.points > 5 for m in drawn.values())
     assert all(m.hydrated_as is None for m in view.measurements)
@@ -351,15 +348,15 @@ def test_pet_measurements_carry_suv_and_ucum_units(
         for m in group.get_measurements()
     ]
     assert found == [
-        ("SUVbw", 7.5, "g/ml{SUVbw}", "Maximum"),
-        ("SUVbw", 3.25, "g/ml{SUVbw}", "Mean"),
+        ("Maximum", 7.5, "g/ml{SUVbw}", "Maximum"),
+        ("Mean", 3.25, "g/ml{SUVbw}", "Mean"),
         ("Metabolic Volume", 12.0, "ml", None),
         ("Total Lesion Glycolysis", 39.0, "g", None),
     ]
     (shown,) = ohif_view(sr).measurements
     assert shown.text_lines == (  # what OHIF 3.13.2 writes beside the lesion's contour
-        "SUVbw: 7.50 g/ml{SUVbw}",
-        "SUVbw: 3.25 g/ml{SUVbw}",
+        "Maximum: 7.50 g/ml{SUVbw}",
+        "Mean: 3.25 g/ml{SUVbw}",
         "Metabolic Volume: 12.00 ml",
         "Total Lesion Glycolysis: 39.00 g",
     )
