@@ -43,9 +43,14 @@ a ``ContentSequence`` on it.
 Classifier findings (whole-series, no region) are TID 1501 groups: a qualitative
 evaluation (finding: Present/Absent at the finding's threshold) and its probability
 (unit "1"), with their own tracking identifier. They have no region, and OHIF 3.13.2
-does not cope with a finding without one: placing the SR's findings, it reads the first
-coordinate of an empty list and stops (``_checkIfCanAddMeasurementsToDisplaySet``). The
-same holds for the "Not found" group below; other viewers and validators read both.
+cannot open an SR whose findings have none (seen in the browser, as an unhandled
+rejection and a black viewport): placing the SR's findings, it reads the first coordinate
+of an empty list (``_checkIfCanAddMeasurementsToDisplaySet``); and an SR without any
+measurement group fails one step later, where the SR viewport reads its first finding
+(``_getViewportReferencedDisplaySetData``). So no "Imaging Measurement Report" without a
+region opens there (OHIF shows an SR of another title as text, but no other title of
+CID 7021 fits a CT report); the same holds for the "Not found" group below. Other viewers and
+validators read both. (The browser test keeps both cases as expected failures.)
 
 Configured segments that are absent are stated as TID 1500's own Qualitative
 Evaluations (row 12: a CODE "<segment type>: Absent" each), beside the Imaging
