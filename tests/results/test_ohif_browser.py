@@ -507,7 +507,6 @@ def _check_opens(browser: Any, viewer: ViewerServer, study: Study, screenshot: P
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=NOTHING_TO_DRAW)
-@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ohif_opens_the_sr_of_a_ct_in_which_nothing_was_found(
     viewer_dist: Path,
     orthanc: Orthanc,
