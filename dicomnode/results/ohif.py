@@ -32,6 +32,21 @@ throwing, where OHIF would throw, drop a finding, or show other numbers than the
   (``MeasurementReport.generateToolState``, ``RectangleROI.isValidMeasurement``) logs
   ``TypeError ... reading 'ValueType'`` for every group without an SCOORD.
 
+- The measurement panel lists only what OHIF's ``MeasurementService`` holds. The SR
+  viewport's annotations (``addSRAnnotation``) are marked ``isPreview``, and
+  ``MeasurementService.addUnmappedMeasurement`` skips them ("Measurement is preview").
+  Hydration is the only way in, in every ``measurementTrackingMode`` (the modes decide
+  only whether OHIF asks first): it adds the adapters' tools
+  (``MeasurementReport.generateToolState``, then ``addRawMeasurement`` with the tool's
+  mapping), and their rows show what the tool computes from the pixels; no adapter
+  copies the SR's NUMs (``PlanarFreehandROI.getMeasurementData`` takes the polyline
+  only). So no encoding lists the SR's own values in the panel without naming our
+  regions as Cornerstone tools, which they are not.
+- A finding without an image region stops OHIF either way: with a group without an
+  SCOORD, ``_checkIfCanAddMeasurementsToDisplaySet`` throws; with no group at all, the
+  SR viewport's ``_getViewportReferencedDisplaySetData`` does. Both are promise
+  rejections nobody catches (seen in the browser: a black viewport).
+
 It is a model of that code, not OHIF itself; the rules above are what it checks.
 """
 
