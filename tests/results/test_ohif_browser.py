@@ -72,6 +72,7 @@ pytestmark = [
 ]
 LOAD_TIMEOUT_MS = 90_000
 STEP_TIMEOUT_S = 10.0
+DRAW_TIMEOUT_S = 20.0
 # How OHIF may print a UCUM unit besides its code value (which its SR viewport prints).
 UNIT_LABELS = {
     "ml": ("mL",),
@@ -163,6 +164,7 @@ class ConsoleLog:
     """What the page reported: console errors, uncaught exceptions, exceptions as warnings."""
 
     problems: list[str]
+    reopened: bool = False
 
     def listen(self, page: Any) -> None:
         page.on("console", self._console)
@@ -258,10 +260,23 @@ def _open_sr(
     sr_thumbnail = page.locator(THUMBNAIL).filter(
         has=page.locator('[data-cy="series-modality-label"]', has_text=re.compile(r"^SR$"))
     )
+    # As a reader would, let the first images show before opening the SR: replacing a
+    # viewport whose images are still loading makes OHIF 3.13.2 log "IMAGE_LOAD_ERROR
+    # TypeError: handler is not a function" (its listener of the cancelled load).
+    page.locator(SLICE).first.wait_for()
     sr_thumbnail.dblclick()
     if wait:
         page.locator(SR_LOADED).wait_for()
     return page
+
+
+def _drawn(page: Any) -> bool:
+    """Whether the SR viewport draws any annotation within DRAW_TIMEOUT_S."""
+    try:
+        poll_until(lambda: bool(_annotations(page)), timeout=DRAW_TIMEOUT_S, what="annotations")
+    except HarnessTimeoutError:
+        return False
+    return True
 
 
 def _annotations(page: Any) -> list[str]:
@@ -355,6 +370,13 @@ def _check_viewer(
         assert len(set(names)) == len(names), f"{finding}: values share a name: {names}"
     log = ConsoleLog([])
     page = _open_sr(browser, viewer, study, log)
+    if not _drawn(page):
+        # OHIF 3.13.2 now and then (about 1 run in 8 here, under load) shows the SR's
+        # slice and badge but draws none of its annotations, with nothing in the
+        # console; opening the study again draws them, as a reader would do.
+        page.context.close()
+        log.reopened = True
+        page = _open_sr(browser, viewer, study, log)
     try:
         offered, badge = _tracking_offered(page)
         panel: dict[str, str] = {}
@@ -378,7 +400,8 @@ def _check_viewer(
         missing = _missing(expected, shown, named=not offered)
         report = "\n".join(
             [
-                f"OHIF {OHIF_VERSION}, SR badge: {badge}",
+                f"OHIF {OHIF_VERSION}, SR badge: {badge}"
+                + (" (opened twice: nothing was drawn the first time)" if log.reopened else ""),
                 "viewport annotations" + (" (before tracking, this slice):" if offered else ":"),
                 *(f"  {text}" for text in annotations),
                 "measurement panel (after tracking):" if offered else "not tracked",
