@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,8 +14,13 @@ from dicomnode.config import Config
 from dicomnode.node import Node
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.ports import LOOPBACK
+from dicomnode.testing.postgres import PostgresCluster, find_bindir
 
 REAL_CT_FOLDER = "ct-head-phantom-philips"
+
+# The index backends a suite runs on when it asks for ``database_url`` (a module opts in
+# with ``pytestmark = pytest.mark.usefixtures("database_url")``; its nodes then use it).
+BACKENDS = ("sqlite", "postgresql+psycopg", "postgresql+psycopg2")
 
 # Short clocks so completion tests finish in seconds; each test states what it relies on.
 FAST_COMPLETION = {"quiet_seconds": 4.0, "settle_seconds": 1.0, "max_wait_seconds": 120.0}
@@ -38,6 +44,45 @@ def real_ct_images(real_ct_dir: Path) -> list[Path]:
     return sorted(p for p in real_ct_dir.iterdir() if p.name.startswith("I"))
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throw-away PostgreSQL cluster for the session; skipped where none is installed.
+
+    CI installs PostgreSQL, so there (``CI=true``) a missing one fails instead: a skip
+    would hide that a third of the store tests never ran.
+    """
+    missing = [name for name in ("psycopg", "psycopg2") if importlib.util.find_spec(name) is None]
+    if find_bindir() is None:
+        missing.append("PostgreSQL (apt-get install postgresql)")
+    if missing:
+        reason = f"not installed: {', '.join(missing)}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty index database: SQLite in tmp_path, or a new PostgreSQL one."""
+    backend: str = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.sqlite'}"
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres")
+    name = cluster.create_database()
+    yield cluster.url(name, driver=backend.removeprefix("postgresql+"))
+    cluster.drop_database(name)
+
+
+def _database_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``database`` setting for nodes of a test that asked for ``database_url``."""
+    if "database_url" not in request.fixturenames:
+        return {}
+    return {"database": {"url": request.getfixturevalue("database_url")}}
+
+
 def make_config(tmp_path: Path, **overrides: Any) -> Config:
     """A node configuration on an ephemeral loopback port with fast completion."""
     data: dict[str, Any] = {
@@ -56,12 +101,13 @@ def make_config(tmp_path: Path, **overrides: Any) -> Config:
 
 
 @pytest.fixture
-def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+def node_factory(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Node]]:
     """Start in-process nodes (stopped at the end of the test)."""
     started: list[Node] = []
+    database = _database_settings(request)
 
     def start(**overrides: Any) -> Node:
-        node = Node(make_config(tmp_path, **overrides))
+        node = Node(make_config(tmp_path, **{**database, **overrides}))
         node.start()
         started.append(node)
         return node
@@ -78,12 +124,15 @@ def node(node_factory: Callable[..., Node]) -> Node:
 
 
 @pytest.fixture
-def node_process(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+def node_process(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., NodeProcess]]:
     """Nodes in their own processes, for tests that crash or restart them."""
     made: list[NodeProcess] = []
+    database = _database_settings(request)
 
     def make(**settings: Any) -> NodeProcess:
-        merged = {"completion": dict(FAST_COMPLETION), **settings}
+        merged = {"completion": dict(FAST_COMPLETION), **database, **settings}
         proc = NodeProcess(tmp_path / f"node{len(made)}", merged)
         made.append(proc)
         return proc

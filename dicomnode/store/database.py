@@ -23,6 +23,10 @@ from dicomnode.store.tables import Base
 
 log = get_logger(__name__)
 
+# The key of the PostgreSQL advisory lock that serialises schema creation between nodes
+# (any fixed 64-bit number that no other application on the database uses).
+_SCHEMA_LOCK = 0x64C0_4E0D_E5C4_E3A0
+
 
 class Database:
     """The index database shared by the index, the routing log and the outbox."""
@@ -40,9 +44,22 @@ class Database:
         An index made by an earlier version lacks the columns added since: without them
         the node would fail on its first query after an upgrade. Each added column is
         nullable or has a scalar default, so the rows already there read as before.
+
+        Processes starting together on one database take turns, each holding a lock
+        while it looks and creates (DDL is transactional in both), so the later ones see
+        the first's tables instead of failing on "already exists" (PostgreSQL: a
+        transaction-scoped advisory lock; SQLite: its write lock, taken up front).
         """
-        Base.metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
+                )
+            elif connection.dialect.name == "sqlite":
+                # pysqlite leaves DDL outside any transaction unless one is begun by hand.
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            Base.metadata.create_all(connection)
+            _add_missing_columns(connection)
 
     def close(self) -> None:
         with self._write_lock:
@@ -95,30 +112,29 @@ class Database:
             yield session
 
 
-def _add_missing_columns(engine: Engine) -> None:
+def _add_missing_columns(connection: Connection) -> None:
     """``ALTER TABLE ... ADD COLUMN`` for each column the tables define and the index lacks."""
-    inspector = inspect(engine)
+    inspector = inspect(connection)
     present_tables = set(inspector.get_table_names())
-    with engine.begin() as connection:
-        for table in Base.metadata.sorted_tables:
-            if table.name not in present_tables:
+    for table in Base.metadata.sorted_tables:
+        if table.name not in present_tables:
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
                 continue
-            present = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in present:
-                    continue
-                ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                ddl += column.type.compile(engine.dialect)
-                default = column.default
-                if isinstance(default, ScalarElementColumnDefault) and default.arg is not None:
-                    ddl += "" if column.nullable else " NOT NULL"
-                    ddl += f" DEFAULT {_literal(default.arg)}"
-                elif not column.nullable:
-                    raise StorageError(
-                        f"the index lacks {table.name}.{column.name}, which has no default"
-                    )
-                connection.execute(text(ddl))
-                log.warning("index_column_added", table=table.name, column=column.name)
+            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+            ddl += column.type.compile(connection.dialect)
+            default = column.default
+            if isinstance(default, ScalarElementColumnDefault) and default.arg is not None:
+                ddl += "" if column.nullable else " NOT NULL"
+                ddl += f" DEFAULT {_literal(default.arg)}"
+            elif not column.nullable:
+                raise StorageError(
+                    f"the index lacks {table.name}.{column.name}, which has no default"
+                )
+            connection.execute(text(ddl))
+            log.warning("index_column_added", table=table.name, column=column.name)
 
 
 def _literal(value: object) -> str:

@@ -321,13 +321,13 @@ class Index:
         }
         obsolete = None
         if existing is None:
-            result = conn.execute(
+            inserted_row = conn.execute(
                 _INSERT_INSTANCE if insert_new is None else insert_new,
                 {"sop_instance_uid": header.sop_instance_uid, **values},
-            )
-            if result.rowcount != 1:
+            ).first()
+            if inserted_row is None:  # the insert did nothing: the UID is known
                 raise _KnownInstanceError
-            instance_id = cast(Any, result.inserted_primary_key)[0]
+            instance_id = inserted_row[0]
             changes["instance_count"] = state["instance_count"] + 1
             outcome = StoreOutcome.STORED
         else:
@@ -592,15 +592,18 @@ _INSTANCE_BY_UID = select(
 ).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
 # Executed with a dict of column values: the VALUES / SET clause is the dict's keys.
 _INSERT_SERIES = insert(_SERIES)
-_INSERT_INSTANCE = insert(_INSTANCES)
+# Instance inserts return the new id: a row back means inserted, none means the
+# conflict clause did nothing. ``rowcount`` cannot tell: psycopg 3 reports -1 for any
+# INSERT ... RETURNING, which SQLAlchemy emits to learn the primary key.
+_INSERT_INSTANCE = insert(_INSTANCES).returning(_INSTANCES.c.id)
 # By dialect: the instance insert that does nothing where the SOP Instance UID exists.
 _INSERT_NEW_INSTANCE: dict[str, Any] = {
-    "sqlite": sqlite.insert(_INSTANCES).on_conflict_do_nothing(
-        index_elements=[_INSTANCES.c.sop_instance_uid]
-    ),
-    "postgresql": postgresql.insert(_INSTANCES).on_conflict_do_nothing(
-        index_elements=[_INSTANCES.c.sop_instance_uid]
-    ),
+    "sqlite": sqlite.insert(_INSTANCES)
+    .on_conflict_do_nothing(index_elements=[_INSTANCES.c.sop_instance_uid])
+    .returning(_INSTANCES.c.id),
+    "postgresql": postgresql.insert(_INSTANCES)
+    .on_conflict_do_nothing(index_elements=[_INSTANCES.c.sop_instance_uid])
+    .returning(_INSTANCES.c.id),
 }
 _UPDATE_SERIES = update(_SERIES).where(_SERIES.c.id == bindparam("where_series_id"))
 _UPDATE_CACHED_SERIES = _UPDATE_SERIES.where(

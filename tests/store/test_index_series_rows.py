@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -28,8 +27,8 @@ _POLICY = CompletionConfig(quiet_seconds=5, settle_seconds=2, max_wait_seconds=6
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'index.sqlite'}"
+def url(database_url: str) -> str:
+    return database_url
 
 
 @pytest.fixture

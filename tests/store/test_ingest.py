@@ -50,10 +50,10 @@ class _Completion:
 
 
 @pytest.fixture
-def parts(tmp_path: Path) -> Iterator[tuple[Ingest, Spool, Index]]:
+def parts(tmp_path: Path, database_url: str) -> Iterator[tuple[Ingest, Spool, Index]]:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    database = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    database = Database(database_url)
     database.create_schema()
     index = Index(database)
     index.open()
@@ -211,10 +211,10 @@ def test_a_deflated_dataset_is_read_inflated_and_stored_as_received(
     assert index.count_instances() == 1
 
 
-def test_a_dataset_inflating_past_the_limit_is_refused(tmp_path: Path) -> None:
+def test_a_dataset_inflating_past_the_limit_is_refused(tmp_path: Path, database_url: str) -> None:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    database = Database(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    database = Database(database_url)
     database.create_schema()
     index = Index(database)
     index.open()
