@@ -16,6 +16,9 @@ from dicomnode.store.index import Index
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 
 def sendable(paths: tuple[Path, ...] | list[Path]) -> list[SendableFile]:
     files = [inspect_file(p) for p in paths]

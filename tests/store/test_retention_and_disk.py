@@ -19,6 +19,9 @@ from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 # Retention shortened to a few seconds; the scheduler is bypassed with run_once().
 SHORT = {"retention_hours": 2 / 3600}
 

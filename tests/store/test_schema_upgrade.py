@@ -7,10 +7,11 @@ added routing-failure, job-backoff and rejection columns).
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, text
 from structlog.testing import capture_logs
 
 from dicomnode.dicom.address import parse_address
@@ -24,6 +25,10 @@ ADDED_SINCE = {
     "series_completions": ["failures", "error", "next_attempt_at", "failed_at"],
     "jobs": ["failures", "next_attempt_at"],
 }
+
+
+# On every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 
 def stored(port: int, path: Path) -> bool:
@@ -41,12 +46,13 @@ def test_an_older_index_gains_the_new_columns_and_keeps_its_rows(
     first, second = series.paths
     node = node_factory()
     assert stored(node.scp.port, first)
-    database_path = Path(node.config.database_url.removeprefix("sqlite:///"))
     node.stop()
-    with sqlite3.connect(database_path) as connection:  # the older version's index
+    older = create_engine(node.config.database_url)  # to make the older version's index
+    with older.begin() as connection:
         for table, columns in ADDED_SINCE.items():
             for column in columns:
-                connection.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+                connection.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+    older.dispose()
 
     with capture_logs() as events:
         upgraded = node_factory()
