@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint
 from sqlalchemy.engine import Dialect
@@ -23,6 +23,23 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
+
+
+class ClippedString(TypeDecorator[str]):
+    """Free text cut to the column's length on the way in.
+
+    SQLite keeps any length in a VARCHAR(n); PostgreSQL refuses the whole write. For
+    text a peer or a failure supplies (a malformed Modality, a long error), a cut value
+    is better than an instance refused or a state change lost. Identifiers stay plain
+    ``String``: one too long is a fault to see, not to hide.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        length = cast(String, self.impl_instance).length
+        return value if value is None or length is None else value[:length]
 
 
 class Base(DeclarativeBase):
@@ -56,9 +73,9 @@ class SeriesRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     study_uid: Mapped[str] = mapped_column(String(64), index=True)
     series_uid: Mapped[str] = mapped_column(String(64), unique=True)
-    modality: Mapped[str | None] = mapped_column(String(16))
-    description: Mapped[str | None] = mapped_column(String(256))
-    body_part: Mapped[str | None] = mapped_column(String(64))
+    modality: Mapped[str | None] = mapped_column(ClippedString(16))
+    description: Mapped[str | None] = mapped_column(ClippedString(256))
+    body_part: Mapped[str | None] = mapped_column(ClippedString(64))
     # Routing attributes: keyword -> list of the distinct values seen across instances.
     attributes: Mapped[dict[str, Any]]
     instance_count: Mapped[int]
@@ -118,7 +135,7 @@ class CompletionRow(Base):
     # Routing this entry failed this many times; the last reason; when to try again, or
     # when the router gave up (a permanent failure, which an operator can retry).
     failures: Mapped[int] = mapped_column(default=0)
-    error: Mapped[str | None] = mapped_column(String(1024), default=None)
+    error: Mapped[str | None] = mapped_column(ClippedString(1024), default=None)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     failed_at: Mapped[datetime | None] = mapped_column(default=None)
 
@@ -131,7 +148,7 @@ class RulesVersionRow(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     version: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the files
     loaded_at: Mapped[datetime]
-    actor: Mapped[str] = mapped_column(String(128))  # who changed them, where known
+    actor: Mapped[str] = mapped_column(ClippedString(128))  # who changed them, where known
     files: Mapped[dict[str, Any]]  # file name -> content, for audit
 
 
@@ -163,7 +180,7 @@ class SendRow(Base):
     series_version: Mapped[int]
     origin: Mapped[str] = mapped_column(String(128))  # e.g. "rule:ct-forward"
     state: Mapped[str] = mapped_column(String(16))  # pending | sending | done | failed
-    reason: Mapped[str | None] = mapped_column(String(512))
+    reason: Mapped[str | None] = mapped_column(ClippedString(512))
     created_at: Mapped[datetime]
     age_from: Mapped[datetime]  # the maximum age counts from here (a manual retry resets it)
     next_attempt_at: Mapped[datetime]
@@ -197,7 +214,7 @@ class SendAttemptRow(Base):
     ended_at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))  # delivered | temporary | permanent
     status: Mapped[int | None]
-    detail: Mapped[str] = mapped_column(String(512))
+    detail: Mapped[str] = mapped_column(ClippedString(512))
     sent: Mapped[int]
 
 
@@ -218,7 +235,7 @@ class JobRow(Base):
     send_to: Mapped[dict[str, Any]]  # {"destinations": [...]}
     state: Mapped[str] = mapped_column(String(16))  # pending | running | done | failed
     attempts: Mapped[int] = mapped_column(default=0)
-    error: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(ClippedString(1024))
     # Failed runs, counted for metrics; a pending job waits until next_attempt_at (backoff).
     failures: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)

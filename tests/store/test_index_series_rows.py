@@ -16,7 +16,7 @@ from dicomnode.config import CompletionConfig
 from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
 from dicomnode.errors import StorageError
 from dicomnode.store.database import Database
-from dicomnode.store.header import InstanceHeader
+from dicomnode.store.header import InstanceHeader, JSONValue
 from dicomnode.store.index import Completion, Index, Recorded
 from dicomnode.store.spool import SpooledFile
 
@@ -42,16 +42,23 @@ def index(url: str) -> Iterator[Index]:
 
 
 def _record(
-    index: Index, number: int, seconds: float = 0, copy: int = 0, **kwargs: object
+    index: Index,
+    number: int,
+    seconds: float = 0,
+    copy: int = 0,
+    texts: dict[str, str] | None = None,
+    **kwargs: object,
 ) -> Recorded:
     uid = f"{_SERIES}.{number}"
+    attributes: dict[str, JSONValue] = {"Modality": "CT", "SeriesNumber": number % 2}
+    attributes.update(texts or {})
     header = InstanceHeader(
         sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
         sop_instance_uid=uid,
         study_uid="1.2.826.0.1.3680043.10.9",
         series_uid=_SERIES,
-        modality="CT",
-        attributes={"Modality": "CT", "SeriesNumber": number % 2},
+        modality=str(attributes["Modality"]),
+        attributes=attributes,
     )
     received = ReceivedInstance(
         sop_class_uid=header.sop_class_uid,
@@ -135,3 +142,13 @@ def test_a_resent_instance_with_other_bytes_replaces_the_first(index: Index) -> 
     assert index.spool_names() == {f"01/{1:032x}.dcm", f"00/{2:032x}.dcm"}
     assert _record(index, 3).outcome is StoreOutcome.STORED  # and the next is new again
     assert _series(index)[0] == 3
+
+
+def test_free_text_longer_than_its_column_is_cut_not_refused(index: Index) -> None:
+    # SQLite would keep it whole; PostgreSQL refuses a VARCHAR(n) overrun outright.
+    long = {"Modality": "M" * 40, "BodyPartExamined": "B" * 80, "SeriesDescription": "D" * 300}
+    assert _record(index, 1, texts=long).outcome is StoreOutcome.STORED
+    summary = index.find_series(_SERIES)
+    assert summary is not None
+    assert (summary.modality, summary.body_part) == ("M" * 16, "B" * 64)
+    assert summary.description == "D" * 256
