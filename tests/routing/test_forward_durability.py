@@ -17,6 +17,7 @@ from dicomnode.testing.process import poll_until
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("database_url")  # on every index backend
 def test_sigkill_mid_forward_still_delivers_all_300_instances(
     node_process: Callable[..., NodeProcess], tmp_path: Path
 ) -> None:

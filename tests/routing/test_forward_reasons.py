@@ -36,6 +36,9 @@ from dicomnode.testing.rawpeer import ABORT_BY_USER, RawPeer
 from dicomnode.testing.result_files import write_result_files
 from dicomnode.testing.storescp import StoreSCP
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 FAST_RETRY = {"initial_seconds": 0.5, "max_seconds": 1.0, "max_age_seconds": 3600}
 RESULT_CLASSES = [SegmentationStorage, Comprehensive3DSRStorage]
 
@@ -129,7 +132,10 @@ def test_results_reach_an_implicit_only_peer_and_a_refused_class_fails_at_once(
         assert "offered Explicit VR Little Endian, Implicit VR Little Endian" in reason
 
     config = tmp_path / "node.yaml"
-    config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+    config.write_text(
+        f"storage: {{path: {node.config.storage.path}}}\n"
+        f"database: {{url: '{node.config.database_url}'}}\n"
+    )
     listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert listed.stdout.count("no presentation context accepted for") == 2, listed.stdout
     shown = sorted(job["reason"] for job in api_jobs(node, "failed"))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 from pydicom.filereader import _read_file_meta_info, read_preamble
 
 from dicomnode.admin import AuditLog
@@ -21,6 +22,9 @@ from dicomnode.testing.dcmtk import StoreSCP, storescu
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 FAST_RETRY = {"initial_seconds": 0.5, "max_seconds": 1.0, "max_age_seconds": 3600}
 
@@ -210,7 +214,10 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     assert failed.attempts > 1
 
     config = tmp_path / "node.yaml"
-    config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+    config.write_text(
+        f"storage: {{path: {node.config.storage.path}}}\n"
+        f"database: {{url: '{node.config.database_url}'}}\n"
+    )
     listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert f"send-{failed.id}\tsend\tgone" in listed.stdout
     with StoreSCP(ae_title="GONE", port=port) as fixed:
