@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pytest
 import yaml
 from structlog.testing import capture_logs
 
@@ -20,6 +21,9 @@ from dicomnode.testing.cli import run_dicomnode
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 MODEL = {
     "kind": "python",
@@ -121,6 +125,7 @@ def test_a_finding_routes_results_and_source_and_its_absence_does_not(
         yaml.safe_dump(
             {
                 "storage": {"path": str(node.config.storage.path)},
+                "database": {"url": node.config.database_url},
                 "rules_dir": str(tmp_path / "rules"),
                 "destinations": destinations,
                 "models": {"bone": MODEL},

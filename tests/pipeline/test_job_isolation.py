@@ -19,6 +19,9 @@ from dicomnode.store.completion import utc_now
 from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 
 def test_a_job_whose_results_cannot_be_stored_backs_off_then_fails_and_others_run(
     node_factory: Callable[..., Node], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -25,6 +25,9 @@ from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 
 @pytest.fixture(scope="session")
 def dciodvfy() -> Callable[[Path], None]:

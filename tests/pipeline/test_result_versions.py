@@ -28,6 +28,9 @@ from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 
 @pytest.fixture(scope="session")
 def dciodvfy() -> Callable[[Path], None]:
