@@ -11,17 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy import JSON, Column, MetaData, String, Table, insert, select
 
 from dicomnode.store.database import Database
-from dicomnode.store.tables import UTCDateTime
+from dicomnode.store.tables import BigInt, UTCDateTime
 
 _metadata = MetaData()
 
 audit_table = Table(
     "audit_log",
     _metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", BigInt, primary_key=True),
     Column("at", UTCDateTime, nullable=False, index=True),
     Column("actor", String(128), nullable=False),
     Column("action", String(64), nullable=False),  # e.g. rules.save, job.retry

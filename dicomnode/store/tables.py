@@ -5,7 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -42,8 +52,15 @@ class ClippedString(TypeDecorator[str]):
         return value if value is None or length is None else value[:length]
 
 
+# 64-bit integers on every database, as SQLite's always are: on PostgreSQL a plain
+# INTEGER is 32-bit, and a larger id (a typed-in job number) failed the query instead of
+# finding nothing. SQLite keeps INTEGER, which its row ids need to autoincrement.
+BigInt = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {
+        int: BigInt,
         datetime: UTCDateTime,
         dict[str, Any]: JSON,
     }

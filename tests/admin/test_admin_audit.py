@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import inspect
 
 from dicomnode.admin import AuditLog
 from dicomnode.node import Node
 from dicomnode.store.database import Database
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 
 def test_entries_are_kept_newest_first_and_filtered(
@@ -44,8 +47,8 @@ def test_entries_are_kept_newest_first_and_filtered(
     assert client.get("/api/audit", params={"limit": 0}).status_code == 422
 
 
-def test_the_table_is_created_on_first_use_beside_the_index(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path}/node.db")
+def test_the_table_is_created_on_first_use_beside_the_index(database_url: str) -> None:
+    database = Database(database_url)
     try:
         audit = AuditLog(database)
         assert audit.entries() == []

@@ -6,12 +6,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dicomnode.node import Node
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 
 def test_each_destination_is_echoed_up_down_or_refusing(

@@ -13,6 +13,9 @@ from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 # Stages every segmentation run has (the engine may time more, e.g. measuring, between them).
 # A retry has no body, but is declared JSON like every change (else 415).
 JSON = {"Content-Type": "application/json"}

@@ -23,6 +23,9 @@ from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import poll_until
 
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
+
 CT = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

@@ -7,11 +7,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from dicomnode import __version__
 from dicomnode.node import Node
 from dicomnode.testing.process import poll_until
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 
 def test_the_overview_names_the_node_its_readiness_and_counts_by_state(

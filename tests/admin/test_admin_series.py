@@ -6,11 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pydicom
+import pytest
 from fastapi.testclient import TestClient
 
 from dicomnode.node import Node
 from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.process import poll_until
+
+# Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
+pytestmark = pytest.mark.usefixtures("database_url")
 
 
 def test_a_received_series_is_listed_and_filtered(
