@@ -10,18 +10,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from dicomnode.errors import StorageError
-from dicomnode.logs import get_logger
-from dicomnode.store.tables import Base
-
-log = get_logger(__name__)
+from dicomnode.store.schema import bring_to_head
 
 # The key of the PostgreSQL advisory lock that serialises schema creation between nodes
 # (any fixed 64-bit number that no other application on the database uses).
@@ -39,16 +35,13 @@ class Database:
         self._writer: Connection | None = None  # writing_core's, kept between writes
 
     def create_schema(self) -> None:
-        """Create missing tables and add missing columns (idempotent).
-
-        An index made by an earlier version lacks the columns added since: without them
-        the node would fail on its first query after an upgrade. Each added column is
-        nullable or has a scalar default, so the rows already there read as before.
+        """Create the schema in an empty database, or migrate an older one (idempotent).
 
         Processes starting together on one database take turns, each holding a lock
-        while it looks and creates (DDL is transactional in both), so the later ones see
-        the first's tables instead of failing on "already exists" (PostgreSQL: a
-        transaction-scoped advisory lock; SQLite: its write lock, taken up front).
+        while it looks and creates or migrates (DDL is transactional in both), so the
+        later ones find the first's tables at this code's revision instead of failing on
+        "already exists" or migrating twice (PostgreSQL: a transaction-scoped advisory
+        lock; SQLite: its write lock, taken up front). See dicomnode.store.schema.
         """
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -58,8 +51,7 @@ class Database:
             elif connection.dialect.name == "sqlite":
                 # pysqlite leaves DDL outside any transaction unless one is begun by hand.
                 connection.exec_driver_sql("BEGIN IMMEDIATE")
-            Base.metadata.create_all(connection)
-            _add_missing_columns(connection)
+            bring_to_head(connection)
 
     def close(self) -> None:
         with self._write_lock:
@@ -110,39 +102,6 @@ class Database:
     def reading(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
-
-
-def _add_missing_columns(connection: Connection) -> None:
-    """``ALTER TABLE ... ADD COLUMN`` for each column the tables define and the index lacks."""
-    inspector = inspect(connection)
-    present_tables = set(inspector.get_table_names())
-    for table in Base.metadata.sorted_tables:
-        if table.name not in present_tables:
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            ddl = f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-            ddl += column.type.compile(connection.dialect)
-            default = column.default
-            if isinstance(default, ScalarElementColumnDefault) and default.arg is not None:
-                ddl += "" if column.nullable else " NOT NULL"
-                ddl += f" DEFAULT {_literal(default.arg)}"
-            elif not column.nullable:
-                raise StorageError(
-                    f"the index lacks {table.name}.{column.name}, which has no default"
-                )
-            connection.execute(text(ddl))
-            log.warning("index_column_added", table=table.name, column=column.name)
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int | float):
-        return repr(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _make_engine(url: str) -> Engine:

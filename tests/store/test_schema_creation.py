@@ -2,7 +2,8 @@
 
 Each looks for the tables and creates the missing ones; without taking turns, the
 second one's CREATE TABLE fails on PostgreSQL with a unique-key error in the catalogue
-(``pg_type_typname_nsp_index``) and that node dies at start.
+(``pg_type_typname_nsp_index``) and that node dies at start. On an older index, only
+the first migrates it; the others find it at this code's revision.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import inspect
+import tables_e23735d
+from sqlalchemy import create_engine, inspect
+from structlog.testing import capture_logs
 
 from dicomnode.store.database import Database
+from dicomnode.store.schema import head_revision
 from dicomnode.store.tables import Base
 from dicomnode.testing.node import NodeProcess
 
@@ -34,18 +38,38 @@ def _together(count: int, work: Callable[[], object]) -> None:
             future.result(timeout=60)
 
 
-def test_databases_creating_the_schema_at_once_all_succeed(database_url: str) -> None:
-    databases = [Database(database_url) for _ in range(STARTERS)]
+def _create_schema_at_once(url: str) -> set[str]:
+    """``create_schema`` on ``STARTERS`` databases at the same moment; the tables after."""
+    databases = [Database(url) for _ in range(STARTERS)]
     try:
         for database in databases:  # each connects first, so they meet at the DDL
             database.engine.connect().close()
         pending = list(databases)
         _together(STARTERS, lambda: pending.pop().create_schema())
-        tables = set(inspect(databases[0].engine).get_table_names())
+        return set(inspect(databases[0].engine).get_table_names())
     finally:
         for database in databases:
             database.close()
+
+
+def test_databases_creating_the_schema_at_once_all_succeed(database_url: str) -> None:
+    with capture_logs() as events:
+        tables = _create_schema_at_once(database_url)
     assert tables >= set(Base.metadata.tables)
+    assert [e["revision"] for e in events if e["event"] == "index_created"] == [head_revision()]
+
+
+def test_databases_starting_at_once_on_an_older_index_migrate_it_once(database_url: str) -> None:
+    older = create_engine(database_url)
+    tables_e23735d.Base.metadata.create_all(older)  # as release e23735d made it
+    older.dispose()
+    with capture_logs() as events:
+        tables = _create_schema_at_once(database_url)
+    assert tables >= set(Base.metadata.tables)
+    migrated = [
+        (e["from_revision"], e["to_revision"]) for e in events if e["event"] == "index_migrated"
+    ]
+    assert migrated == [("0001", head_revision())]
 
 
 # SQLite is one node's own file: only a server database is shared by nodes.

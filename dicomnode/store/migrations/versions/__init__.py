@@ -1,0 +1,1 @@
+"""Alembic revisions of the index schema, one file each (see docs/architecture.md)."""
