@@ -320,9 +320,11 @@ class Config(_Frozen):
     @model_validator(mode="after")
     def _check_destination_names(self) -> Config:
         for name in self.destinations:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            # 64: the index's column for it (PostgreSQL refuses longer text there).
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
                 raise ValueError(
-                    f"destination name {name!r} may only use letters, digits, '_', '.', '-'"
+                    f"destination name {name[:80]!r} may only use letters, digits, '_', '.',"
+                    " '-', at most 64 of them"
                 )
         return self
 

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from dicomnode.config import Config, load_config, parse_config
 from dicomnode.errors import ConfigError
+from dicomnode.pipeline.definition import parse_pipelines, reference_definitions
 
 
 def test_no_file_is_the_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +79,22 @@ def test_errors_name_file_line_and_key(text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(text, Path("x.yaml"))
     assert expected in str(raised.value)
+
+
+def test_names_the_index_cannot_hold_are_refused_when_the_file_loads() -> None:
+    """Destination and pipeline names live in 64-character index columns: PostgreSQL would
+    refuse a longer one at the first send or job, long after the file was accepted."""
+    long_name = "d" * 65
+    destination = f"destinations:\n  {long_name}: {{ae_title: PACS, host: h, port: 104}}\n"
+    with pytest.raises(ConfigError, match="at most 64"):
+        parse_config(destination, Path("x.yaml"))
+    parse_config(destination.replace(long_name, long_name[:64]), Path("x.yaml"))
+
+    _, pipelines = reference_definitions()
+    definition = next(iter(pipelines.values())).model_dump()
+    with pytest.raises(ConfigError, match=f"pipelines.{long_name}: .*at most 64"):
+        parse_pipelines({long_name: definition}, "x.yaml")
+    assert parse_pipelines({long_name[:64]: definition}, "x.yaml")
 
 
 def test_every_problem_is_reported_at_once() -> None:

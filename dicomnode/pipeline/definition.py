@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from dicomnode.errors import ConfigError
 from dicomnode.pipeline.steps import StepList
@@ -118,7 +118,10 @@ class PipelineDefinition(_Frozen):
     summary_image: bool = False
 
 
-_PIPELINES = TypeAdapter(dict[str, PipelineDefinition])
+# A pipeline's name is kept in the index with each job, in a column of 64 characters
+# (PostgreSQL refuses longer text there; SQLite would keep it).
+PipelineName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_PIPELINES = TypeAdapter(dict[PipelineName, PipelineDefinition])
 _MODELS = TypeAdapter(dict[str, RunnerConfig])
 
 
