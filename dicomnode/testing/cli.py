@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dicomnode.config import Config
+
 
 def run_dicomnode(
     *args: str, cwd: Path | None = None, timeout: float = 120.0
@@ -20,3 +22,13 @@ def run_dicomnode(
         cwd=cwd,
         check=False,
     )
+
+
+def config_beside(node: Config, folder: Path) -> Path:
+    """A configuration file for commands run beside a running node: its storage and its
+    index (the database may be PostgreSQL, which the storage path alone does not say)."""
+    path = folder / "cli.yaml"
+    path.write_text(
+        f"storage: {{path: {node.storage.path}}}\ndatabase: {{url: '{node.database_url}'}}\n"
+    )
+    return path

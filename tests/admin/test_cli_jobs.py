@@ -12,6 +12,7 @@ import pytest
 
 from dicomnode.admin import AuditLog
 from dicomnode.node import Node
+from dicomnode.testing.cli import config_beside
 from dicomnode.testing.cli import run_dicomnode as cli
 from dicomnode.testing.process import poll_until
 
@@ -31,11 +32,7 @@ def test_a_failed_pipeline_job_is_listed_and_retried_from_the_command_line(
     send_phantom(node)
     poll_until(lambda: node.workers.queue.list_jobs("failed"), timeout=60, what="the job to fail")
     (failed,) = node.workers.queue.list_jobs("failed")
-    config = tmp_path / "cli.yaml"
-    config.write_text(
-        f"storage: {{path: {node.config.storage.path}}}\n"
-        f"database: {{url: '{node.config.database_url}'}}\n"
-    )
+    config = config_beside(node.config, tmp_path)
 
     listed = cli("jobs", "--state", "failed", "--config", str(config))
     assert listed.returncode == 0, listed.stderr
@@ -61,11 +58,7 @@ def test_a_failed_pipeline_job_is_listed_and_retried_from_the_command_line(
 
 
 def test_retry_names_what_is_wrong_with_a_job_id(node: Node, tmp_path: Path) -> None:
-    config = tmp_path / "cli.yaml"
-    config.write_text(
-        f"storage: {{path: {node.config.storage.path}}}\n"
-        f"database: {{url: '{node.config.database_url}'}}\n"
-    )
+    config = config_beside(node.config, tmp_path)
     unknown = cli("retry", "pipeline-99", "--config", str(config))
     assert unknown.returncode == 1
     assert "job pipeline-99 does not exist: nothing to retry" in unknown.stderr

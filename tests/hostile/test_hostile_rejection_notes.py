@@ -21,7 +21,7 @@ from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSeries, CTPhantomSpec, write_ct_phantom
-from dicomnode.testing.cli import run_dicomnode
+from dicomnode.testing.cli import config_beside, run_dicomnode
 from dicomnode.testing.dcmtk import StoreSCP, storescu
 from dicomnode.testing.key_objects import (
     KEY_OBJECT_SELECTION,
@@ -168,8 +168,7 @@ def test_a_note_after_its_series_cancels_the_pending_job_and_follows_it_to_the_p
     listed = api_series(node)
     assert listed[ct.series_instance_uid]["rejected_count"] == 6
     assert listed[note_uid]["rejected_count"] == 0
-    config = tmp_path / "cli.yaml"
-    config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+    config = config_beside(node.config, tmp_path)
     cli = run_dicomnode("series", "--json", "--config", str(config))
     assert cli.returncode == 0, cli.stderr
     by_uid = {row["series_uid"]: row for row in json.loads(cli.stdout)}

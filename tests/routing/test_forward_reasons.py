@@ -29,7 +29,7 @@ from dicomnode.node import Node
 from dicomnode.outbox import worker
 from dicomnode.outbox.queue import SendSummary
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
-from dicomnode.testing.cli import run_dicomnode
+from dicomnode.testing.cli import config_beside, run_dicomnode
 from dicomnode.testing.ports import free_port
 from dicomnode.testing.process import poll_until
 from dicomnode.testing.rawpeer import ABORT_BY_USER, RawPeer
@@ -131,11 +131,7 @@ def test_results_reach_an_implicit_only_peer_and_a_refused_class_fails_at_once(
         assert f"no presentation context accepted for {name} ({uid})" in reason
         assert "offered Explicit VR Little Endian, Implicit VR Little Endian" in reason
 
-    config = tmp_path / "node.yaml"
-    config.write_text(
-        f"storage: {{path: {node.config.storage.path}}}\n"
-        f"database: {{url: '{node.config.database_url}'}}\n"
-    )
+    config = config_beside(node.config, tmp_path)
     listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert listed.stdout.count("no presentation context accepted for") == 2, listed.stdout
     shown = sorted(job["reason"] for job in api_jobs(node, "failed"))

@@ -23,7 +23,7 @@ from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.outbox.queue import SendSummary
-from dicomnode.testing.cli import run_dicomnode
+from dicomnode.testing.cli import config_beside, run_dicomnode
 from dicomnode.testing.pki import TestCA
 from dicomnode.testing.process import poll_until
 from dicomnode.testing.result_files import write_result_files
@@ -111,8 +111,7 @@ def test_results_go_over_tls_and_an_unverified_destination_fails_until_fixed(
         assert [s.reason for s in failed] == [reason, reason]
         assert botched.files() == []
         assert api_failed_reasons(node) == [reason, reason]
-        config = tmp_path / "node.yaml"
-        config.write_text(f"storage: {{path: {node.config.storage.path}}}\n")
+        config = config_beside(node.config, tmp_path)
         listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
         assert listed.stdout.count("TLS: certificate verify failed") == 2, listed.stdout
         logged = [e for e in events if e["event"] == "send_failed"]

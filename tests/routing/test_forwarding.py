@@ -17,7 +17,7 @@ from dicomnode.dicom.address import parse_address
 from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
-from dicomnode.testing.cli import run_dicomnode
+from dicomnode.testing.cli import config_beside, run_dicomnode
 from dicomnode.testing.dcmtk import StoreSCP, storescu
 from dicomnode.testing.orthanc import Orthanc
 from dicomnode.testing.ports import free_port
@@ -213,11 +213,7 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     assert failed.reason is not None and "gave up after 3 s" in failed.reason
     assert failed.attempts > 1
 
-    config = tmp_path / "node.yaml"
-    config.write_text(
-        f"storage: {{path: {node.config.storage.path}}}\n"
-        f"database: {{url: '{node.config.database_url}'}}\n"
-    )
+    config = config_beside(node.config, tmp_path)
     listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert f"send-{failed.id}\tsend\tgone" in listed.stdout
     with StoreSCP(ae_title="GONE", port=port) as fixed:
