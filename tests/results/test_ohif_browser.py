@@ -73,6 +73,7 @@ pytestmark = [
 LOAD_TIMEOUT_MS = 90_000
 STEP_TIMEOUT_S = 10.0
 DRAW_TIMEOUT_S = 20.0
+MAX_OPENINGS = 4
 # How OHIF may print a UCUM unit besides its code value (which its SR viewport prints).
 UNIT_LABELS = {
     "ml": ("mL",),
@@ -164,7 +165,7 @@ class ConsoleLog:
     """What the page reported: console errors, uncaught exceptions, exceptions as warnings."""
 
     problems: list[str]
-    reopened: bool = False
+    reopened: int = 0  # openings again because nothing was drawn
 
     def listen(self, page: Any) -> None:
         page.on("console", self._console)
@@ -370,12 +371,14 @@ def _check_viewer(
         assert len(set(names)) == len(names), f"{finding}: values share a name: {names}"
     log = ConsoleLog([])
     page = _open_sr(browser, viewer, study, log)
-    if not _drawn(page):
-        # OHIF 3.13.2 now and then (about 1 run in 8 here, under load) shows the SR's
-        # slice and badge but draws none of its annotations, with nothing in the
-        # console; opening the study again draws them, as a reader would do.
+    for _ in range(MAX_OPENINGS - 1):
+        if _drawn(page):
+            break
+        # OHIF 3.13.2 now and then (about 1 run in 8 here; under CI's load once twice in
+        # a row) shows the SR's slice and badge but draws none of its annotations, with
+        # nothing in the console; opening the study again draws them, as a reader would.
         page.context.close()
-        log.reopened = True
+        log.reopened += 1
         page = _open_sr(browser, viewer, study, log)
     try:
         offered, badge = _tracking_offered(page)
@@ -401,7 +404,7 @@ def _check_viewer(
         report = "\n".join(
             [
                 f"OHIF {OHIF_VERSION}, SR badge: {badge}"
-                + (" (opened twice: nothing was drawn the first time)" if log.reopened else ""),
+                + (f" (opened again {log.reopened}x: nothing was drawn)" if log.reopened else ""),
                 "viewport annotations" + (" (before tracking, this slice):" if offered else ":"),
                 *(f"  {text}" for text in annotations),
                 "measurement panel (after tracking):" if offered else "not tracked",
