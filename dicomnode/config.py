@@ -9,6 +9,7 @@ working directory when no file is given.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -75,6 +76,20 @@ class NodeTLSConfig(_Frozen):
         return self
 
 
+def _check_node_id(value: str) -> str:
+    # It names a folder on shared storage and fills 128-character owner columns.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", value):
+        raise ValueError(
+            "a node id is 1 to 63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+NodeId = Annotated[str, AfterValidator(_check_node_id)]
+Role = Literal["receive", "route", "pipeline", "send"]
+ALL_ROLES: tuple[Role, ...] = ("receive", "route", "pipeline", "send")
+
+
 class NodeConfig(_Frozen):
     """The DICOM listener: who we are and how much we take at once."""
 
@@ -102,6 +117,15 @@ class NodeConfig(_Frozen):
     # Dataset bytes held in memory by all associations together; a dataset that would
     # pass it is refused (0xA700, a temporary failure the sender retries).
     max_buffered_bytes: Annotated[int, Field(ge=1024 * 1024)] = 2 * 1024 * 1024 * 1024
+    # This process's name in a cluster (docs/scaling.md): unique per process; it owns the
+    # work it claims and names its folder under ``storage.shared_path``. Default: the
+    # host name and the DICOM port (``node_id``).
+    id: NodeId | None = None
+    # How long a claim of work (a completion to route, a job, a send) holds without
+    # renewal; another node takes over a claim only after it expired.
+    lease_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
+    # Which stages run here: receivers without TensorFlow, GPU machines with pipelines.
+    roles: tuple[Role, ...] = ALL_ROLES
 
     @model_validator(mode="after")
     def _check_some_port(self) -> NodeConfig:
@@ -129,6 +153,9 @@ class StorageConfig(_Frozen):
     # refused with 0xA700 (out of resources) until space returns.
     high_water_percent: Annotated[float, Field(gt=0, le=100)] = 90.0
     min_free_bytes: Annotated[int, Field(ge=0)] = 0
+    # A folder every node of a cluster mounts (NFS, CephFS: docs/scaling.md). Each node
+    # writes its objects under ``<shared_path>/<node id>/`` and reads everyone's.
+    shared_path: Path | None = None
 
 
 class DatabaseConfig(_Frozen):
@@ -336,13 +363,37 @@ class Config(_Frozen):
         return f"sqlite:///{self.storage.path / 'dicomnode.db'}"
 
     @property
+    def node_id(self) -> str:
+        """This process's id in a cluster: ``node.id``, else host name and DICOM port."""
+        if self.node.id is not None:
+            return self.node.id
+        host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:50] or "node"
+        port = self.node.port if self.node.port is not None else "tls"
+        return f"{host}-{port}"
+
+    @property
     def spool_path(self) -> Path:
-        """Where received instances are spooled."""
+        """Where this node writes received instances: its own folder under the shared
+        storage when there is one, else ``spool`` in ``storage.path``."""
+        if self.storage.shared_path is not None:
+            return self.storage.shared_path / self.node_id
         return self.storage.path / "spool"
+
+    @property
+    def spool_prefix(self) -> str | None:
+        """What this node's spool names start with on shared storage (None: alone)."""
+        return None if self.storage.shared_path is None else self.node_id
 
     def resolved(self, base: Path) -> Config:
         """A copy whose relative paths are taken from ``base``."""
-        storage = self.storage.model_copy(update={"path": _under(base, self.storage.path)})
+        storage = self.storage.model_copy(
+            update={
+                "path": _under(base, self.storage.path),
+                "shared_path": None
+                if self.storage.shared_path is None
+                else _under(base, self.storage.shared_path),
+            }
+        )
         admin = self.admin.model_copy(
             update={"token_file": _under(base, self.admin.token_file)}
             if self.admin.token_file is not None

@@ -41,18 +41,22 @@ from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.router import Router
 from dicomnode.rules import RuleSet, load_rules
 from dicomnode.runners import ModelHost
+from dicomnode.store.claims import Lease
 from dicomnode.store.completion import CompletionTracker, utc_now
 from dicomnode.store.database import Database
 from dicomnode.store.disk import DiskGuard
 from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
 from dicomnode.store.lock import StorageLock
+from dicomnode.store.nodes import Membership
 from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 
 log = get_logger(__name__)
 
 RULES_RELOAD_SECONDS = 2.0
+# How often a node looks for series past their deadline whose timer died with a node.
+COMPLETION_SWEEP_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +118,15 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         checked = check_config(config)
-        self.storage_lock = StorageLock(config.storage.path)
+        self.roles = frozenset(config.node.roles)
+        # On shared storage the lock is the node's own folder's: one process per node id.
+        shared = config.storage.shared_path is not None
+        self.storage_lock = StorageLock(config.spool_path if shared else config.storage.path)
         self.database = Database(config.database_url)
-        self.spool = Spool(config.spool_path)
-        self.index = Index(self.database)
+        self.spool = Spool(config.spool_path, config.spool_prefix)
+        self.lease = Lease(config.node_id, config.node.lease_seconds)
+        self.membership = Membership(self.database, self.lease, config.node.roles, utc_now)
+        self.index = Index(self.database, config.node_id)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)
         self.disk = DiskGuard(
@@ -154,7 +163,10 @@ class Node:
             utc_now,
         )
         self.outbox = Outbox(
-            OutboxQueue(self.database), self.spool, config.destinations, config.node.ae_title
+            OutboxQueue(self.database, self.lease),
+            self.spool,
+            config.destinations,
+            config.node.ae_title,
         )
         self.tls_reloaders.append(self.outbox.reload_tls)
         self.router = Router(
@@ -165,6 +177,7 @@ class Node:
             self._sends_queued,
             self._jobs_queued,
             utc_now,
+            lease=self.lease,
         )
         self.completion.subscribe(self.router.notify)
         self.retention = Retention(
@@ -182,6 +195,7 @@ class Node:
             self._sends_queued,
             utc_now,
             count=config.pipeline_workers,
+            lease=self.lease,
         )
         self.admin = (
             self._admin_server(checked.admin_access) if checked.admin_access is not None else None
@@ -196,42 +210,46 @@ class Node:
         self.storage_lock.acquire()
         self.spool.open()
         self.index.open()
+        self.membership.join()
         self.rules.load_initial()
         self._reconcile()
         self.index.abort_open_associations(utc_now())
-        self._load_models_in_use()
-        self.outbox.start()
-        self.workers.start()
-        self.router.start()
+        if "pipeline" in self.roles:
+            self._load_models_in_use()
+        if "send" in self.roles:
+            self.outbox.start()
+        if "pipeline" in self.roles:
+            self.workers.start()
+        if "route" in self.roles:
+            self.router.start()
         self.scheduler.start()
-        self.scheduler.add_job(
-            self.rules.refresh,
-            "interval",
-            seconds=RULES_RELOAD_SECONDS,
-            id="rules-reload",
-            coalesce=True,
-            max_instances=1,
+        self._every(self.membership.beat_seconds, self.membership.beat, "heartbeat")
+        self._every(RULES_RELOAD_SECONDS, self.rules.refresh, "rules-reload")
+        self._every(
+            self.config.storage.retention_check_seconds, self.retention.run_once, "retention"
         )
-        self.scheduler.add_job(
-            self.retention.run_once,
-            "interval",
-            seconds=self.config.storage.retention_check_seconds,
-            id="retention",
-            coalesce=True,
-            max_instances=1,
-        )
+        if self.roles & {"receive", "route"}:
+            self._every(COMPLETION_SWEEP_SECONDS, self.completion.sweep, "completion-sweep")
         self.completion.resume()
-        self.scp.start()
+        if "receive" in self.roles:
+            self.scp.start()
         if self.admin is not None:
             self.admin.start()
         log.info(
             "node_started",
+            node_id=self.lease.owner,
+            roles=sorted(self.roles),
             ae_title=self.config.node.ae_title,
             port=self.scp.port,
             tls_port=self.scp.tls_port,
             storage=str(self.config.storage.path),
             rules_version=self.rules.current.version,
             destinations=sorted(self.config.destinations),
+        )
+
+    def _every(self, seconds: float, task: Callable[[], object], name: str) -> None:
+        self.scheduler.add_job(
+            task, "interval", seconds=seconds, id=name, coalesce=True, max_instances=1
         )
 
     def stop(self) -> None:
@@ -246,6 +264,10 @@ class Node:
         self.workers.stop()
         self.outbox.stop()
         self.models.close()
+        try:
+            self.membership.leave()
+        except Exception:  # the database may be what failed; stopping goes on
+            log.warning("node_leave_not_recorded", exc_info=True)
         self.database.close()
         self.storage_lock.release()
         log.info("node_stopped")
@@ -303,7 +325,8 @@ class Node:
             destinations=self.config.destinations,
             pipelines=pipeline_findings(self.pipelines),
             calling_ae=self.config.node.ae_title,
-            scp_listening=lambda: self.scp.listening,
+            # A node without the receive role has no listener to wait for.
+            scp_listening=lambda: self.scp.listening or "receive" not in self.roles,
             disk=DiskWatermark(
                 self.config.storage.path,
                 self.config.storage.high_water_percent,
@@ -341,9 +364,10 @@ class Node:
         """Remove spool files the index does not know: written, never acknowledged.
 
         A crash between the rename and the index commit leaves such a file; the sender
-        got no success for it and will send it again.
+        got no success for it and will send it again. Only this node's own files: on
+        shared storage another node's file may be between its rename and its commit.
         """
-        known = self.index.spool_names()
+        known = self.index.spool_names(self.spool.prefix)
         present = set(self.spool.names())
         orphans = present - known
         for name in orphans:

@@ -124,7 +124,7 @@ def _stored_series(args: argparse.Namespace, ruleset: Any) -> tuple[Any, Any]:
         series = index.find_series(args.series)
         if series is None:
             raise DicomNodeError(f"no stored series with UID {args.series}")
-        spool = Spool(config.spool_path)
+        spool = Spool(config.spool_path, config.spool_prefix)
         _models, pipelines = all_definitions(config.models, config.pipelines, str(args.config))
         catalog = pipeline_findings(pipelines)
         return (

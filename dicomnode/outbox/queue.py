@@ -4,21 +4,28 @@ A send moves ``pending -> sending -> done | failed``; a temporary failure puts i
 ``pending`` with a later ``next_attempt_at``. Instances are marked sent only after the
 destination acknowledged them, so delivery is at least once: after a crash, a send left
 ``sending`` goes back to ``pending`` and its unacknowledged instances go again.
+
+A send being sent is leased to its node (:mod:`dicomnode.store.claims`): in a cluster,
+another node takes over a ``sending`` send only once that lease expired.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dicomnode.config import RetryPolicy
+from dicomnode.logs import get_logger
 from dicomnode.outbox.backoff import retry_delay
+from dicomnode.store.claims import LOCAL, Lease, taken_over
 from dicomnode.store.database import Database
 from dicomnode.store.tables import InstanceRow, SendAttemptRow, SendItemRow, SendRow
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +97,9 @@ class Finish:
 class OutboxQueue:
     """Database operations of the outbox."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, lease: Lease = LOCAL) -> None:
         self._db = database
+        self.lease = lease
 
     @staticmethod
     def enqueue(
@@ -130,22 +138,33 @@ class OutboxQueue:
         return row.id
 
     def resume_interrupted(self) -> int:
-        """Sends a crash left ``sending`` go back to ``pending``; returns how many."""
+        """Sends this node's previous run left ``sending`` go back to ``pending``.
+
+        Only its own (and, on SQLite, where it is the only node, any): another live
+        node's sends are that node's, and a dead one's are taken over when its lease
+        expires. Returns how many.
+        """
         with self._db.writing() as session:
+            mine = SendRow.state == "sending"
+            if session.get_bind().dialect.name != "sqlite":
+                mine = and_(mine, or_(SendRow.owner == self.lease.owner, SendRow.owner.is_(None)))
             result = session.execute(
-                update(SendRow).where(SendRow.state == "sending").values(state="pending")
+                update(SendRow).where(mine).values(state="pending", owner=None, lease_until=None)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    def _claimable(self, now: datetime) -> ColumnElement[bool]:
+        """Due, or being sent by a node whose lease ran out."""
+        due = and_(SendRow.state == "pending", SendRow.next_attempt_at <= now)
+        return or_(
+            due, taken_over(SendRow.state, "sending", SendRow.owner, SendRow.lease_until, now)
+        )
 
     def next_due(self, destination: str, now: datetime) -> int | None:
         with self._db.reading() as session:
             return session.scalar(
                 select(SendRow.id)
-                .where(
-                    SendRow.destination == destination,
-                    SendRow.state == "pending",
-                    SendRow.next_attempt_at <= now,
-                )
+                .where(SendRow.destination == destination, self._claimable(now))
                 .order_by(SendRow.next_attempt_at, SendRow.id)
                 .limit(1)
             )
@@ -158,29 +177,62 @@ class OutboxQueue:
                 )
             )
 
-    def claim(self, send_id: int) -> SendWork | None:
-        """Mark a pending send as being sent and return its unsent instances."""
+    def claim_next(self, destination: str, now: datetime) -> SendWork | None:
+        """Claim the destination's next due send (or one a dead node left), if any.
+
+        ``FOR UPDATE SKIP LOCKED``: nodes claiming at once each get another send.
+        """
         with self._db.writing() as session:
-            send = session.get(SendRow, send_id)
-            if send is None or send.state != "pending":
-                return None
-            send.state = "sending"
-            send.attempts += 1
-            rows = session.execute(
-                select(
-                    SendItemRow.id,
-                    InstanceRow.spool_name,
-                    InstanceRow.sop_class_uid,
-                    InstanceRow.sop_instance_uid,
-                    InstanceRow.transfer_syntax_uid,
-                    InstanceRow.size,
-                )
-                .join(InstanceRow, InstanceRow.id == SendItemRow.instance_id)
-                .where(SendItemRow.send_id == send_id, SendItemRow.state == "pending")
-                .order_by(SendItemRow.id)
+            send = session.scalars(
+                select(SendRow)
+                .where(SendRow.destination == destination, self._claimable(now))
+                .order_by(SendRow.next_attempt_at, SendRow.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            return None if send is None else self._take(session, send, now)
+
+    def claim(self, send_id: int, now: datetime | None = None) -> SendWork | None:
+        """Claim one send by id, if it is pending or its holder's lease expired."""
+        now = now or datetime.now(UTC)
+        with self._db.writing() as session:
+            send = session.scalars(
+                select(SendRow)
+                .where(SendRow.id == send_id, or_(SendRow.state == "pending", self._claimable(now)))
+                .with_for_update(skip_locked=True)
+            ).first()
+            return None if send is None else self._take(session, send, now)
+
+    def _take(self, session: Session, send: SendRow, now: datetime) -> SendWork:
+        """Mark ``send`` as this node's, being sent; return its unsent instances."""
+        if send.state == "sending":
+            log.warning(
+                "send_taken_over",
+                send_id=send.id,
+                destination=send.destination,
+                previous_owner=send.owner,
             )
-            items = tuple(WorkItem(*row) for row in rows)
-            return SendWork(send.id, send.destination, send.attempts, items)
+        send.state, send.owner, send.lease_until = (
+            "sending",
+            self.lease.owner,
+            self.lease.until(now),
+        )
+        send.attempts += 1
+        rows = session.execute(
+            select(
+                SendItemRow.id,
+                InstanceRow.spool_name,
+                InstanceRow.sop_class_uid,
+                InstanceRow.sop_instance_uid,
+                InstanceRow.transfer_syntax_uid,
+                InstanceRow.size,
+            )
+            .join(InstanceRow, InstanceRow.id == SendItemRow.instance_id)
+            .where(SendItemRow.send_id == send.id, SendItemRow.state == "pending")
+            .order_by(SendItemRow.id)
+        )
+        items = tuple(WorkItem(*row) for row in rows)
+        return SendWork(send.id, send.destination, send.attempts, items)
 
     def record_items(self, send_id: int, results: Sequence[ItemResult]) -> None:
         """Persist per-instance outcomes (called in batches while a send runs)."""
@@ -215,7 +267,12 @@ class OutboxQueue:
     ) -> SendSummary:
         """Decide the send's next state from its instances and the attempt's failure."""
         with self._db.writing() as session:
-            send = session.get_one(SendRow, send_id)
+            send = session.get_one(SendRow, send_id, with_for_update=True)
+            if send.state != "sending" or send.owner != self.lease.owner:
+                # Our lease ran out and another node took the send over: its attempt
+                # decides the send now; this one's acknowledgements are recorded.
+                log.warning("send_lease_lost", send_id=send_id, owner=send.owner)
+                return _summary(send)
             counts = dict(
                 session.execute(
                     select(SendItemRow.state, func.count(SendItemRow.id))
@@ -246,6 +303,7 @@ class OutboxQueue:
                 outcome, send.state = "temporary", "pending"
                 send.reason = finish.failure or f"{pending} instance(s) not yet accepted"
                 send.next_attempt_at = now + timedelta(seconds=retry_delay(policy, send.attempts))
+            send.owner = send.lease_until = None
             if send.state in {"done", "failed"}:
                 send.finished_at = now
             session.add(

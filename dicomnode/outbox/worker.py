@@ -136,12 +136,10 @@ class _DestinationWorker(threading.Thread):
         return min(_IDLE_POLL_SECONDS, max(0.05, (due - self.clock()).total_seconds()))
 
     def _step(self) -> bool:
-        send_id = self.queue.next_due(self.destination_name, self.clock())
-        if send_id is None:
+        work = self.queue.claim_next(self.destination_name, self.clock())
+        if work is None:
             return False
-        work = self.queue.claim(send_id)
-        if work is not None:
-            self._send(work)
+        self._send(work)
         return True
 
     def _send(self, work: SendWork) -> None:

@@ -8,6 +8,10 @@ restart and its results are still sent exactly once.
 A job whose run failed for a reason a retry can cure (the spool or the index could not
 write its results) goes back to ``pending`` with ``next_attempt_at`` set, up to
 ``JOB_ATTEMPTS`` runs in all; every other failure is final until an operator retries.
+
+A running job is leased to its node (:mod:`dicomnode.store.claims`): in a cluster,
+another node runs it again only once that lease expired, and the first node, should it
+come back, can no longer commit results for it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from dicomnode.logs import get_logger
 from dicomnode.results.prior import PriorResult
+from dicomnode.store.claims import LOCAL, Lease, LeaseLostError, taken_over
 from dicomnode.store.database import Database
 from dicomnode.store.tables import InstanceRow, JobRow, RoutingDecisionRow, SeriesRow
+
+log = get_logger(__name__)
 
 # The timeline key of a failed job's "AI not run" report (dicomnode.results.not_run).
 NOT_RUN_REPORT = "not_run_report"
@@ -56,8 +64,9 @@ class JobSummary:
 class JobQueue:
     """Database operations of pipeline jobs."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, lease: Lease = LOCAL) -> None:
         self._db = database
+        self.lease = lease
 
     @staticmethod
     def enqueue(
@@ -93,37 +102,68 @@ class JobQueue:
         return row.id
 
     def resume_interrupted(self) -> int:
-        """Jobs a crash left running go back to pending; returns how many."""
+        """Jobs this node's previous run left running go back to pending (on SQLite, where
+        it is the only node, any); a dead node's are taken over as their leases expire."""
         with self._db.writing() as session:
+            mine = JobRow.state == "running"
+            if session.get_bind().dialect.name != "sqlite":
+                mine = and_(mine, or_(JobRow.owner == self.lease.owner, JobRow.owner.is_(None)))
             result = session.execute(
-                update(JobRow).where(JobRow.state == "running").values(state="pending")
+                update(JobRow).where(mine).values(state="pending", owner=None, lease_until=None)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
+
+    @staticmethod
+    def _claimable(now: datetime | None) -> ColumnElement[bool]:
+        """Pending and due (a job backing off is not), or running on an expired lease."""
+        pending = JobRow.state == "pending"
+        if now is None:
+            return pending
+        due = and_(pending, or_(JobRow.next_attempt_at.is_(None), JobRow.next_attempt_at <= now))
+        return or_(due, taken_over(JobRow.state, "running", JobRow.owner, JobRow.lease_until, now))
 
     def next_pending(
         self, pipelines: Sequence[str] | None = None, now: datetime | None = None
     ) -> int | None:
-        """The oldest pending job due at ``now`` (a job backing off is not due yet)."""
+        """The oldest job due at ``now`` (a job backing off is not due yet)."""
         with self._db.reading() as session:
-            query = select(JobRow.id).where(JobRow.state == "pending")
-            if now is not None:
-                query = query.where(
-                    or_(JobRow.next_attempt_at.is_(None), JobRow.next_attempt_at <= now)
-                )
+            query = select(JobRow.id).where(self._claimable(now))
             if pipelines is not None:
                 query = query.where(JobRow.pipeline.in_(pipelines))
             return session.scalar(query.order_by(JobRow.id).limit(1))
 
-    def claim(self, job_id: int, now: datetime) -> JobSummary | None:
+    def claim_next(
+        self, now: datetime, pipelines: Sequence[str] | None = None
+    ) -> JobSummary | None:
+        """Claim the oldest due job (``FOR UPDATE SKIP LOCKED``: one node each)."""
         with self._db.writing() as session:
-            row = session.get(JobRow, job_id)
-            if row is None or row.state != "pending":
-                return None
-            row.state, row.started_at, row.error = "running", now, None
-            row.next_attempt_at = None
-            row.attempts += 1
-            session.flush()
-            return _summary(row)
+            query = select(JobRow).where(self._claimable(now))
+            if pipelines is not None:
+                query = query.where(JobRow.pipeline.in_(pipelines))
+            row = session.scalars(
+                query.order_by(JobRow.id).limit(1).with_for_update(skip_locked=True)
+            ).first()
+            return None if row is None else self._take(session, row, now)
+
+    def claim(self, job_id: int, now: datetime) -> JobSummary | None:
+        """Claim one job by id, if it is pending or its holder's lease expired."""
+        with self._db.writing() as session:
+            row = session.scalars(
+                select(JobRow)
+                .where(JobRow.id == job_id, or_(JobRow.state == "pending", self._claimable(now)))
+                .with_for_update(skip_locked=True)
+            ).first()
+            return None if row is None else self._take(session, row, now)
+
+    def _take(self, session: Session, row: JobRow, now: datetime) -> JobSummary:
+        if row.state == "running":
+            log.warning("job_taken_over", job_id=row.id, previous_owner=row.owner)
+        row.state, row.started_at, row.error = "running", now, None
+        row.owner, row.lease_until = self.lease.owner, self.lease.until(now)
+        row.next_attempt_at = None
+        row.attempts += 1
+        session.flush()
+        return _summary(row)
 
     def fail(
         self,
@@ -135,9 +175,13 @@ class JobQueue:
     ) -> None:
         """Record a failed run: final, or pending again from ``retry_at`` (backoff)."""
         with self._db.writing() as session:
-            row = session.get_one(JobRow, job_id)
+            row = session.get_one(JobRow, job_id, with_for_update=True)
             if row.state != "running":
                 return  # finished meanwhile (done is committed with its results): kept
+            if row.owner not in (None, self.lease.owner):
+                log.warning("job_lease_lost", job_id=job_id, owner=row.owner)
+                return  # another node took it over: its run decides
+            row.owner = row.lease_until = None
             row.error, row.timeline = error[:1024], timeline
             row.failures = (row.failures or 0) + 1
             if retry_at is None:
@@ -145,11 +189,19 @@ class JobQueue:
             else:
                 row.state, row.finished_at, row.next_attempt_at = "pending", None, retry_at
 
-    @staticmethod
-    def mark_done(session: Session, job_id: int, now: datetime, timeline: dict[str, Any]) -> None:
-        """Inside the transaction that records the job's results and their sends."""
-        row = session.get_one(JobRow, job_id)
+    def mark_done(
+        self, session: Session, job_id: int, now: datetime, timeline: dict[str, Any]
+    ) -> None:
+        """Inside the transaction that records the job's results and their sends.
+
+        Raises LeaseLostError, rolling that transaction back, when another node took
+        the job over meanwhile (its run, not this one, gives the results).
+        """
+        row = session.get_one(JobRow, job_id, with_for_update=True)
+        if row.state != "running" or row.owner not in (None, self.lease.owner):
+            raise LeaseLostError(f"job {job_id} is {row.state} on {row.owner or 'no node'}")
         row.state, row.finished_at, row.error = "done", now, None
+        row.owner = row.lease_until = None
         row.timeline = timeline
 
     @staticmethod

@@ -41,6 +41,7 @@ from dicomnode.pipeline.findings import Routed, evaluate_job, queue_routes
 from dicomnode.pipeline.jobs import JOB_ATTEMPTS, JobQueue, JobSummary
 from dicomnode.results.not_run import write_not_run_sr
 from dicomnode.rules.findings import RouteVerdict
+from dicomnode.store.claims import LOCAL, Lease, LeaseLostError
 from dicomnode.store.database import Database
 from dicomnode.store.header import header_of
 from dicomnode.store.index import Index
@@ -66,8 +67,9 @@ class PipelineWorkers:
         sends_queued: Callable[[Iterable[str]], None],
         clock: Clock,
         count: int = 2,
+        lease: Lease = LOCAL,
     ) -> None:
-        self.queue = JobQueue(database)
+        self.queue = JobQueue(database, lease)
         self._db = database
         self._index = index
         self._spool = spool
@@ -123,12 +125,10 @@ class PipelineWorkers:
                 self._wake.clear()
 
     def _step(self) -> bool:
-        job_id = self.queue.next_pending(now=self._clock())
-        if job_id is None:
+        job = self.queue.claim_next(self._clock())
+        if job is None:
             return False
-        job = self.queue.claim(job_id, self._clock())
-        if job is not None:
-            self.run_job(job)
+        self.run_job(job)
         return True
 
     def run_job(self, job: JobSummary) -> None:
@@ -160,6 +160,30 @@ class PipelineWorkers:
         files = [(ds, self._spool.write(b"", _encode(ds))) for ds in result.datasets]
         now = self._clock()
         verdicts = self._findings_verdicts(job, result)
+        try:
+            routed = self._commit(job, result, files, verdicts, now, started, store_started)
+        except LeaseLostError as exc:
+            # Another node took the job over after our lease ran out: its run's results
+            # are the ones sent; ours are dropped, files included.
+            for _ds, spooled in files:
+                self._spool.remove(spooled.name)
+            log.warning("job_lease_lost", job_id=job.id, pipeline=job.pipeline, reason=str(exc))
+            return
+        self._announce_done(job, files, started)
+        self._announce_routed(job, routed)
+
+    def _commit(
+        self,
+        job: JobSummary,
+        result: RunResult,
+        files: list[tuple[pydicom.Dataset, Any]],
+        verdicts: tuple[RouteVerdict, ...],
+        now: datetime,
+        started: float,
+        store_started: float,
+    ) -> list[Routed]:
+        """Record the results, queue their sends and routes, mark the job done: one
+        transaction. Raises LeaseLostError (nothing written) if the job is not ours."""
         with self._db.writing() as session:
             result_series = self._record_and_queue(session, job, files, now)
             routed = queue_routes(
@@ -184,9 +208,8 @@ class PipelineWorkers:
             }
             if verdicts:
                 timeline["findings_routed"] = [r.as_dict() for r in routed]
-            JobQueue.mark_done(session, job.id, now, timeline)
-        self._announce_done(job, files, started)
-        self._announce_routed(job, routed)
+            self.queue.mark_done(session, job.id, now, timeline)
+        return routed
 
     def _findings_verdicts(self, job: JobSummary, result: RunResult) -> tuple[RouteVerdict, ...]:
         """The job's on_findings entries on its results; none when they cannot be read

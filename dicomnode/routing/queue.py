@@ -4,6 +4,10 @@ Each entry of the durable completion queue is one unit of routing work. An entry
 routing raises is put back with a delay that doubles at each failure, so it never holds
 back the entries behind it; after ``RoutingRetry.attempts`` failures it is failed for
 good, with its reason, until an operator retries it.
+
+In a cluster the nodes' routers share the queue: each claims a batch of entries with a
+lease (:mod:`dicomnode.store.claims`), and one a dead node claimed is routed by another
+once the lease expired.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
+from dicomnode.store.claims import LOCAL, Lease, free_or_expired
 from dicomnode.store.database import Database
 from dicomnode.store.tables import CompletionRow, SeriesRow
 
@@ -82,12 +87,25 @@ class Outcome:
 class RoutingQueue:
     """Database operations of the routing queue (the router is its only consumer)."""
 
-    def __init__(self, database: Database, retry: RoutingRetry = DEFAULT_RETRY) -> None:
+    def __init__(
+        self, database: Database, retry: RoutingRetry = DEFAULT_RETRY, lease: Lease = LOCAL
+    ) -> None:
         self._db = database
         self.retry_policy = retry
+        self.lease = lease
+
+    @staticmethod
+    def _due(now: datetime) -> ColumnElement[bool]:
+        """Not routed, not failed, not backing off, and no live node's claim on it."""
+        return and_(
+            CompletionRow.consumed_at.is_(None),
+            CompletionRow.failed_at.is_(None),
+            or_(CompletionRow.next_attempt_at.is_(None), CompletionRow.next_attempt_at <= now),
+            free_or_expired(CompletionRow.owner, CompletionRow.lease_until, now),
+        )
 
     def due(self, now: datetime) -> list[RoutingEntry]:
-        """Entries to route now, oldest first: not routed, not failed, not backing off."""
+        """Entries to route now, oldest first (read only: ``claim_due`` takes them)."""
         with self._db.reading() as session:
             rows = session.execute(
                 select(
@@ -96,17 +114,38 @@ class RoutingQueue:
                     CompletionRow.version,
                     CompletionRow.failures,
                 )
-                .where(
-                    CompletionRow.consumed_at.is_(None),
-                    CompletionRow.failed_at.is_(None),
-                    or_(
-                        CompletionRow.next_attempt_at.is_(None),
-                        CompletionRow.next_attempt_at <= now,
-                    ),
-                )
+                .where(self._due(now))
                 .order_by(CompletionRow.id)
             )
             return [RoutingEntry(a, b, c, d or 0) for a, b, c, d in rows]
+
+    def claim_due(self, now: datetime, limit: int = 50) -> list[RoutingEntry]:
+        """Claim up to ``limit`` due entries for this node, oldest first.
+
+        ``FOR UPDATE SKIP LOCKED``: routers claiming at once each get other entries.
+        """
+        with self._db.writing() as session:
+            rows = session.scalars(
+                select(CompletionRow)
+                .where(self._due(now))
+                .order_by(CompletionRow.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            until = self.lease.until(now)
+            for row in rows:
+                row.owner, row.lease_until = self.lease.owner, until
+            return [RoutingEntry(r.id, r.series_id, r.version, r.failures or 0) for r in rows]
+
+    def release_own(self) -> int:
+        """At start: give back the entries this node's previous run had claimed."""
+        with self._db.writing() as session:
+            result = session.execute(
+                update(CompletionRow)
+                .where(CompletionRow.owner == self.lease.owner, CompletionRow.consumed_at.is_(None))
+                .values(owner=None, lease_until=None)
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 
     def fail(self, entry: RoutingEntry, reason: str, now: datetime) -> Outcome:
         """Record a failed attempt: back off, or give up after the last attempt."""
@@ -122,6 +161,8 @@ class RoutingQueue:
                     error=reason[:_REASON_CHARS],
                     next_attempt_at=next_at,
                     failed_at=now if permanent else None,
+                    owner=None,
+                    lease_until=None,
                 )
             )
         return Outcome(permanent, next_at)
@@ -148,7 +189,7 @@ class RoutingQueue:
                 )
                 # ``failures`` is kept (it feeds a counter): a retry that fails again is
                 # failed for good at once, until the next operator retry.
-                .values(failed_at=None, next_attempt_at=None)
+                .values(failed_at=None, next_attempt_at=None, owner=None, lease_until=None)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 

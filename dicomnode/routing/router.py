@@ -34,6 +34,7 @@ from dicomnode.rules.attributes import SeriesAttributes, attributes_from_dataset
 from dicomnode.rules.findings import route_as_dict
 from dicomnode.rules.matching import Evaluation, evaluate
 from dicomnode.rules.model import RuleSet
+from dicomnode.store.claims import LOCAL, Lease
 from dicomnode.store.database import Database
 from dicomnode.store.header import ROUTING_KEYWORDS
 from dicomnode.store.index import Completion, Index
@@ -43,6 +44,7 @@ from dicomnode.store.tables import CompletionRow, RoutingDecisionRow
 log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
+CLAIM_BATCH = 50  # entries claimed at a time (a lease each, renewed by the heartbeat)
 DERIVED = frozenset({"ImageCount", "CallingAETitle", "CalledAETitle", "SourceHost"})
 
 
@@ -59,9 +61,10 @@ class Router:
         jobs_queued: Callable[[], None],
         clock: Clock,
         retry: RoutingRetry = DEFAULT_RETRY,
+        lease: Lease = LOCAL,
     ) -> None:
         self._db = database
-        self.queue = RoutingQueue(database, retry)
+        self.queue = RoutingQueue(database, retry, lease)
         self._index = index
         self._spool = spool
         self._rejections = Rejections(database, spool)
@@ -74,6 +77,7 @@ class Router:
         self._thread = threading.Thread(target=self._run, name="router", daemon=True)
 
     def start(self) -> None:
+        self.queue.release_own()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -81,6 +85,10 @@ class Router:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        try:
+            self.queue.release_own()  # what it claimed and did not route: free for others
+        except Exception:  # stopping goes on; the leases expire anyway
+            log.warning("routing_claims_not_released", exc_info=True)
 
     def notify(self, _completion: Completion | None = None) -> None:
         """A series completed: route it now."""
@@ -90,7 +98,8 @@ class Router:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                self.route_pending()
+                if self.route_pending() >= CLAIM_BATCH:
+                    continue  # more are waiting
             except Exception:
                 # The root of this thread (the queue itself unreadable, e.g. the database
                 # down): log and try again shortly. A unit's failure never gets here.
@@ -100,7 +109,7 @@ class Router:
 
     def route_pending(self) -> int:
         """Route every completion due now, each on its own; returns how many were tried."""
-        entries = self.queue.due(self._clock())
+        entries = self.queue.claim_due(self._clock(), CLAIM_BATCH)
         for entry in entries:
             if self._stopping.is_set():
                 break
@@ -183,6 +192,15 @@ class Router:
         destinations: list[str] = []
         applied = NOTHING_APPLIED
         with self._db.writing() as session:
+            # Locked: another node's router that claimed the entry too (its lease had
+            # expired) waits here, then finds it consumed and writes nothing.
+            consumed = session.scalar(
+                select(CompletionRow.consumed_at)
+                .where(CompletionRow.id == entry_id)
+                .with_for_update()
+            )
+            if consumed is not None:
+                return
             already = session.scalar(
                 select(RoutingDecisionRow.id).where(
                     RoutingDecisionRow.series_id == series_id,
@@ -218,7 +236,9 @@ class Router:
                 applied = self._rejections.apply(session, screening, destinations, now)
                 destinations += applied.destinations
             session.execute(
-                update(CompletionRow).where(CompletionRow.id == entry_id).values(consumed_at=now)
+                update(CompletionRow)
+                .where(CompletionRow.id == entry_id)
+                .values(consumed_at=now, owner=None, lease_until=None)
             )
         if already is not None:
             return

@@ -66,6 +66,18 @@ class CompletionTracker:
             log.info("series_completion_resumed", count=len(pending))
         return len(pending)
 
+    def sweep(self) -> int:
+        """Complete every series past its stored deadline with no timer here to do it.
+
+        In a cluster a series' timer lives on the nodes that received it; one that died
+        took its timers along, so every node looks for overdue series now and then. A
+        series completes once, whoever looks (``complete_if_due`` locks its row).
+        """
+        overdue = self._index.overdue_series(self._clock())
+        for series_id in overdue:
+            self._fire(series_id)
+        return len(overdue)
+
     def watch(self, series_id: int, deadline: Deadline) -> None:
         """A series started receiving: arm its timer."""
         self._arm(series_id, deadline.at)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -121,8 +121,9 @@ class InstanceSummary:
 class Index:
     """Stored instances, their series and the associations that brought them."""
 
-    def __init__(self, database: Database | str) -> None:
+    def __init__(self, database: Database | str, node_id: str | None = None) -> None:
         self.database = database if isinstance(database, Database) else Database(database)
+        self.node_id = node_id  # set on the associations this node accepts
         self._writing = self.database.writing
         self._sessions = self.database.reading
         # Series UID -> its row as record_instance last committed it: the next instance
@@ -147,6 +148,7 @@ class Index:
                 peer_port=peer.port,
                 started_at=now,
                 state="open",
+                node_id=self.node_id,
             )
             session.add(row)
             session.flush()
@@ -191,12 +193,14 @@ class Index:
         return moved
 
     def abort_open_associations(self, now: datetime) -> int:
-        """Mark associations left open by a crash as aborted; returns how many."""
+        """Mark associations this node's crash left open as aborted (on SQLite, where it
+        is the only node, any); returns how many."""
         with self._writing() as session:
+            left_open = AssociationRow.state == "open"
+            if session.get_bind().dialect.name != "sqlite":
+                left_open = and_(left_open, AssociationRow.node_id == self.node_id)
             result = session.execute(
-                update(AssociationRow)
-                .where(AssociationRow.state == "open")
-                .values(state="aborted", ended_at=now)
+                update(AssociationRow).where(left_open).values(state="aborted", ended_at=now)
             )
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 
@@ -224,7 +228,9 @@ class Index:
         """
         uid = header.series_uid
         cached, new_instance = self._series_rows.get(uid), True
-        for _attempt in range(3):  # each retry switches one guess off: three at most
+        # Each retry switches one guess off, or (a cluster) finds the series another node
+        # created meanwhile: four passes at most.
+        for _attempt in range(4):
             try:
                 with self.database.writing_core() as conn:
                     recorded, state = self._record(
@@ -246,7 +252,7 @@ class Index:
                 self._series_rows.clear()
             self._series_rows[uid] = state
             return recorded
-        raise AssertionError("unreachable: the third pass guesses nothing")
+        raise AssertionError("unreachable: the fourth pass guesses nothing")
 
     @staticmethod
     def _record(
@@ -291,8 +297,11 @@ class Index:
         opened = False
         if series is None:
             state = _new_series_values(header, now)
-            inserted = conn.execute(_INSERT_SERIES, state).inserted_primary_key
-            state["id"] = cast(Any, inserted)[0]
+            insert_series = _INSERT_SERIES.get(conn.dialect.name, _INSERT_ANY_SERIES)
+            inserted_series = conn.execute(insert_series, state).first()
+            if inserted_series is None:  # another node's instance created it meanwhile
+                raise _StaleSeriesError
+            state["id"] = inserted_series[0]
             opened = True
             changes: dict[str, Any] = {}
         else:
@@ -413,7 +422,9 @@ class Index:
         series is not receiving (already complete or unknown).
         """
         with self._writing() as session:
-            series = session.get(SeriesRow, series_id)
+            # Locked: in a cluster every node that received some of the series may look
+            # at once; the first completes it, the others then find it complete.
+            series = session.get(SeriesRow, series_id, with_for_update=True)
             if series is None or series.state != "receiving":
                 return None
             deadline = _deadline(series, policy)
@@ -440,6 +451,18 @@ class Index:
                 instance_count=series.instance_count,
                 reason=deadline.reason,
                 modality=series.modality,
+            )
+
+    def overdue_series(self, now: datetime) -> list[int]:
+        """Series still receiving past their stored deadline: in a cluster, those whose
+        timer was on a node that died (every node sweeps for them)."""
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(SeriesRow.id).where(
+                        SeriesRow.state == "receiving", SeriesRow.deadline_at <= now
+                    )
+                )
             )
 
     def receiving_deadlines(self) -> list[tuple[int, datetime]]:
@@ -568,16 +591,18 @@ class Index:
             "SourceHost": sorted({r[2] for r in rows}),
         }
 
-    def spool_names(self) -> set[str]:
-        """Every spool file the index references (purged series' files excluded)."""
+    def spool_names(self, prefix: str | None = None) -> set[str]:
+        """Every spool file the index references (purged series' files excluded); only
+        those under ``prefix/`` (one node's on shared storage) when given."""
+        query = (
+            select(InstanceRow.spool_name)
+            .join(SeriesRow, SeriesRow.id == InstanceRow.series_id)
+            .where(SeriesRow.purged_at.is_(None))
+        )
+        if prefix is not None:
+            query = query.where(InstanceRow.spool_name.startswith(f"{prefix}/", autoescape=True))
         with self._sessions() as session:
-            return set(
-                session.scalars(
-                    select(InstanceRow.spool_name)
-                    .join(SeriesRow, SeriesRow.id == InstanceRow.series_id)
-                    .where(SeriesRow.purged_at.is_(None))
-                )
-            )
+            return set(session.scalars(query))
 
     def count_instances(self) -> int:
         with self._sessions() as session:
@@ -586,12 +611,23 @@ class Index:
 
 _SERIES = cast(Table, SeriesRow.__table__)
 _INSTANCES = cast(Table, InstanceRow.__table__)
-_SERIES_BY_UID = select(_SERIES).where(_SERIES.c.series_uid == bindparam("uid"))
+# Locked on PostgreSQL (SQLite leaves FOR UPDATE out): nodes of a cluster receiving the
+# same series at once take turns at its row instead of counting over each other.
+_SERIES_BY_UID = select(_SERIES).where(_SERIES.c.series_uid == bindparam("uid")).with_for_update()
 _INSTANCE_BY_UID = select(
     _INSTANCES.c.id, _INSTANCES.c.sha256, _INSTANCES.c.series_id, _INSTANCES.c.spool_name
 ).where(_INSTANCES.c.sop_instance_uid == bindparam("uid"))
-# Executed with a dict of column values: the VALUES / SET clause is the dict's keys.
-_INSERT_SERIES = insert(_SERIES)
+# Executed with a dict of column values: the VALUES / SET clause is the dict's keys. By
+# dialect, as for instances: a series another node inserted meanwhile returns no row.
+_INSERT_SERIES: dict[str, Any] = {
+    "sqlite": sqlite.insert(_SERIES)
+    .on_conflict_do_nothing(index_elements=[_SERIES.c.series_uid])
+    .returning(_SERIES.c.id),
+    "postgresql": postgresql.insert(_SERIES)
+    .on_conflict_do_nothing(index_elements=[_SERIES.c.series_uid])
+    .returning(_SERIES.c.id),
+}
+_INSERT_ANY_SERIES = insert(_SERIES).returning(_SERIES.c.id)
 # Instance inserts return the new id: a row back means inserted, none means the
 # conflict clause did nothing. ``rowcount`` cannot tell: psycopg 3 reports -1 for any
 # INSERT ... RETURNING, which SQLAlchemy emits to learn the primary key.

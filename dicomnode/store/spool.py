@@ -57,13 +57,22 @@ class PendingFile:
 
 
 class Spool:
-    """Atomic, fsync'ed files under one root folder."""
+    """Atomic, fsync'ed files under one root folder.
 
-    def __init__(self, root: Path) -> None:
+    On shared storage (a cluster, docs/scaling.md) the root is this node's folder
+    ``<shared>/<prefix>``, and names carry the prefix (``<prefix>/ab/<random>.dcm``) so
+    that every node finds any node's file from its name in the index; names without one
+    are this node's own, as on a single node.
+    """
+
+    def __init__(self, root: Path, prefix: str | None = None) -> None:
         self.root = root
+        self.prefix = prefix
+        self._shared = root.parent
         self.objects = root / "objects"
         self.tmp = root / "tmp"
         self._objects = os.fspath(self.objects)
+        self._own = "" if prefix is None else f"{prefix}/"
         self._tmp = os.fspath(self.tmp)
         # The 256 folders under objects/ known to exist (made by open(); nothing removes
         # them); a failed write forgets its folder, in case someone did.
@@ -84,8 +93,17 @@ class Spool:
         return removed
 
     def path(self, name: str) -> Path:
-        """The absolute path of a spooled file."""
+        """The absolute path of a spooled file, this node's or (shared) another's."""
+        owner, _, rest = name.partition("/")
+        if rest.count("/") == 1:  # <prefix>/ab/<random>.dcm
+            return self._shared / owner / "objects" / rest
         return self.objects / name
+
+    def owns(self, name: str) -> bool:
+        """Whether ``name`` is a file this node wrote (start-up repairs only those)."""
+        if self.prefix is None:
+            return name.count("/") == 1
+        return name.startswith(f"{self.prefix}/")
 
     def write(self, header: bytes, dataset: bytes | memoryview) -> SpooledFile:
         """Durably write ``header`` + ``dataset`` as one new file.
@@ -97,11 +115,12 @@ class Spool:
         self.finish(self.begin(name, header, dataset))
         return SpooledFile.of(name, header, dataset)
 
-    @staticmethod
-    def new_name() -> str:
-        """A fresh random name for ``begin``, relative to ``objects/``."""
+    def new_name(self) -> str:
+        """A fresh random name for ``begin`` (never a received value)."""
         token = os.urandom(16).hex()  # uuid4's randomness, without building a UUID
-        return f"{token[:2]}/{token}.dcm"
+        if self.prefix is None:
+            return f"{token[:2]}/{token}.dcm"
+        return f"{self.prefix}/{token[:2]}/{token}.dcm"
 
     def begin(self, name: str, header: bytes, dataset: bytes | memoryview) -> PendingFile:
         """Write ``header`` + ``dataset`` to a temporary file, not yet synced or in place.
@@ -112,7 +131,7 @@ class Spool:
         Paths are plain strings here: this runs once per received instance, and
         pathlib's object per step cost ~4 % of the node's Python time.
         """
-        folder, _, file_name = name.partition("/")
+        folder, _, file_name = name.removeprefix(self._own).partition("/")
         pending = PendingFile(
             f"{self._tmp}/{file_name}.part", f"{self._objects}/{folder}", file_name
         )
@@ -178,14 +197,14 @@ class Spool:
 
     def remove(self, name: str) -> None:
         """Delete a spooled file (one that was never acknowledged, or is superseded)."""
-        path = self.objects / name
+        path = self.path(name)
         path.unlink(missing_ok=True)
         _fsync_dir(path.parent)
 
     def names(self) -> Iterable[str]:
-        """Every file in the spool, as names relative to ``objects/``."""
+        """Every file this node wrote, by its name in the index."""
         for path in self.objects.glob("*/*.dcm"):
-            yield f"{path.parent.name}/{path.name}"
+            yield f"{self._own}{path.parent.name}/{path.name}"
 
     def _make_fan_out(self) -> None:
         """Create the 256 folders files are spread over, now rather than on first use.

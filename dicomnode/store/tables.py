@@ -80,6 +80,8 @@ class AssociationRow(Base):
     ended_at: Mapped[datetime | None]
     state: Mapped[str] = mapped_column(String(16))  # open | released | aborted
     instance_count: Mapped[int] = mapped_column(default=0)
+    # The node that accepted it (a cluster's start-up aborts only its own open ones).
+    node_id: Mapped[str | None] = mapped_column(String(128), default=None)
 
 
 class SeriesRow(Base):
@@ -133,7 +135,8 @@ class InstanceRow(Base):
     calling_ae: Mapped[str] = mapped_column(String(16))
     association_id: Mapped[int | None] = mapped_column(ForeignKey("associations.id"))
     received_at: Mapped[datetime]
-    spool_name: Mapped[str] = mapped_column(String(64), unique=True)
+    # <node id>/ab/<random>.dcm on shared storage, ab/<random>.dcm on a single node.
+    spool_name: Mapped[str] = mapped_column(String(128), unique=True)
 
 
 class CompletionRow(Base):
@@ -155,6 +158,9 @@ class CompletionRow(Base):
     error: Mapped[str | None] = mapped_column(ClippedString(1024), default=None)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
     failed_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
+    owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RulesVersionRow(Base):
@@ -205,6 +211,9 @@ class SendRow(Base):
     finished_at: Mapped[datetime | None]
     instance_count: Mapped[int]
     sent_count: Mapped[int] = mapped_column(default=0)
+    # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
+    owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SendItemRow(Base):
@@ -261,6 +270,9 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None]
     # [{"stage": "load", "seconds": 1.2, "at": "..."}, ...] and the result summary
     timeline: Mapped[dict[str, Any]]
+    # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
+    owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class RejectionRow(Base):
@@ -285,3 +297,18 @@ class RejectionRow(Base):
     note_series_id: Mapped[int] = mapped_column(ForeignKey("series.id"))
     note_version: Mapped[int]
     noted_at: Mapped[datetime]
+
+
+class NodeRow(Base):
+    """A node process of the cluster, as it last said (the heartbeat renews its leases)."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(ClippedString(128))
+    pid: Mapped[int]
+    version: Mapped[str] = mapped_column(ClippedString(64))
+    roles: Mapped[dict[str, Any]]  # {"roles": ["receive", ...]}
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
