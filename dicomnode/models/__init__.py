@@ -43,6 +43,15 @@ BUILTIN_MODELS: Mapping[str, BuiltinModel] = MappingProxyType(
                 "probabilities from fixed HU thresholds"
             ),
         ),
+        "ct-tissue-reference-onnx": BuiltinModel(
+            name="ct-tissue-reference-onnx",
+            filename="ct_tissue_reference.onnx",
+            sha256="8b12fc1bf69b14c97ff0674b9b344a0b597ed392e79342618c41559c5bd72bd8",
+            description=(
+                "REFERENCE model, not clinical: ct-tissue-reference converted to ONNX by "
+                "tf2onnx (scripts/build_onnx_reference.py), for the onnx runner"
+            ),
+        ),
     }
 )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dicomnode.pipeline.definition import PipelineDefinition
 from dicomnode.runners.abc import Runner
+from dicomnode.runners.onnx import OnnxRunner
 from dicomnode.runners.python import PythonRunner
 from dicomnode.runners.tensorflow import TensorFlowRunner
 
@@ -27,10 +28,10 @@ def definition_sha256(definition: PipelineDefinition) -> str:
 
 
 def model_sha256(runner: Runner) -> str:
-    """SHA-256 of the model's file: a TensorFlow model's file or folder, a Python model's
-    module; ``unknown`` for a runner whose model is not a file."""
+    """SHA-256 of the model's file: a TensorFlow model's file or folder, an ONNX file, a
+    Python model's module; ``unknown`` for a runner whose model is not a file here (Triton)."""
     path: Path | None = None
-    if isinstance(runner, TensorFlowRunner):
+    if isinstance(runner, TensorFlowRunner | OnnxRunner):
         path = runner.path
     elif isinstance(runner, PythonRunner):
         module = runner.params.function.partition(":")[0]

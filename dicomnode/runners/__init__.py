@@ -1,9 +1,11 @@
-"""Model runners: TensorFlow models and Python functions, kept warm and run within limits.
+"""Model runners: TensorFlow, ONNX and Triton models and Python functions, within limits.
 
 ::
 
     models:
       ct-tissue-reference: {kind: tensorflow, model: "builtin:ct-tissue-reference"}
+      ct-onnx: {kind: onnx, model: "builtin:ct-tissue-reference-onnx"}
+      ct-remote: {kind: triton, url: "gpu1:8000", model_name: ct-tissue-reference}
       pet-suv-reference:
         kind: python
         function: "dicomnode.models.pet_suv_reference:threshold"
@@ -12,7 +14,8 @@
 ``parse_runner_config`` (or a pydantic field typed ``RunnerConfig``) validates one entry,
 ``ModelHost`` builds, loads and runs them by name (``load`` is what ``config check`` and
 start-up call), and ``register`` adds a runner kind. TensorFlow is imported only when a
-``tensorflow`` model loads: importing this package never imports it.
+``tensorflow`` model loads, onnxruntime and tritonclient only when an ``onnx`` or
+``triton`` one does: importing this package imports none of them.
 """
 
 from __future__ import annotations
@@ -21,14 +24,18 @@ from dicomnode.runners.abc import InputArray, Prediction, Runner, RunnerParams
 from dicomnode.runners.callables import resolve_callable
 from dicomnode.runners.config import RunnerConfig, parse_runner_config
 from dicomnode.runners.host import ModelHost
+from dicomnode.runners.onnx import OnnxRunner, OnnxRunnerConfig
 from dicomnode.runners.python import PythonRunner, PythonRunnerConfig
 from dicomnode.runners.registry import RUNNERS, build_runner, register
 from dicomnode.runners.tensorflow import TensorFlowRunner, TensorFlowRunnerConfig
+from dicomnode.runners.triton import TritonRunner, TritonRunnerConfig
 
 __all__ = [
     "RUNNERS",
     "InputArray",
     "ModelHost",
+    "OnnxRunner",
+    "OnnxRunnerConfig",
     "Prediction",
     "PythonRunner",
     "PythonRunnerConfig",
@@ -37,6 +44,8 @@ __all__ = [
     "RunnerParams",
     "TensorFlowRunner",
     "TensorFlowRunnerConfig",
+    "TritonRunner",
+    "TritonRunnerConfig",
     "build_runner",
     "parse_runner_config",
     "register",

@@ -7,15 +7,15 @@ from typing import Annotated, Any
 from pydantic import Field, TypeAdapter, ValidationError
 
 from dicomnode.errors import ConfigError
+from dicomnode.runners.onnx import OnnxRunnerConfig
 from dicomnode.runners.python import PythonRunnerConfig
 from dicomnode.runners.tensorflow import TensorFlowRunnerConfig
+from dicomnode.runners.triton import TritonRunnerConfig
 
-RunnerConfig = Annotated[
-    TensorFlowRunnerConfig | PythonRunnerConfig,
-    Field(discriminator="kind"),
-]
+_Kinds = TensorFlowRunnerConfig | OnnxRunnerConfig | TritonRunnerConfig | PythonRunnerConfig
+RunnerConfig = Annotated[_Kinds, Field(discriminator="kind")]
 
-_ADAPTER: TypeAdapter[TensorFlowRunnerConfig | PythonRunnerConfig] = TypeAdapter(RunnerConfig)
+_ADAPTER: TypeAdapter[_Kinds] = TypeAdapter(RunnerConfig)
 
 
 def parse_runner_config(data: Any, where: str = "runner") -> RunnerConfig:

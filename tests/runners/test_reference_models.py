@@ -27,6 +27,14 @@ def test_the_shipped_ct_model_matches_its_recorded_digest() -> None:
     assert "REFERENCE" in readme
 
 
+def test_the_shipped_onnx_model_matches_its_recorded_digest() -> None:
+    model = BUILTIN_MODELS["ct-tissue-reference-onnx"]
+    data = model.path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == model.sha256
+    assert len(data) < 16 * 1024
+    assert model.sha256 in (model.path.parent / "README.md").read_text()
+
+
 def test_an_unknown_builtin_names_the_known_ones() -> None:
     with pytest.raises(ValueError, match="no built-in model 'ct'; built-in models: ct-tissue"):
         builtin_model("ct")
@@ -57,3 +65,17 @@ def test_the_build_script_rebuilds_the_shipped_file_byte_for_byte() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert BUILTIN_MODELS["ct-tissue-reference"].sha256 in result.stdout
+
+
+@pytest.mark.slow
+def test_the_onnx_script_converts_the_keras_file_to_the_shipped_onnx_file_byte_for_byte() -> None:
+    pytest.importorskip("tf2onnx", reason="tf2onnx (a test extra) is not installed")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_onnx_reference.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert BUILTIN_MODELS["ct-tissue-reference-onnx"].sha256 in result.stdout

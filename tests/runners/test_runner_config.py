@@ -14,9 +14,11 @@ from dicomnode.errors import ConfigError
 from dicomnode.models import BUILTIN_MODELS
 from dicomnode.runners import (
     RUNNERS,
+    OnnxRunnerConfig,
     PythonRunnerConfig,
     RunnerConfig,
     TensorFlowRunnerConfig,
+    TritonRunnerConfig,
     parse_runner_config,
 )
 
@@ -24,12 +26,13 @@ from dicomnode.runners import (
 def test_every_kind_in_the_union_is_registered_and_no_other() -> None:
     union = typing.get_args(typing.get_args(RunnerConfig)[0])
     kinds = {model.model_fields["kind"].default for model in union}
-    assert kinds == set(RUNNERS) == {"tensorflow", "python"}
+    assert kinds == set(RUNNERS) == {"tensorflow", "onnx", "triton", "python"}
 
 
 def test_all_names_what_the_package_exports() -> None:
     exported = {name for name in vars(dicomnode.runners) if not name.startswith("_")}
-    modules = {"abc", "callables", "config", "host", "process", "python", "registry"}
+    modules = {"abc", "batches", "callables", "config", "host", "process", "python", "registry"}
+    modules |= {"onnx", "triton"}
     assert set(dicomnode.runners.__all__) == exported - modules - {"annotations", "tensorflow"}
 
 
@@ -50,6 +53,23 @@ def test_a_model_path_is_relative_to_the_configuration_folder(tmp_path: Path) ->
     assert absolute.model_path(tmp_path) == Path("/srv/seg.keras")
 
 
+def test_onnx_and_triton_entries_get_their_defaults() -> None:
+    onnx = parse_runner_config({"kind": "onnx", "model": "builtin:ct-tissue-reference-onnx"})
+    assert isinstance(onnx, OnnxRunnerConfig)
+    assert onnx.providers == ("CPUExecutionProvider",)
+    assert (onnx.mode, onnx.batch_size, onnx.output_labels) == ("slices", 16, False)
+    assert onnx.model_path(Path("/x")) == BUILTIN_MODELS["ct-tissue-reference-onnx"].path
+    triton = parse_runner_config({"kind": "triton", "url": "gpu1:8000", "model_name": "ct"})
+    assert isinstance(triton, TritonRunnerConfig)
+    assert (triton.retries, triton.request_timeout_seconds, triton.timeout_seconds) == (3, 60, 600)
+    assert triton.endpoint == ("gpu1:8000", False)
+    secure = parse_runner_config(
+        {"kind": "triton", "url": "https://gpu1:8443/triton/", "model_name": "ct"}
+    )
+    assert isinstance(secure, TritonRunnerConfig)
+    assert secure.endpoint == ("gpu1:8443/triton", True)
+
+
 def test_a_python_entry_gets_its_defaults() -> None:
     config = parse_runner_config(
         {"kind": "python", "function": "pkg.mod:fn", "options": {"threshold": 3}}
@@ -66,7 +86,15 @@ def test_a_python_entry_gets_its_defaults() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"kind": "onnx", "model": "x.onnx"}, "kind: Input tag 'onnx'"),
+        ({"kind": "keras", "model": "x.keras"}, "kind: Input tag 'keras'"),
+        ({"kind": "onnx", "model": "x.onnx", "providers": ["CUDA"]}, "providers.0: String sh"),
+        ({"kind": "onnx", "model": "x.onnx", "providers": []}, "providers: Tuple should"),
+        ({"kind": "onnx", "model": "builtin:nope"}, "no built-in model 'nope'"),
+        ({"kind": "triton", "url": "gpu1:8000"}, "model_name: Field required"),
+        ({"kind": "triton", "url": "gpu1", "model_name": "m"}, "url: Value error, must be h"),
+        ({"kind": "triton", "url": "ftp://g:1", "model_name": "m"}, "url: Value error, must be"),
+        ({"kind": "triton", "url": "g:1", "model_name": "m", "model_version": "v2"}, "model_v"),
+        ({"kind": "triton", "url": "g:1", "model_name": "m", "retries": 11}, "retries:"),
         ({"model": "x.keras"}, "kind: Unable to extract tag"),
         ({"kind": "tensorflow", "model": "x.keras", "batch": 4}, "batch: Extra inputs"),
         ({"kind": "tensorflow", "model": "builtin:nope"}, "no built-in model 'nope'"),
@@ -97,7 +125,8 @@ def test_importing_the_runners_never_imports_tensorflow() -> None:
         "from dicomnode.runners import ModelHost, parse_runner_config\n"
         "host = ModelHost({'ct': parse_runner_config("
         "{'kind': 'tensorflow', 'model': 'builtin:ct-tissue-reference'})}, base_dir='.')\n"
-        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "heavy = ('tensorflow', 'keras', 'onnxruntime', 'tritonclient')\n"
+        "heavy = sorted(m for m in heavy if m in sys.modules)\n"
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"
     )
