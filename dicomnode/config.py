@@ -126,6 +126,9 @@ class NodeConfig(_Frozen):
     lease_seconds: Annotated[float, Field(ge=2, le=3600)] = 30.0
     # Which stages run here: receivers without TensorFlow, GPU machines with pipelines.
     roles: tuple[Role, ...] = ALL_ROLES
+    # Bind the DICOM ports with SO_REUSEPORT, so several node processes on one host share
+    # them and the kernel spreads connections over them (``serve --workers N`` sets it).
+    reuse_port: bool = False
 
     @model_validator(mode="after")
     def _check_some_port(self) -> NodeConfig:

@@ -11,6 +11,14 @@ from dicomnode.cli.common import EXIT_OK, config_option, print_help
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = sub.add_parser("serve", help="run the node (works with no configuration at all)")
     config_option(serve)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N node processes sharing the DICOM port (needs PostgreSQL; docs/scaling.md)",
+    )
+    serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(run=serve_command)
 
     demo = sub.add_parser(
@@ -32,11 +40,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def serve_command(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
+    from dicomnode.errors import ConfigError
     from dicomnode.logs import configure_logging
-    from dicomnode.node import Node
+    from dicomnode.node import Node, check_config
+    from dicomnode.workers import Supervisor, check_workers, worker_config
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
+    if args.worker is not None:  # one of ``--workers N``, started by the supervisor
+        Node(worker_config(config, args.worker)).run_until_signalled()
+        return EXIT_OK
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: give 1 or more")
+    if args.workers > 1:
+        check_workers(config, args.workers)
+        check_config(config, args.config or "built-in defaults")
+        return Supervisor(args.config, args.workers).run()
     Node(config).run_until_signalled()
     return EXIT_OK
 

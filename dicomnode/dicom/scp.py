@@ -205,10 +205,23 @@ class StorageSCP:
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
-        server = cast(
-            ThreadedAssociationServer,
-            self._ae.start_server((self._config.host, port), block=False, evt_handlers=handlers),
-        )
+        if self._config.reuse_port:
+            server = cast(
+                ThreadedAssociationServer,
+                self._ae.make_server(
+                    (self._config.host, port), evt_handlers=handlers, server_class=_SharedPort
+                ),
+            )
+            threading.Thread(
+                target=server.serve_forever, name=f"acceptor-{port}", daemon=True
+            ).start()
+        else:
+            server = cast(
+                ThreadedAssociationServer,
+                self._ae.start_server(
+                    (self._config.host, port), block=False, evt_handlers=handlers
+                ),
+            )
         # socketserver asks this before it gives a connection its thread.
         server.verify_request = self._pending.admit  # type: ignore[method-assign,assignment]
         return server
@@ -579,3 +592,12 @@ def _rejected(
     )
     # (0000,0902) Error Comment is LO: at most 64 characters.
     return status, reason[:64]
+
+
+class _SharedPort(ThreadedAssociationServer):
+    """A listener bound with SO_REUSEPORT: each worker process of ``serve --workers``
+    binds the same port and the kernel spreads new connections over them."""
+
+    def server_bind(self) -> None:
+        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
