@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from dicomnode.testing.ports import LOOPBACK, free_port, require_loopback, wait_for_port
 from dicomnode.testing.process import HarnessError, ManagedProcess, PeerStartError, poll_until
@@ -129,16 +129,21 @@ def check_config(path: Path, binary: Path | None = None) -> subprocess.Completed
     )
 
 
-def read_stats(stats_socket: Path) -> list[dict[str, str]]:
-    """``show stat`` on the stats socket, one dict per proxy or server row."""
+def stats_command(stats_socket: Path, command: str) -> str:
+    """One command on HAProxy's stats socket (management.txt 9.3) and its answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(_STATS_TIMEOUT_S)
         sock.connect(str(stats_socket))
-        sock.sendall(b"show stat\n")
+        sock.sendall(command.encode() + b"\n")
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
-    text = b"".join(chunks).decode()
+    return b"".join(chunks).decode()
+
+
+def read_stats(stats_socket: Path) -> list[dict[str, str]]:
+    """``show stat`` on the stats socket, one dict per proxy or server row."""
+    text = stats_command(stats_socket, "show stat")
     return list(csv.DictReader(text.removeprefix("# ").splitlines()))
 
 
@@ -223,6 +228,14 @@ class HAProxy:
             what=f"HAProxy to mark {server} {status}",
             interval=0.1,
         )
+
+    def set_state(self, server: str, state: Literal["ready", "drain", "maint"]) -> None:
+        """``set server``: ``drain`` sends it no new connection, its open ones go on."""
+        answer = stats_command(
+            self.stats_socket, f"set server {self.backend}/{server} state {state}"
+        )
+        if answer.strip():
+            raise HarnessError(f"HAProxy refused 'set server {server} state {state}': {answer}")
 
     def wait_for_first_checks(self, timeout: float = 30.0) -> None:
         """Poll until every server's health has been checked once (none ``INI`` any more)."""

@@ -198,6 +198,21 @@ def test_a_node_that_is_up_but_not_ready_gets_no_association(
     assert stored_uids(nodes[1]) == sop_uids(series)
 
 
+def test_a_drained_node_gets_no_new_association(
+    proxy: HAProxy, nodes: list[NodeProcess], tmp_path: Path
+) -> None:
+    """The planned stop of docs/scaling.md begins with ``set server ... state drain``."""
+    series = write_ct_phantom(tmp_path / "ct", CTPhantomSpec(slices=4, rows=32, columns=32))
+    proxy.set_state("node0", "drain")
+    assert proxy.server_status()["node0"] == "DRAIN"
+    for _ in range(2):  # with both in turn, one of these would go to node0
+        assert store_through(proxy, series) == sop_uids(series)
+        assert echoscu(ae_title=NODE_AE, port=proxy.port).returncode == 0
+    assert stored_uids(nodes[0]) == set()
+    assert stored_uids(nodes[1]) == sop_uids(series)
+    assert proxy.check_status()["node0"] == "L7OK", "drained, not down: still checked"
+
+
 @pytest.mark.slow
 def test_a_node_killed_mid_association_loses_nothing_acknowledged_and_the_retry_goes_on(
     proxy: HAProxy, nodes: list[NodeProcess], tmp_path: Path
