@@ -337,6 +337,9 @@ class Node:
             wake_jobs=self.workers.wake,
             dicom_port=lambda: self.scp.port,
             dicom_tls_port=lambda: self.scp.tls_port,
+            node_id=self.lease.owner,
+            roles=tuple(self.config.node.roles),
+            lease_seconds=self.lease.seconds,
         )
         app = create_app(services, access, metrics_public=admin.metrics_public)
         https = AdminHTTPS(admin.tls) if admin.tls is not None else None

@@ -33,6 +33,7 @@ from dicomnode.admin.metrics import metrics_registry
 from dicomnode.admin.ratelimit import AuthFailures
 from dicomnode.admin.routes import (
     audit,
+    cluster,
     destinations,
     health,
     jobs,
@@ -94,6 +95,7 @@ def create_app(
         destinations.router,
         rules.router,
         audit.router,
+        cluster.router,
     ):
         protected.include_router(router)
     if metrics_public:

@@ -34,10 +34,12 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from dicomnode import __version__
 from dicomnode.admin import queries
 from dicomnode.admin.services import AdminServices
 from dicomnode.errors import StorageError
 from dicomnode.logs import get_logger
+from dicomnode.store.nodes import cluster
 from dicomnode.store.tables import (
     AssociationRow,
     CompletionRow,
@@ -89,6 +91,44 @@ class NodeCollector(Collector):
         yield from _from_counters(services)
         yield from _disk(services)
         yield from _rules(services)
+        yield from _cluster(services)
+
+
+def _cluster(services: AdminServices) -> Iterator[Metric]:
+    """This node's identity and the work it holds; the cluster's nodes by state.
+
+    The counters read from the index are the cluster's (every node shares it and shows
+    the same numbers); these say which node answered and what it alone holds.
+    """
+    info = GaugeMetricFamily(
+        "dicomnode_node_info",
+        "This node: its id, roles and version.",
+        labels=["node_id", "roles", "version"],
+    )
+    info.add_metric([services.node_id, ",".join(services.roles), __version__], 1)
+    yield info
+    try:
+        nodes = cluster(services.database, services.clock(), services.lease_seconds)
+    except (SQLAlchemyError, StorageError):
+        return
+    states = GaugeMetricFamily(
+        "dicomnode_cluster_nodes",
+        "Node processes on this index, by state (up, lost, stopped).",
+        labels=["state"],
+    )
+    for state in ("up", "lost", "stopped"):
+        states.add_metric([state], sum(1 for node in nodes if node.state == state))
+    yield states
+    held = GaugeMetricFamily(
+        "dicomnode_leases_held",
+        "Units of work this node holds a lease on, by kind.",
+        labels=["kind"],
+    )
+    for node in nodes:
+        if node.id == services.node_id:
+            for kind, count in node.leases.items():
+                held.add_metric([kind], count)
+    yield held
 
 
 def _from_database(session: Session, services: AdminServices) -> Iterator[Metric]:

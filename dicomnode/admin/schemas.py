@@ -72,6 +72,24 @@ class NodeOut(_Model):
     dicom_tls_port: int | None = None  # the DICOM-TLS listener's, when node.tls is set
     version: str  # dicomnode's own version
     started_at: datetime
+    node_id: str = "local"  # its id in a cluster (node.id)
+    roles: list[str] = []  # the stages it runs (node.roles)
+
+
+class ClusterNodeOut(_Model):
+    """One node process of the cluster, as its row in the database says."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    roles: list[str]
+    started_at: datetime
+    heartbeat_at: datetime  # it renews its leases with each heartbeat
+    stopped_at: datetime | None  # a clean stop
+    state: str  # up | lost (no heartbeat for a lease's length) | stopped
+    leases: dict[str, int]  # units of work it holds now: sends, jobs, routing
+    this_node: bool  # the node answering this request
 
 
 class Overview(_Model):

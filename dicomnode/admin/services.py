@@ -58,3 +58,7 @@ class AdminServices:
     dicom_tls_port: Callable[[], int | None] = lambda: None  # the DICOM-TLS listener's
     started_at: datetime = field(default_factory=utc_now)
     echo: Echo = field(default=echo)
+    # This node in its cluster (docs/scaling.md): its id, roles and lease length.
+    node_id: str = "local"
+    roles: tuple[str, ...] = ("receive", "route", "pipeline", "send")
+    lease_seconds: float = 30.0

@@ -96,6 +96,9 @@ def services_of(node: Node, **overrides: Any) -> AdminServices:
         disk=DiskWatermark(config.spool_path, high_water_percent=100.0),
         wake_sends=node.outbox.wake,
         wake_jobs=node.workers.wake,
+        node_id=node.lease.owner,
+        roles=tuple(config.node.roles),
+        lease_seconds=node.lease.seconds,
     )
     return dataclasses.replace(services, **overrides)
 

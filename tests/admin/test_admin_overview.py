@@ -38,6 +38,8 @@ def test_the_overview_names_the_node_its_readiness_and_counts_by_state(
         "dicom_tls_port": None,  # no node.tls
         "version": __version__,
         "started_at": started.isoformat().replace("+00:00", "Z"),
+        "node_id": node.config.node_id,
+        "roles": ["receive", "route", "pipeline", "send"],
     }
     assert empty["readiness"]["ready"] is True
     assert empty["rules_version"] == node.rules.current.version

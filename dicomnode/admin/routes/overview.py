@@ -30,6 +30,8 @@ def overview(context: Context) -> Overview:
             dicom_tls_port=services.dicom_tls_port(),
             version=__version__,
             started_at=services.started_at,
+            node_id=services.node_id,
+            roles=list(services.roles),
         ),
         readiness=check_readiness(context),
         rules_version=ruleset.version,

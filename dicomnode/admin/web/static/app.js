@@ -248,12 +248,13 @@ function counts(title, byState, order) {
 // ---------------------------------------------------------------- pages
 
 async function dashboard() {
-  const [overview, failed, series, jobs, destinations] = await Promise.all([
+  const [overview, failed, series, jobs, destinations, nodes] = await Promise.all([
     api("overview"),
     api("jobs?state=failed&limit=50"),
     api("series?limit=15"),
     api("jobs?limit=15"),
     api("destinations?echo=false"),
+    api("cluster"),
   ]);
   const node = overview.node;
   const status = h("section", { class: "panel", id: "node-status" },
@@ -312,9 +313,24 @@ async function dashboard() {
     }
   });
 
+  const stateBadge = { up: "ok", lost: "bad", stopped: "" };
+  const nodeRows = nodes.map((n) => h("tr", { "data-node": n.id },
+    h("td", { class: "mono" }, n.id, n.this_node ? " (this node)" : ""),
+    h("td", {}, n.host),
+    h("td", {}, n.roles.join(", ")),
+    h("td", {}, n.version),
+    h("td", {}, ago(n.heartbeat_at)),
+    h("td", {}, badge(n.state, stateBadge[n.state] ?? "")),
+    h("td", { class: "num" }, `${n.leases.sends ?? 0} / ${n.leases.jobs ?? 0} / ${n.leases.routing ?? 0}`)));
+  const clusterPanel = h("section", { class: "panel", id: "cluster" },
+    h("h2", {}, `Cluster (${nodes.filter((n) => n.state === "up").length} up)`),
+    table(["node", "host", "roles", "version", "heartbeat", "state", "holds sends / jobs / routing"],
+      nodeRows, "No node has joined yet."));
+
   return [
     h("h1", {}, "Dashboard"),
     h("div", { class: "grid" }, status, countsPanel),
+    clusterPanel,
     h("section", { class: "panel", id: "attention" },
       h("h2", {}, `Needs attention${failed.length ? ` (${failed.length})` : ""}`),
       jobsTable(failed, "Nothing has failed.")),
