@@ -130,15 +130,18 @@ class TritonRunner:
         started = time.monotonic()
         module = _tritonclient(self.name)
         params = self.params
-        with self._client(module) as client:
-            metadata = self._retrying(
-                "metadata",
-                lambda: client.get_model_metadata(params.model_name, params.model_version),
-            )
-            config = self._retrying(
-                "config",
-                lambda: client.get_model_config(params.model_name, params.model_version),
-            )
+        try:
+            with self._client(module) as client:
+                metadata = self._retrying(
+                    "metadata",
+                    lambda: client.get_model_metadata(params.model_name, params.model_version),
+                )
+                config = self._retrying(
+                    "config",
+                    lambda: client.get_model_config(params.model_name, params.model_version),
+                )
+        finally:
+            _drop_gevent_hub()
         try:
             model = self._describe(metadata, config)
         except RunnerError as exc:
@@ -163,31 +166,37 @@ class TritonRunner:
         channels = array.shape[-1] if array.ndim == 4 else 1
         check_channels(self.name, self.params, model.input_shape, channels)
         module = _tritonclient(self.name)
-        dtype = _FLOAT_TYPES[model.datatype]
         # tritonclient's clients are not thread-safe: one per call, its connection kept
         # for the call's batches.
-        with self._client(module) as client:
+        try:
+            with self._client(module) as client:
+                return self._predict(module, client, model, array)
+        finally:
+            _drop_gevent_hub()
 
-            def forward(batch: InputArray) -> Prediction:
-                request = module.InferInput(model.input_name, list(batch.shape), model.datatype)
-                request.set_data_from_numpy(batch.astype(dtype, copy=False), binary_data=True)
-                wanted = module.InferRequestedOutput(model.output_name, binary_data=True)
-                result = self._retrying(
-                    "infer",
-                    lambda: client.infer(
-                        self.params.model_name,
-                        [request],
-                        model_version=self.params.model_version,
-                        outputs=[wanted],
-                        request_id=self._request_id(),
-                    ),
-                )
-                output = result.as_numpy(model.output_name)
-                if output is None:
-                    raise RunnerError(f"{self.where} returned no {model.output_name!r}")
-                return np.asarray(output)
+    def _predict(self, module: Any, client: Any, model: _Model, array: InputArray) -> Prediction:
+        dtype = _FLOAT_TYPES[model.datatype]
 
-            return feed(self.name, self.params, array, forward)
+        def forward(batch: InputArray) -> Prediction:
+            request = module.InferInput(model.input_name, list(batch.shape), model.datatype)
+            request.set_data_from_numpy(batch.astype(dtype, copy=False), binary_data=True)
+            wanted = module.InferRequestedOutput(model.output_name, binary_data=True)
+            result = self._retrying(
+                "infer",
+                lambda: client.infer(
+                    self.params.model_name,
+                    [request],
+                    model_version=self.params.model_version,
+                    outputs=[wanted],
+                    request_id=self._request_id(),
+                ),
+            )
+            output = result.as_numpy(model.output_name)
+            if output is None:
+                raise RunnerError(f"{self.where} returned no {model.output_name!r}")
+            return np.asarray(output)
+
+        return feed(self.name, self.params, array, forward)
 
     def close(self) -> None:
         self._model = None
@@ -270,6 +279,18 @@ def _tritonclient(name: str) -> Any:
             f"model {name!r}: tritonclient is not installed: pip install 'dicomnode[triton]'"
         ) from exc
     return tritonclient.http
+
+
+def _drop_gevent_hub() -> None:
+    """Destroy this thread's gevent hub, which tritonclient's HTTP client created.
+
+    The ModelHost calls each predict in a fresh thread, and gevent keeps a hub (an event
+    loop with two file descriptors) per thread until it is destroyed. The main thread's
+    hub runs gevent's default loop, which is kept.
+    """
+    import gevent
+
+    gevent.get_hub().destroy()
 
 
 def _status(exc: Exception) -> str | None:
