@@ -229,13 +229,15 @@ class HAProxy:
             interval=0.1,
         )
 
+    def command(self, command: str) -> None:
+        """A stats socket command that answers nothing when it succeeds (``set ...``)."""
+        answer = stats_command(self.stats_socket, command)
+        if answer.strip():
+            raise HarnessError(f"HAProxy refused {command!r}: {answer.strip()}")
+
     def set_state(self, server: str, state: Literal["ready", "drain", "maint"]) -> None:
         """``set server``: ``drain`` sends it no new connection, its open ones go on."""
-        answer = stats_command(
-            self.stats_socket, f"set server {self.backend}/{server} state {state}"
-        )
-        if answer.strip():
-            raise HarnessError(f"HAProxy refused 'set server {server} state {state}': {answer}")
+        self.command(f"set server {self.backend}/{server} state {state}")
 
     def wait_for_first_checks(self, timeout: float = 30.0) -> None:
         """Poll until every server's health has been checked once (none ``INI`` any more)."""

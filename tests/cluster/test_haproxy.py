@@ -198,6 +198,18 @@ def test_a_node_that_is_up_but_not_ready_gets_no_association(
     assert stored_uids(nodes[1]) == sop_uids(series)
 
 
+def test_a_refused_connection_goes_to_the_other_node_before_any_check_notices(
+    proxy: HAProxy, nodes: list[NodeProcess]
+) -> None:
+    """``retries`` + ``option redispatch``: the seconds before a dead node is marked down."""
+    proxy.command("disable health dicomnode/node0")  # so only redispatch can help
+    nodes[0].kill()
+    for _ in range(2):  # with both in turn, one of these is first sent to node0
+        answer = echoscu(ae_title=NODE_AE, port=proxy.port)
+        assert answer.returncode == 0, answer.stdout
+    assert proxy.server_status()["node0"] != "DOWN"  # "no check": considered up
+
+
 def test_a_drained_node_gets_no_new_association(
     proxy: HAProxy, nodes: list[NodeProcess], tmp_path: Path
 ) -> None:
