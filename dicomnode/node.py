@@ -49,6 +49,7 @@ from dicomnode.store.index import Index
 from dicomnode.store.ingest import Ingest
 from dicomnode.store.lock import StorageLock
 from dicomnode.store.nodes import Membership
+from dicomnode.store.notify import JOB, ROUTE, SEND_PREFIX, Listener
 from dicomnode.store.retention import Retention
 from dicomnode.store.spool import Spool
 
@@ -200,6 +201,8 @@ class Node:
         self.admin = (
             self._admin_server(checked.admin_access) if checked.admin_access is not None else None
         )
+        engine = self.database.engine
+        self.listener = Listener(engine, self._on_notice) if Listener.wanted(engine) else None
 
     def start(self) -> None:
         """Recover from any previous crash, then start every stage, the listener last.
@@ -222,6 +225,8 @@ class Node:
             self.workers.start()
         if "route" in self.roles:
             self.router.start()
+        if self.listener is not None:
+            self.listener.start()
         self.scheduler.start()
         self._every(self.membership.beat_seconds, self.membership.beat, "heartbeat")
         self._every(RULES_RELOAD_SECONDS, self.rules.refresh, "rules-reload")
@@ -260,6 +265,8 @@ class Node:
         self.ingest.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        if self.listener is not None:
+            self.listener.stop()
         self.router.stop()
         self.workers.stop()
         self.outbox.stop()
@@ -346,6 +353,15 @@ class Node:
         if https is not None:
             self.tls_reloaders.append(https.reload)
         return AdminServer(app, admin.host, admin.port, https)
+
+    def _on_notice(self, payload: str) -> None:
+        """Work was queued somewhere in the cluster: wake the local worker for it."""
+        if payload == ROUTE and "route" in self.roles:
+            self.router.notify()
+        elif payload == JOB and "pipeline" in self.roles:
+            self.workers.wake()
+        elif payload.startswith(SEND_PREFIX) and "send" in self.roles:
+            self.outbox.wake(payload.removeprefix(SEND_PREFIX))
 
     def _jobs_queued(self) -> None:
         self.workers.wake()

@@ -23,6 +23,7 @@ from dicomnode.logs import get_logger
 from dicomnode.outbox.backoff import retry_delay
 from dicomnode.store.claims import LOCAL, Lease, taken_over
 from dicomnode.store.database import Database
+from dicomnode.store.notify import SEND_PREFIX, notify
 from dicomnode.store.tables import InstanceRow, SendAttemptRow, SendItemRow, SendRow
 
 log = get_logger(__name__)
@@ -135,6 +136,7 @@ class OutboxQueue:
         session.add_all(
             SendItemRow(send_id=row.id, instance_id=iid, state="pending") for iid in instance_ids
         )
+        notify(session, SEND_PREFIX + destination)
         return row.id
 
     def resume_interrupted(self) -> int:
@@ -333,6 +335,7 @@ class OutboxQueue:
             )
             send.state, send.reason, send.finished_at = "pending", None, None
             send.age_from = send.next_attempt_at = now
+            notify(session, SEND_PREFIX + send.destination)
             session.flush()
             return _summary(send)
 

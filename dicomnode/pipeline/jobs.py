@@ -28,6 +28,7 @@ from dicomnode.logs import get_logger
 from dicomnode.results.prior import PriorResult
 from dicomnode.store.claims import LOCAL, Lease, LeaseLostError, taken_over
 from dicomnode.store.database import Database
+from dicomnode.store.notify import JOB, notify
 from dicomnode.store.tables import InstanceRow, JobRow, RoutingDecisionRow, SeriesRow
 
 log = get_logger(__name__)
@@ -99,6 +100,7 @@ class JobQueue:
         )
         session.add(row)
         session.flush()
+        notify(session, JOB)
         return row.id
 
     def resume_interrupted(self) -> int:
@@ -311,6 +313,7 @@ class JobQueue:
                 return None
             row.state, row.error, row.finished_at = "pending", None, None
             row.next_attempt_at = None
+            notify(session, JOB)
             session.flush()
             return _summary(row)
 

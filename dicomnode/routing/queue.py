@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 
 from dicomnode.store.claims import LOCAL, Lease, free_or_expired
 from dicomnode.store.database import Database
+from dicomnode.store.notify import ROUTE, notify
 from dicomnode.store.tables import CompletionRow, SeriesRow
 
 _REASON_CHARS = 1024  # CompletionRow.error's length
@@ -191,6 +192,7 @@ class RoutingQueue:
                 # failed for good at once, until the next operator retry.
                 .values(failed_at=None, next_attempt_at=None, owner=None, lease_until=None)
             )
+            notify(session, ROUTE)
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 
     def failures(self, limit: int = 200) -> list[RoutingFailure]:

@@ -19,6 +19,7 @@ from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
 from dicomnode.store.database import Database
 from dicomnode.store.deadline import Deadline, completion_deadline
 from dicomnode.store.header import InstanceHeader, JSONValue
+from dicomnode.store.notify import ROUTE, notify
 from dicomnode.store.spool import SpooledFile
 from dicomnode.store.tables import (
     AssociationRow,
@@ -443,6 +444,7 @@ class Index:
                     completed_at=now,
                 )
             )
+            notify(session, ROUTE)  # routers on other nodes (a receive-only node has none)
             return Completion(
                 series_id=series.id,
                 study_uid=series.study_uid,
