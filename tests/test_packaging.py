@@ -297,6 +297,7 @@ def test_the_build_context_builds_the_package_with_its_models(tmp_path: Path) ->
         "dicomnode/admin/web/static/index.html",
         "dicomnode/models/reference.yaml",
         "dicomnode/models/ct_tissue_reference.keras",
+        "dicomnode/models/ct_tissue_reference.onnx",
         "dicomnode/store/migrations/env.py",
         "dicomnode/store/migrations/script.py.mako",
         "dicomnode/store/migrations/versions/r0001_release_e23735d.py",
