@@ -131,6 +131,21 @@ def test_the_rendered_example_differs_only_in_addresses_and_socket(tmp_path: Pat
     assert all(line.lstrip().startswith(("bind ", "stats socket ", "server ")) for line in kept)
 
 
+def test_an_unprivileged_rendering_leaves_out_user_group_and_chroot(tmp_path: Path) -> None:
+    """Only root may switch user or chroot; a developer's HAProxy runs as themselves."""
+    example = EXAMPLE.read_text()
+    rendered = render_config(
+        example,
+        port=1000,
+        upstreams=[Upstream("a", 1001, 2001)],
+        stats_socket=tmp_path / "s",
+        privileged=False,
+    )
+    gone = set(example.splitlines()) - set(rendered.splitlines())
+    words = {line.split()[0] for line in gone}
+    assert words == {"bind", "stats", "server", "user", "group", "chroot"}
+
+
 @pytest.mark.parametrize(
     ("edit", "complaint"),
     [
