@@ -130,8 +130,9 @@ class Node:
         self.index = Index(self.database, config.node_id)
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.completion = CompletionTracker(self.index, config.completion, self.scheduler)
+        # The disk that fills is the one the objects go to: the shared one in a cluster.
         self.disk = DiskGuard(
-            config.storage.path,
+            config.spool_path,
             config.storage.high_water_percent,
             config.storage.min_free_bytes,
         )
@@ -210,6 +211,7 @@ class Node:
         The storage lock comes first: recovery beside another live node on the same
         storage would remove the files it is writing and abort its associations.
         """
+        self.config.storage.path.mkdir(parents=True, exist_ok=True)
         self.storage_lock.acquire()
         self.spool.open()
         self.index.open()
@@ -335,7 +337,7 @@ class Node:
             # A node without the receive role has no listener to wait for.
             scp_listening=lambda: self.scp.listening or "receive" not in self.roles,
             disk=DiskWatermark(
-                self.config.storage.path,
+                self.config.spool_path,
                 self.config.storage.high_water_percent,
                 self.config.storage.min_free_bytes,
             ),
