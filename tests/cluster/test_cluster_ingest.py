@@ -24,6 +24,7 @@ from dicomnode.testing.cluster import (
     copy_series,
     node_settings,
     sop_uid_counts,
+    stop_all,
 )
 from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.postgres import PostgresCluster
@@ -129,6 +130,7 @@ def test_three_nodes_forward_each_of_60_real_ct_series_exactly_once(
             )
     for node in nodes:
         assert node.process.running, node.logs()[-3000:]
+    stop_all(nodes)
 
 
 @pytest.mark.xfail(
