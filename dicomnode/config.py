@@ -383,6 +383,12 @@ class Config(_Frozen):
         return self.storage.path / "spool"
 
     @property
+    def lock_folder(self) -> Path:
+        """The folder whose lock file says one process owns it: ``storage.path``, or on
+        shared storage the node's own folder there (one process per node id)."""
+        return self.spool_path if self.storage.shared_path is not None else self.storage.path
+
+    @property
     def spool_prefix(self) -> str | None:
         """What this node's spool names start with on shared storage (None: alone)."""
         return None if self.storage.shared_path is None else self.node_id

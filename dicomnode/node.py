@@ -120,9 +120,7 @@ class Node:
         self.config = config
         checked = check_config(config)
         self.roles = frozenset(config.node.roles)
-        # On shared storage the lock is the node's own folder's: one process per node id.
-        shared = config.storage.shared_path is not None
-        self.storage_lock = StorageLock(config.spool_path if shared else config.storage.path)
+        self.storage_lock = StorageLock(config.lock_folder)
         self.database = Database(config.database_url)
         self.spool = Spool(config.spool_path, config.spool_prefix)
         self.lease = Lease(config.node_id, config.node.lease_seconds)

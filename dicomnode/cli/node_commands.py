@@ -91,7 +91,7 @@ def config_check(args: argparse.Namespace) -> int:
         access = f"token required: {tokens.describe()}" if tokens else "loopback, no token"
         scheme = "https" if admin.tls is not None else "http"
         print(f"admin API on {scheme}://{_url_host(admin.host)}:{admin.port}/ ({access})")
-    lock = StorageLock(config.storage.path)
+    lock = StorageLock(config.lock_folder)
     holder = lock.holder()
     if holder is None:
         print(f"storage {config.storage.path}: free")
