@@ -23,7 +23,7 @@ from typing import Any, Self, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from dicomnode.store.tables import Base
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.ports import LOOPBACK, free_port
+from dicomnode.testing.process import HarnessError
 
 # Short leases: a killed node's work is taken over within seconds, not the default 30.
 LEASE_SECONDS = 2.0
@@ -203,6 +204,45 @@ class GatedStoreSCP:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class OneAssociation:
+    """One association to a node (pynetdicom), sending file by file: the test decides
+    what happens between two C-STOREs (start another node, stop the database)."""
+
+    def __init__(self, port: int, sop_classes: Sequence[str], ae_title: str = "DICOMNODE") -> None:
+        self._ae = AE(ae_title="CLUSTERSCU")
+        for sop_class in dict.fromkeys(sop_classes):
+            self._ae.add_requested_context(sop_class, [ExplicitVRLittleEndian])
+        self._port, self._called = port, ae_title
+        self._assoc: Any = None
+
+    def open(self) -> Self:
+        self._assoc = self._ae.associate(LOOPBACK, self._port, ae_title=self._called)
+        if not self._assoc.is_established:
+            raise HarnessError(f"no association with {self._called}@{LOOPBACK}:{self._port}")
+        return self
+
+    def send(self, path: Path) -> int | None:
+        """C-STORE one file; its DIMSE status, None when none came back."""
+        status = self._assoc.send_c_store(path)
+        return int(status.Status) if "Status" in status else None
+
+    def release(self) -> None:
+        if self._assoc is not None and self._assoc.is_established:
+            self._assoc.release()
+        self._assoc = None
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
 class IndexReader:
