@@ -13,12 +13,14 @@ exist whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from dicomnode.errors import RunnerError
+from dicomnode.models import BUILTIN_PREFIX, builtin_model
 from dicomnode.runners.abc import InputArray, Prediction, RunnerParams
 
 Forward = Callable[[InputArray], Prediction]  # one batch in, one batch out
@@ -34,6 +36,28 @@ class BatchedRunnerParams(RunnerParams):
     # Reduce per-voxel class probabilities to labels (argmax, uint8) batch by batch: a
     # 300 x 512 x 512 CT is 1.2 GB as 4-class float32 probabilities, 79 MB as labels.
     output_labels: bool = False
+
+
+class FileModelParams(BatchedRunnerParams):
+    """A model in a file or folder on this machine (``tensorflow``, ``onnx``)."""
+
+    # Relative to the configuration file's folder, or ``builtin:NAME`` for a model shipped
+    # with dicomnode.
+    model: str = Field(min_length=1)
+
+    @field_validator("model")
+    @classmethod
+    def _builtin_exists(cls, value: str) -> str:
+        if value.startswith(BUILTIN_PREFIX):
+            builtin_model(value.removeprefix(BUILTIN_PREFIX))
+        return value
+
+    def model_path(self, base_dir: Path) -> Path:
+        """The model's file or folder; relative paths are taken from ``base_dir``."""
+        if self.model.startswith(BUILTIN_PREFIX):
+            return builtin_model(self.model.removeprefix(BUILTIN_PREFIX)).path
+        path = Path(self.model).expanduser()
+        return path if path.is_absolute() else base_dir / path
 
 
 def feed(name: str, params: BatchedRunnerParams, array: InputArray, forward: Forward) -> Prediction:

@@ -27,14 +27,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from dicomnode.errors import RunnerError
 from dicomnode.logs import get_logger
 from dicomnode.models import BUILTIN_PREFIX, builtin_model
 from dicomnode.runners.abc import Concurrency, InputArray, Prediction, Seconds
 from dicomnode.runners.batches import (
-    BatchedRunnerParams,
+    FileModelParams,
     check_channels,
     check_input_rank,
     feed,
@@ -54,31 +54,16 @@ _FLOAT_TYPES: Mapping[str, type[np.floating[Any]]] = {
 }
 
 
-class OnnxRunnerConfig(BatchedRunnerParams):
+class OnnxRunnerConfig(FileModelParams):
     """``{kind: onnx, model: builtin:ct-tissue-reference-onnx, mode: slices}``."""
 
     kind: Literal["onnx"] = "onnx"
-    # A .onnx file, relative to the configuration file's folder, or ``builtin:NAME``.
-    model: str = Field(min_length=1)
+    # ``model``: a .onnx file, relative to the configuration file's folder, or ``builtin:NAME``.
     providers: tuple[Provider, ...] = Field(default=("CPUExecutionProvider",), min_length=1)
     input: str | None = None  # which input, for models with several (the others unfed fail)
     output: str | None = None  # which output, for models with several
     timeout_seconds: Seconds = 600.0
     max_concurrent: Concurrency = 1
-
-    @field_validator("model")
-    @classmethod
-    def _builtin_exists(cls, value: str) -> str:
-        if value.startswith(BUILTIN_PREFIX):
-            builtin_model(value.removeprefix(BUILTIN_PREFIX))
-        return value
-
-    def model_path(self, base_dir: Path) -> Path:
-        """The model file; relative paths are taken from ``base_dir``."""
-        if self.model.startswith(BUILTIN_PREFIX):
-            return builtin_model(self.model.removeprefix(BUILTIN_PREFIX)).path
-        path = Path(self.model).expanduser()
-        return path if path.is_absolute() else base_dir / path
 
 
 @dataclass(frozen=True, slots=True)

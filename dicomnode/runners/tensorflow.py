@@ -6,12 +6,10 @@ TensorFlow model must not pay that. The first ``load`` imports and configures it
 per process (quiet logs, thread pools sized to the machine, GPU memory growth); TensorFlow
 uses a GPU when one is present, and ``model_loaded`` logs the device.
 
-``mode: slices`` feeds (batch, y, x, c) batches of ``batch_size`` slices and stacks the
-outputs along z; ``mode: volume`` feeds the whole (1, z, y, x, c) volume. A (z, y, x)
-array gets a channel axis of 1; ``input_channels_last: false`` moves channels to just
-after the batch axis on the way in, and a per-voxel output's class axis back to the end on
-the way out. Models run in the ModelHost's threads (they must stay loaded to stay warm, so
-they cannot live in a killable process): a call past its limit is abandoned, not stopped.
+The volume is fed as the ``onnx`` and ``triton`` runners feed it (``mode``, ``batch_size``,
+``input_channels_last``, ``output_labels``: :mod:`dicomnode.runners.batches`). Models run
+in the ModelHost's threads (they must stay loaded to stay warm, so they cannot live in a
+killable process): a call past its limit is abandoned, not stopped.
 """
 
 from __future__ import annotations
@@ -23,15 +21,15 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, field_validator
 
 from dicomnode.errors import RunnerError
 from dicomnode.logs import get_logger
 from dicomnode.models import BUILTIN_PREFIX, builtin_model
-from dicomnode.runners.abc import Concurrency, InputArray, Prediction, RunnerParams, Seconds
+from dicomnode.runners.abc import Concurrency, InputArray, Prediction, Seconds
+from dicomnode.runners.batches import FileModelParams, check_channels, check_input_rank, feed
 from dicomnode.runners.registry import register
 
 log = get_logger(__name__)
@@ -39,37 +37,15 @@ log = get_logger(__name__)
 Forward = Callable[[InputArray], Prediction]  # one batch in, one batch out
 
 
-class TensorFlowRunnerConfig(RunnerParams):
+class TensorFlowRunnerConfig(FileModelParams):
     """``{kind: tensorflow, model: builtin:ct-tissue-reference, mode: slices}``."""
 
     kind: Literal["tensorflow"] = "tensorflow"
-    # A .keras file or a SavedModel folder, relative to the configuration file's folder,
-    # or ``builtin:NAME`` for a model shipped with dicomnode.
-    model: str = Field(min_length=1)
-    mode: Literal["slices", "volume"] = "slices"
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16  # slices per call in slices mode
-    input_channels_last: bool = True  # false: the model takes (batch, c, ...)
+    # ``model``: a .keras file or a SavedModel folder.
     signature: str = "serving_default"  # SavedModel folders only
     output: str | None = None  # which output, for models with several
-    # Reduce per-voxel class probabilities to labels (argmax, uint8) batch by batch: a
-    # 300 x 512 x 512 CT is 1.2 GB as 4-class float32 probabilities, 79 MB as labels.
-    output_labels: bool = False
     timeout_seconds: Seconds = 600.0
     max_concurrent: Concurrency = 1
-
-    @field_validator("model")
-    @classmethod
-    def _builtin_exists(cls, value: str) -> str:
-        if value.startswith(BUILTIN_PREFIX):
-            builtin_model(value.removeprefix(BUILTIN_PREFIX))
-        return value
-
-    def model_path(self, base_dir: Path) -> Path:
-        """The model's file or folder; relative paths are taken from ``base_dir``."""
-        if self.model.startswith(BUILTIN_PREFIX):
-            return builtin_model(self.model.removeprefix(BUILTIN_PREFIX)).path
-        path = Path(self.model).expanduser()
-        return path if path.is_absolute() else base_dir / path
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +90,7 @@ class TensorFlowRunner:
         except Exception as exc:
             reason = str(exc) if isinstance(exc, RunnerError) else f"{type(exc).__name__}: {exc}"
             raise RunnerError(f"model {self.name!r}: cannot load {path}: {reason}") from exc
-        self._check_input_rank(model.input_shape)
+        check_input_rank(self.name, self.params, str(path), model.input_shape)
         gpus = tf.config.list_logical_devices("GPU")
         self.device = gpus[0].name if gpus else "/device:CPU:0"
         self._model = model
@@ -132,27 +108,9 @@ class TensorFlowRunner:
         model = self._model
         if model is None:
             raise RunnerError(f"model {self.name!r} is not loaded")
-        volume = array if array.ndim == 4 else array[..., np.newaxis]
-        self._check_channels(model.input_shape, volume.shape[-1])
-        channels_first = not self.params.input_channels_last
-        if self.params.mode == "volume":
-            batch = np.moveaxis(volume, -1, 0) if channels_first else volume
-            output = self._finish(model.forward(np.ascontiguousarray(batch[np.newaxis])))
-            only: Prediction = output[0]
-            return only
-        slices = np.moveaxis(volume, -1, 1) if channels_first else volume
-        size = self.params.batch_size
-        result: Prediction | None = None
-        for start in range(0, slices.shape[0], size):
-            batch_output = self._finish(
-                model.forward(np.ascontiguousarray(slices[start : start + size]))
-            )
-            if result is None:  # filled in place: no second copy of a large output
-                result = np.empty((slices.shape[0], *batch_output.shape[1:]), batch_output.dtype)
-            result[start : start + size] = batch_output
-        if result is None:
-            raise RunnerError(f"model {self.name!r} got an empty volume {array.shape}")
-        return result
+        channels = array.shape[-1] if array.ndim == 4 else 1
+        check_channels(self.name, self.params, model.input_shape, channels)
+        return feed(self.name, self.params, array, model.forward)
 
     def _graph_labels(self, tf: Any) -> Callable[[Any], Any]:
         """What the traced function does to the model's output before it leaves TensorFlow.
@@ -175,19 +133,6 @@ class TensorFlowRunner:
 
         return labels
 
-    def _finish(self, output: Prediction) -> Prediction:
-        """One batch's output with classes last, and as labels if asked."""
-        per_voxel_classes = output.ndim == (5 if self.params.mode == "volume" else 4)
-        if not per_voxel_classes:  # labels, or a classifier's vector
-            return output
-        if not self.params.input_channels_last:
-            output = np.moveaxis(output, 1, -1)  # channels-first: classes follow the batch
-        if self.params.output_labels:
-            dtype = np.uint8 if output.shape[-1] <= 256 else np.uint16
-            labels: Prediction = output.argmax(axis=-1).astype(dtype)
-            return labels
-        return output
-
     def close(self) -> None:
         self._model = None
 
@@ -200,25 +145,6 @@ class TensorFlowRunner:
             raise RunnerError(
                 f"model {self.name!r}: built-in model file {self.path} is damaged "
                 f"(sha256 {digest}, expected {builtin.sha256}); reinstall dicomnode"
-            )
-
-    def _check_input_rank(self, shape: tuple[int | None, ...] | None) -> None:
-        expected = 5 if self.params.mode == "volume" else 4
-        if shape is not None and len(shape) != expected:
-            fed = "(1, z, y, x, c)" if self.params.mode == "volume" else "(batch, y, x, c)"
-            raise RunnerError(
-                f"model {self.name!r}: {self.path} takes inputs of rank {len(shape)} "
-                f"{shape}, but mode {self.params.mode!r} feeds rank {expected} {fed}"
-            )
-
-    def _check_channels(self, shape: tuple[int | None, ...] | None, channels: int) -> None:
-        if shape is None:
-            return
-        declared = shape[-1] if self.params.input_channels_last else shape[1]
-        if declared is not None and declared != channels:
-            raise RunnerError(
-                f"model {self.name!r} takes {declared} input channel(s), "
-                f"the pipeline gives {channels}"
             )
 
 
