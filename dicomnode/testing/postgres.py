@@ -38,7 +38,10 @@ def find_bindir(root: Path = DEBIAN_ROOT) -> Path | None:
 
 
 class PostgresCluster:
-    """``initdb`` + ``pg_ctl start`` in a temporary folder; ``stop`` removes it all."""
+    """``initdb`` + ``pg_ctl start`` in a temporary folder; ``stop`` removes it all.
+
+    ``stop_server`` and ``start_server`` stop and start the server alone, its data kept.
+    """
 
     def __init__(self, bindir: Path | None = None) -> None:
         found = bindir or find_bindir()
@@ -70,13 +73,26 @@ class PostgresCluster:
             os.chown(folder, user.pw_uid, user.pw_gid)
         data = folder / "data"
         self._run("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
-        options = f"-c listen_addresses={LOOPBACK} -p {self.port} -k {folder} -F"
         atexit.register(self.stop)
+        self.start_server()
+        return self
+
+    def start_server(self) -> None:
+        """Start the server on the cluster's port and data (again, after `stop_server`)."""
+        folder = self.folder
+        data = folder / "data"
+        options = f"-c listen_addresses={LOOPBACK} -p {self.port} -k {folder} -F"
         log_file = str(folder / "server.log")
         self._run("pg_ctl", "-D", str(data), "-l", log_file, "-o", options, "-w", "start")
         # pg_ctl -w returns once the server accepts connections, its PID file written.
         self._pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
-        return self
+
+    def stop_server(self) -> None:
+        """Stop the server and keep its data (``pg_ctl stop -m fast``): an outage that
+        ends every connection, for tests of what a node does meanwhile."""
+        pid, self._pid = self._pid, None
+        if pid is not None:
+            self._run("pg_ctl", "-D", str(self.folder / "data"), "-m", "fast", "-w", "stop")
 
     def create_database(self) -> str:
         """A new, empty database (CREATE DATABASE copies a template: ~0.1 s); its name."""
