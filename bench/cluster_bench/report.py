@@ -1,0 +1,194 @@
+"""The tables: each comparison with its ratio and target, then the costs a sizing model
+uses (docs/scaling.md, "Sizing a site").
+
+Repeats are summarised by their median; ratios are taken between medians measured in
+the same invocation, side by side, which is what survives this shared machine's noise.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+
+from rich.table import Table
+
+from cluster_bench.scenario import IngestRun, PipelineRun
+
+TARGET_POSTGRES_TIME_RATIO = 1.5  # issue 14: PostgreSQL within 1.5x of SQLite's ingest time
+TARGET_WORKERS_RATE_RATIO = 1.5  # issue 14: --workers 2 at least 1.5x one process's rate
+MIB = 2**20
+
+
+def _median(runs: Sequence[IngestRun], value: Callable[[IngestRun], float]) -> float:
+    return statistics.median(value(r) for r in runs)
+
+
+def _of(runs: Sequence[IngestRun], label: str) -> list[IngestRun]:
+    return [r for r in runs if r.label == label]
+
+
+def _ingest_table(title: str, runs: Sequence[IngestRun], labels: Sequence[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("", "runs", "wall s (min-max)", "inst/s", "node CPU ms/inst", "PG CPU ms/inst"):
+        table.add_column(column, justify="left" if not column else "right")
+    for label in labels:
+        mine = _of(runs, label)
+        walls = [r.wall_s for r in mine]
+        table.add_row(
+            label,
+            str(len(mine)),
+            f"{statistics.median(walls):.2f} ({min(walls):.2f}-{max(walls):.2f})",
+            f"{_median(mine, lambda r: r.instances_per_s):.0f}",
+            f"{_median(mine, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f}",
+            f"{_median(mine, lambda r: r.database_cpu_per_instance_s) * 1e3:.2f}",
+        )
+    return table
+
+
+def database_table(runs: Sequence[IngestRun]) -> tuple[Table, float]:
+    """(a) and the ratio PostgreSQL time / SQLite time."""
+    table = _ingest_table(
+        "(a) one node: SQLite against PostgreSQL, one sender", runs, ("sqlite", "postgres")
+    )
+    ratio = _median(_of(runs, "postgres"), lambda r: r.wall_s) / _median(
+        _of(runs, "sqlite"), lambda r: r.wall_s
+    )
+    return table, ratio
+
+
+def workers_table(runs: Sequence[IngestRun]) -> tuple[Table, float]:
+    """(b) and the ratio of rates --workers 2 / --workers 1."""
+    table = _ingest_table(
+        "(b) serve --workers 1 against --workers 2 (PostgreSQL), two senders at once",
+        runs,
+        ("workers 1", "workers 2"),
+    )
+    ratio = _median(_of(runs, "workers 2"), lambda r: r.instances_per_s) / _median(
+        _of(runs, "workers 1"), lambda r: r.instances_per_s
+    )
+    return table, ratio
+
+
+def nodes_table(results: Sequence[tuple[IngestRun, PipelineRun]]) -> Table:
+    """(c) ingest and pipeline throughput per node count, each against one node."""
+    table = Table(
+        title="(c) node processes on one PostgreSQL and one shared folder",
+        title_justify="left",
+    )
+    for column in (
+        "nodes",
+        "ingest inst/s",
+        "x 1 node",
+        "node CPU ms/inst",
+        "PG CPU ms/inst",
+        "jobs",
+        "pipeline s",
+        "jobs/h",
+        "x 1 node",
+        "CPU s/job",
+        "job s (median)",
+        "inference s",
+        "peak RSS MiB",
+    ):
+        table.add_column(column, justify="right")
+    base_ingest = results[0][0].instances_per_s
+    base_jobs = results[0][1].jobs_per_hour
+    for ingested, worked in results:
+        table.add_row(
+            str(worked.nodes),
+            f"{ingested.instances_per_s:.0f}",
+            f"{ingested.instances_per_s / base_ingest:.2f}",
+            f"{ingested.node_cpu_per_instance_s * 1e3:.2f}",
+            f"{ingested.database_cpu_per_instance_s * 1e3:.2f}",
+            f"{worked.done}/{worked.jobs}",
+            f"{worked.wall_s:.1f}",
+            f"{worked.jobs_per_hour:.0f}",
+            f"{worked.jobs_per_hour / base_jobs:.2f}",
+            f"{worked.node_cpu_per_job_s:.2f}",
+            f"{worked.median_job_s:.2f}",
+            f"{worked.median_inference_s:.2f}",
+            f"{worked.peak_rss_bytes / MIB:.0f}",
+        )
+    return table
+
+
+def targets_table(postgres_ratio: float | None, workers_ratio: float | None, cores: int) -> Table:
+    table = Table(title="targets (issue 14)", title_justify="left")
+    for column in ("comparison", "target", "measured", "met"):
+        table.add_column(column)
+    if postgres_ratio is not None:
+        table.add_row(
+            "PostgreSQL / SQLite ingest time",
+            f"<= {TARGET_POSTGRES_TIME_RATIO}",
+            f"{postgres_ratio:.2f}",
+            _met(postgres_ratio <= TARGET_POSTGRES_TIME_RATIO),
+        )
+    if workers_ratio is not None:
+        table.add_row(
+            f"--workers 2 / --workers 1 rate ({cores} cores here)",
+            f">= {TARGET_WORKERS_RATE_RATIO}",
+            f"{workers_ratio:.2f}",
+            _met(workers_ratio >= TARGET_WORKERS_RATE_RATIO),
+        )
+    return table
+
+
+def _met(ok: bool) -> str:
+    return "[green]yes[/green]" if ok else "[red]no[/red]"
+
+
+def costs_table(
+    database_runs: Sequence[IngestRun],
+    results: Sequence[tuple[IngestRun, PipelineRun]],
+) -> Table:
+    """The unit costs for the sizing model, each with where it was measured."""
+    table = Table(title="costs for a sizing model", title_justify="left")
+    for column in ("cost", "value", "measured in"):
+        table.add_column(column)
+    for label in ("sqlite", "postgres"):
+        mine = _of(database_runs, label)
+        if mine:
+            table.add_row(
+                f"node CPU per instance, {label}",
+                f"{_median(mine, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f} ms",
+                "(a), one node, one sender",
+            )
+    if results:
+        ingested, worked = results[0]
+        table.add_row(
+            "node CPU per instance, cluster node",
+            f"{ingested.node_cpu_per_instance_s * 1e3:.2f} ms",
+            "(c), 1 node, shared folder",
+        )
+        table.add_row(
+            "PostgreSQL CPU per instance",
+            f"{ingested.database_cpu_per_instance_s * 1e3:.2f} ms",
+            "(c), 1 node",
+        )
+        table.add_row(
+            "bytes per instance",
+            f"{ingested.size_bytes / ingested.instances / 1e3:.1f} kB",
+            "the data sent",
+        )
+        table.add_row(
+            "instances per series",
+            f"{ingested.instances / ingested.series:.0f}",
+            "the data sent",
+        )
+        table.add_row("node CPU per job", f"{worked.node_cpu_per_job_s:.2f} s", "(c), 1 node")
+        table.add_row(
+            "PostgreSQL CPU per job",
+            f"{worked.database_cpu_s / max(worked.done, 1):.3f} s",
+            "(c), 1 node",
+        )
+        table.add_row(
+            "wall per job, one node",
+            f"{worked.wall_s / max(worked.done, 1):.2f} s",
+            "(c), 1 node, its 2 pipeline workers",
+        )
+        table.add_row(
+            "job timeline (median), of which inference",
+            f"{worked.median_job_s:.2f} s, {worked.median_inference_s:.2f} s",
+            "(c), 1 node",
+        )
+    return table
