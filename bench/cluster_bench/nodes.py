@@ -11,6 +11,7 @@ its backends when there is one.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import psutil
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 
 from benchkit import nodelog
 from benchkit.procstats import cpu_s, peak_rss
@@ -117,14 +118,20 @@ class Group:
     def peak_rss(self) -> int:
         return sum(peak_rss(m.psutil_process()) for m in self.members)
 
-    def stored(self) -> int:
-        """Instances in the index (one database for all members)."""
+    def stored(self) -> dict[str, int]:
+        """Instances in the index (one database for all members), per writing node.
+
+        On shared storage a spool name is ``<node id>/ab/<random>.dcm``; a node with a
+        local spool writes ``ab/<random>.dcm`` (counted under "local").
+        """
         engine = create_engine(self.members[0].database_url)
         try:
             with engine.connect() as connection:
-                return int(connection.scalar(select(func.count()).select_from(InstanceRow)) or 0)
+                names = connection.scalars(select(InstanceRow.spool_name)).all()
         finally:
             engine.dispose()
+        writers = Counter(n.split("/", 1)[0] if n.count("/") == 2 else "local" for n in names)
+        return dict(sorted(writers.items()))
 
     def stop(self) -> None:
         for member in self.members:

@@ -31,6 +31,7 @@ def _ingest_table(title: str, runs: Sequence[IngestRun], labels: Sequence[str]) 
     table = Table(title=title, title_justify="left")
     for column in ("", "runs", "wall s (min-max)", "inst/s", "node CPU ms/inst", "PG CPU ms/inst"):
         table.add_column(column, justify="left" if not column else "right")
+    table.add_column("stored per writer, each run")
     for label in labels:
         mine = _of(runs, label)
         walls = [r.wall_s for r in mine]
@@ -41,8 +42,13 @@ def _ingest_table(title: str, runs: Sequence[IngestRun], labels: Sequence[str]) 
             f"{_median(mine, lambda r: r.instances_per_s):.0f}",
             f"{_median(mine, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f}",
             f"{_median(mine, lambda r: r.database_cpu_per_instance_s) * 1e3:.2f}",
+            "; ".join(_writers(r.by_writer) for r in mine),
         )
     return table
+
+
+def _writers(by_writer: dict[str, int]) -> str:
+    return " ".join(f"{name.rsplit('-', 1)[-1]}:{n}" for name, n in by_writer.items())
 
 
 def database_table(runs: Sequence[IngestRun]) -> tuple[Table, float]:

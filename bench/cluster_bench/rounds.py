@@ -159,7 +159,8 @@ def _ingest_round(
     ctx.say(
         f"({scenario}) {label}, run {rep}: {run.instances} instances in {run.wall_s:.2f} s, "
         f"{run.instances_per_s:.0f}/s, node CPU {run.node_cpu_per_instance_s * 1e3:.2f} ms, "
-        f"PostgreSQL CPU {run.database_cpu_per_instance_s * 1e3:.2f} ms per instance{status}"
+        f"PostgreSQL CPU {run.database_cpu_per_instance_s * 1e3:.2f} ms per instance; "
+        f"stored per writer {run.by_writer}{status}"
     )
     _settle_disk()
     return run

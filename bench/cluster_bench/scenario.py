@@ -50,6 +50,7 @@ class IngestRun:
     node_cpu_s: float
     database_cpu_s: float  # PostgreSQL's postmaster and backends; 0 on SQLite
     stored: int
+    by_writer: dict[str, int]  # instances stored per writing node id (see Group.stored)
     failed_sends: tuple[str, ...]  # storescu log tails of the runs that exited non-zero
 
     @property
@@ -100,6 +101,7 @@ def ingest(
         list(pool.map(run_sender, work))
     wall = time.perf_counter() - start
     node_after, database_after = group.node_cpu_s(), group.database_cpu_s()
+    by_writer = group.stored()
     return IngestRun(
         scenario=scenario,
         label=label,
@@ -112,7 +114,8 @@ def ingest(
         wall_s=wall,
         node_cpu_s=node_after - node_before,
         database_cpu_s=database_after - database_before,
-        stored=group.stored(),
+        stored=sum(by_writer.values()),
+        by_writer=by_writer,
         failed_sends=tuple(failures),
     )
 
