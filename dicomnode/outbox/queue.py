@@ -102,43 +102,6 @@ class OutboxQueue:
         self._db = database
         self.lease = lease
 
-    @staticmethod
-    def enqueue(
-        session: Session,
-        destination: str,
-        series_id: int,
-        series_version: int,
-        origin: str,
-        now: datetime,
-    ) -> int:
-        """Add a send of a series version's instances, inside the caller's transaction."""
-        instance_ids = list(
-            session.scalars(
-                select(InstanceRow.id).where(
-                    InstanceRow.series_id == series_id,
-                    InstanceRow.series_version == series_version,
-                )
-            )
-        )
-        row = SendRow(
-            destination=destination,
-            series_id=series_id,
-            series_version=series_version,
-            origin=origin,
-            state="pending",
-            created_at=now,
-            age_from=now,
-            next_attempt_at=now,
-            instance_count=len(instance_ids),
-        )
-        session.add(row)
-        session.flush()
-        session.add_all(
-            SendItemRow(send_id=row.id, instance_id=iid, state="pending") for iid in instance_ids
-        )
-        notify(session, SEND_PREFIX + destination)
-        return row.id
-
     def resume_interrupted(self) -> int:
         """Sends this node's previous run left ``sending`` go back to ``pending``.
 

@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.definition import ClassificationOutput, PipelineDefinition
 from dicomnode.pipeline.jobs import JobQueue
 from dicomnode.rules.findings import (
@@ -25,6 +24,7 @@ from dicomnode.rules.findings import (
     route_findings,
     routes_from_dicts,
 )
+from dicomnode.store.handoff import queue_send
 from dicomnode.store.tables import InstanceRow, SendRow
 
 
@@ -100,13 +100,13 @@ def queue_routes(
         results_to = [d for d in verdict.route.send_results_to if d not in results_sent]
         for destination in results_to:
             for result in result_series:
-                OutboxQueue.enqueue(session, destination, result, 1, origin, now)
+                queue_send(session, destination, result, 1, origin, now)
             results_sent.add(destination)
         forwarded = []
         for destination in verdict.route.forward_to:
             versions = _unsent_versions(session, destination, series_id, series_version)
             for version in versions:
-                OutboxQueue.enqueue(session, destination, series_id, version, origin, now)
+                queue_send(session, destination, series_id, version, origin, now)
             if versions:
                 forwarded.append(destination)
         routed.append(Routed(verdict.route.name, tuple(results_to), tuple(forwarded)))

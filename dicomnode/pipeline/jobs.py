@@ -69,40 +69,6 @@ class JobQueue:
         self._db = database
         self.lease = lease
 
-    @staticmethod
-    def enqueue(
-        session: Session,
-        series_id: int,
-        series_version: int,
-        rule: str,
-        pipeline: str,
-        send_to: Sequence[str],
-        now: datetime,
-        on_findings: Sequence[dict[str, Any]] = (),
-    ) -> int:
-        """Add a job inside the caller's transaction (the routing decision's).
-
-        ``on_findings``: the rule's entries, kept with the job so that it routes its
-        findings by the rules it was routed under, whatever the rules are when it ends.
-        """
-        destinations: dict[str, Any] = {"destinations": list(send_to)}
-        if on_findings:
-            destinations["on_findings"] = list(on_findings)
-        row = JobRow(
-            series_id=series_id,
-            series_version=series_version,
-            rule=rule,
-            pipeline=pipeline,
-            send_to=destinations,
-            state="pending",
-            created_at=now,
-            timeline={"stages": []},
-        )
-        session.add(row)
-        session.flush()
-        notify(session, JOB)
-        return row.id
-
     def resume_interrupted(self) -> int:
         """Jobs this node's previous run left running go back to pending (on SQLite, where
         it is the only node, any); a dead node's are taken over as their leases expire."""
@@ -205,29 +171,6 @@ class JobQueue:
         row.state, row.finished_at, row.error = "done", now, None
         row.owner = row.lease_until = None
         row.timeline = timeline
-
-    @staticmethod
-    def cancel_pending(
-        session: Session, series_id: int, from_version: int, reason: str, now: datetime
-    ) -> list[int]:
-        """Cancel a series' pending jobs that would load ``from_version`` or later.
-
-        Inside the caller's transaction (an IOCM rejection note's, docs/routing.md): a job
-        loads every version up to its own, so these are the ones that would read the
-        rejected instances. A running job is left to end. Returns the cancelled jobs' ids.
-        """
-        rows = session.scalars(
-            select(JobRow).where(
-                JobRow.series_id == series_id,
-                JobRow.series_version >= from_version,
-                JobRow.state == "pending",
-            )
-        )
-        cancelled = []
-        for row in rows:
-            row.state, row.error, row.finished_at = "cancelled", reason[:1024], now
-            cancelled.append(row.id)
-        return cancelled
 
     def rules_version(self, job: JobSummary) -> str | None:
         """The version of the rules that routed the job's series version to it."""

@@ -35,7 +35,6 @@ from sqlalchemy.orm import Session
 
 from dicomnode.errors import PipelineError, StorageError
 from dicomnode.logs import get_logger
-from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.engine import PipelineEngine, RunResult
 from dicomnode.pipeline.findings import Routed, evaluate_job, queue_routes
 from dicomnode.pipeline.jobs import JOB_ATTEMPTS, JobQueue, JobSummary
@@ -43,6 +42,7 @@ from dicomnode.results.not_run import write_not_run_sr
 from dicomnode.rules.findings import RouteVerdict
 from dicomnode.store.claims import LOCAL, Lease, LeaseLostError
 from dicomnode.store.database import Database
+from dicomnode.store.handoff import queue_send
 from dicomnode.store.header import header_of
 from dicomnode.store.index import Index
 from dicomnode.store.spool import Spool
@@ -266,7 +266,7 @@ class PipelineWorkers:
                 series_ids.append(series_id)
         for destination in job.send_to:
             for series_id in series_ids:
-                OutboxQueue.enqueue(session, destination, series_id, 1, f"job:{job.id}", now)
+                queue_send(session, destination, series_id, 1, f"job:{job.id}", now)
         return series_ids
 
     def _announce_done(

@@ -33,11 +33,10 @@ from sqlalchemy.orm import Session
 
 from dicomnode.errors import RoutingError
 from dicomnode.logs import get_logger
-from dicomnode.outbox.queue import OutboxQueue
-from dicomnode.pipeline.jobs import JobQueue
 from dicomnode.routing.rejection_note import KEY_OBJECT_SELECTION, RejectionNote, read_note
 from dicomnode.rules.matching import Decision, Evaluation
 from dicomnode.store.database import Database
+from dicomnode.store.handoff import cancel_pending_jobs, queue_send
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import InstanceRow, RejectionRow, SendItemRow, SendRow, SeriesRow
 
@@ -208,9 +207,7 @@ class Rejections:
         queued: list[str] = []
         for destination in forwarded:
             for note_series, note_version in screening.rejected.notes:
-                OutboxQueue.enqueue(
-                    session, destination, note_series, note_version, NOTE_ORIGIN, now
-                )
+                queue_send(session, destination, note_series, note_version, NOTE_ORIGIN, now)
             if screening.rejected.notes:
                 queued.append(destination)
         count = _count_rejected(session, screening.series_id)
@@ -265,12 +262,10 @@ def _apply_notes(session: Session, screening: Screening, now: datetime) -> Appli
     )
     affected: list[tuple[int, int, tuple[int, ...]]] = []
     for series_id, first_version in _affected_series(session, screening):
-        jobs = JobQueue.cancel_pending(session, series_id, first_version, reason, now)
+        jobs = cancel_pending_jobs(session, series_id, first_version, reason, now)
         affected.append((series_id, _count_rejected(session, series_id), tuple(jobs)))
     for destination in screening.note_destinations:
-        OutboxQueue.enqueue(
-            session, destination, screening.series_id, screening.version, NOTE_ORIGIN, now
-        )
+        queue_send(session, destination, screening.series_id, screening.version, NOTE_ORIGIN, now)
     return Applied(screening, screening.note_destinations, remembered, tuple(affected))
 
 

@@ -25,8 +25,6 @@ from sqlalchemy import select, update
 
 from dicomnode.errors import RoutingError
 from dicomnode.logs import get_logger
-from dicomnode.outbox.queue import OutboxQueue
-from dicomnode.pipeline.jobs import JobQueue
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.routing.queue import DEFAULT_RETRY, RoutingEntry, RoutingQueue, RoutingRetry
 from dicomnode.routing.rejection import NOTHING_APPLIED, Rejections, Screening
@@ -36,6 +34,7 @@ from dicomnode.rules.matching import Evaluation, evaluate
 from dicomnode.rules.model import RuleSet
 from dicomnode.store.claims import LOCAL, Lease
 from dicomnode.store.database import Database
+from dicomnode.store.handoff import queue_job, queue_send
 from dicomnode.store.header import ROUTING_KEYWORDS
 from dicomnode.store.index import Completion, Index
 from dicomnode.store.spool import Spool
@@ -220,10 +219,10 @@ class Router:
                 )
                 for destination in decision.forward_to:
                     origin = _origin(evaluation, destination)
-                    OutboxQueue.enqueue(session, destination, series_id, version, origin, now)
+                    queue_send(session, destination, series_id, version, origin, now)
                     destinations.append(destination)
                 for run in decision.pipeline_runs:
-                    JobQueue.enqueue(
+                    queue_job(
                         session,
                         series_id,
                         version,
