@@ -75,15 +75,17 @@ def workers_table(runs: Sequence[IngestRun]) -> tuple[Table, float]:
     return table, ratio
 
 
-def nodes_table(results: Sequence[tuple[IngestRun, PipelineRun]]) -> Table:
-    """(c) ingest and pipeline throughput per node count, each against one node."""
+def nodes_table(ingested: Sequence[IngestRun], worked: Sequence[PipelineRun]) -> Table:
+    """(c) ingest (median of the repeats) and pipeline throughput per node count, each
+    against one node."""
     table = Table(
         title="(c) node processes on one PostgreSQL and one shared folder",
         title_justify="left",
     )
     for column in (
         "nodes",
-        "ingest inst/s",
+        "ingest runs",
+        "ingest inst/s (min-max)",
         "x 1 node",
         "node CPU ms/inst",
         "PG CPU ms/inst",
@@ -97,25 +99,41 @@ def nodes_table(results: Sequence[tuple[IngestRun, PipelineRun]]) -> Table:
         "peak RSS MiB",
     ):
         table.add_column(column, justify="right")
-    base_ingest = results[0][0].instances_per_s
-    base_jobs = results[0][1].jobs_per_hour
-    for ingested, worked in results:
-        table.add_row(
-            str(worked.nodes),
-            f"{ingested.instances_per_s:.0f}",
-            f"{ingested.instances_per_s / base_ingest:.2f}",
-            f"{ingested.node_cpu_per_instance_s * 1e3:.2f}",
-            f"{ingested.database_cpu_per_instance_s * 1e3:.2f}",
-            f"{worked.done}/{worked.jobs}",
-            f"{worked.wall_s:.1f}",
-            f"{worked.jobs_per_hour:.0f}",
-            f"{worked.jobs_per_hour / base_jobs:.2f}",
-            f"{worked.node_cpu_per_job_s:.2f}",
-            f"{worked.median_job_s:.2f}",
-            f"{worked.median_inference_s:.2f}",
-            f"{worked.peak_rss_bytes / MIB:.0f}",
-        )
+    counts = sorted({r.processes for r in ingested})
+    rate = {n: _median(_by_nodes(ingested, n), lambda r: r.instances_per_s) for n in counts}
+    pipelines = {w.nodes: w for w in worked}
+    base_jobs = pipelines[counts[0]].jobs_per_hour if counts[0] in pipelines else 0.0
+    for n in counts:
+        mine = _by_nodes(ingested, n)
+        rates = [r.instances_per_s for r in mine]
+        row = [
+            str(n),
+            str(len(mine)),
+            f"{rate[n]:.0f} ({min(rates):.0f}-{max(rates):.0f})",
+            f"{rate[n] / rate[counts[0]]:.2f}",
+            f"{_median(mine, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f}",
+            f"{_median(mine, lambda r: r.database_cpu_per_instance_s) * 1e3:.2f}",
+        ]
+        w = pipelines.get(n)
+        if w is None:
+            row += ["-"] * 8
+        else:
+            row += [
+                f"{w.done}/{w.jobs}",
+                f"{w.wall_s:.1f}",
+                f"{w.jobs_per_hour:.0f}",
+                f"{w.jobs_per_hour / base_jobs:.2f}" if base_jobs else "-",
+                f"{w.node_cpu_per_job_s:.2f}",
+                f"{w.median_job_s:.2f}",
+                f"{w.median_inference_s:.2f}",
+                f"{w.peak_rss_bytes / MIB:.0f}",
+            ]
+        table.add_row(*row)
     return table
+
+
+def _by_nodes(runs: Sequence[IngestRun], processes: int) -> list[IngestRun]:
+    return [r for r in runs if r.processes == processes]
 
 
 def targets_table(postgres_ratio: float | None, workers_ratio: float | None, cores: int) -> Table:
@@ -145,7 +163,8 @@ def _met(ok: bool) -> str:
 
 def costs_table(
     database_runs: Sequence[IngestRun],
-    results: Sequence[tuple[IngestRun, PipelineRun]],
+    nodes_ingest: Sequence[IngestRun],
+    nodes_pipeline: Sequence[PipelineRun],
 ) -> Table:
     """The unit costs for the sizing model, each with where it was measured."""
     table = Table(title="costs for a sizing model", title_justify="left")
@@ -157,44 +176,42 @@ def costs_table(
             table.add_row(
                 f"node CPU per instance, {label}",
                 f"{_median(mine, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f} ms",
-                "(a), one node, one sender",
+                "(a), one node, one sender (median)",
             )
-    if results:
-        ingested, worked = results[0]
+    single = _by_nodes(nodes_ingest, 1)
+    if single:
         table.add_row(
             "node CPU per instance, cluster node",
-            f"{ingested.node_cpu_per_instance_s * 1e3:.2f} ms",
-            "(c), 1 node, shared folder",
+            f"{_median(single, lambda r: r.node_cpu_per_instance_s) * 1e3:.2f} ms",
+            "(c), 1 node, shared folder (median)",
         )
         table.add_row(
             "PostgreSQL CPU per instance",
-            f"{ingested.database_cpu_per_instance_s * 1e3:.2f} ms",
-            "(c), 1 node",
+            f"{_median(single, lambda r: r.database_cpu_per_instance_s) * 1e3:.2f} ms",
+            "(c), 1 node (median)",
         )
+        first = single[0]
         table.add_row(
-            "bytes per instance",
-            f"{ingested.size_bytes / ingested.instances / 1e3:.1f} kB",
-            "the data sent",
+            "bytes per instance", f"{first.size_bytes / first.instances / 1e3:.1f} kB", "the data"
         )
-        table.add_row(
-            "instances per series",
-            f"{ingested.instances / ingested.series:.0f}",
-            "the data sent",
-        )
-        table.add_row("node CPU per job", f"{worked.node_cpu_per_job_s:.2f} s", "(c), 1 node")
+        table.add_row("instances per series", f"{first.instances / first.series:.0f}", "the data")
+    worked = [w for w in nodes_pipeline if w.nodes == 1]
+    if worked:
+        w = worked[0]
+        table.add_row("node CPU per job", f"{w.node_cpu_per_job_s:.2f} s", "(c), 1 node")
         table.add_row(
             "PostgreSQL CPU per job",
-            f"{worked.database_cpu_s / max(worked.done, 1):.3f} s",
+            f"{w.database_cpu_s / max(w.done, 1):.3f} s",
             "(c), 1 node",
         )
         table.add_row(
             "wall per job, one node",
-            f"{worked.wall_s / max(worked.done, 1):.2f} s",
+            f"{w.wall_s / max(w.done, 1):.2f} s",
             "(c), 1 node, its 2 pipeline workers",
         )
         table.add_row(
             "job timeline (median), of which inference",
-            f"{worked.median_job_s:.2f} s, {worked.median_inference_s:.2f} s",
+            f"{w.median_job_s:.2f} s, {w.median_inference_s:.2f} s",
             "(c), 1 node",
         )
     return table

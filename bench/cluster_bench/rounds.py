@@ -4,8 +4,8 @@
 against ``--workers 2`` on PostgreSQL, two senders; (c) 1, 2 and 3 node processes on
 one PostgreSQL and one shared folder: ingest with the pipeline rule in place (receive
 and route only, so the jobs queue up), then the same node ids restarted with every role
-to work the queued jobs off. Repeats of (a) and (b) alternate the order, so neither
-side always runs first.
+to work the queued jobs off (the first repeat only: TensorFlow's start is dear). Repeats
+rotate the order, so no side always runs first.
 """
 
 from __future__ import annotations
@@ -79,14 +79,25 @@ def workers_pair(ctx: Context, repeats: int, senders: int = 2) -> list[IngestRun
 
 
 def node_counts(
-    ctx: Context, counts: Sequence[int], senders: int
-) -> list[tuple[IngestRun, PipelineRun]]:
-    """(c) K nodes on one PostgreSQL and one shared folder: ingest, then pipelines."""
-    return [_node_count_round(ctx, count, senders) for count in counts]
+    ctx: Context, counts: Sequence[int], senders: int, repeats: int
+) -> tuple[list[IngestRun], list[PipelineRun]]:
+    """(c) K nodes on one PostgreSQL and one shared folder: ingest ``repeats`` times (the
+    order of K rotating), and the first repeat's queued jobs worked off by K nodes."""
+    ingested, worked = [], []
+    for rep in range(1, repeats + 1):
+        shift = (rep - 1) % len(counts)
+        for count in [*counts[shift:], *counts[:shift]]:
+            run, pipeline = _node_count_round(ctx, count, senders, rep, pipeline=rep == 1)
+            ingested.append(run)
+            if pipeline is not None:
+                worked.append(pipeline)
+    return ingested, sorted(worked, key=lambda w: w.nodes)
 
 
-def _node_count_round(ctx: Context, count: int, senders: int) -> tuple[IngestRun, PipelineRun]:
-    folder = ctx.workdir / "c" / f"nodes-{count}"
+def _node_count_round(
+    ctx: Context, count: int, senders: int, rep: int, *, pipeline: bool
+) -> tuple[IngestRun, PipelineRun | None]:
+    folder = ctx.workdir / "c" / f"{rep:02d}-nodes-{count}"
     url = ctx.postgres.url(ctx.postgres.create_database())
     rules = folder / "rules"
     rules.mkdir(parents=True)
@@ -104,10 +115,12 @@ def _node_count_round(ctx: Context, count: int, senders: int) -> tuple[IngestRun
             _cluster_specs(url, folder, "ingest", count, {**common, "node": {"roles": RECEIVERS}}),
             "nodes",
             label,
-            1,
+            rep,
             senders,
             then=lambda: wait_for_jobs(url, len(ctx.series), ctx.timeout_s),
         )
+        if not pipeline:
+            return ingested, None
         ctx.say(f"(c) {label}: {len(ctx.series)} jobs queued; starting the nodes with every role")
         with Group(_cluster_specs(url, folder, "pipeline", count, common), ctx.postgres) as group:
             group.start(_PIPELINE_START_TIMEOUT_S)

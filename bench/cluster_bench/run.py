@@ -32,7 +32,7 @@ from ingest_bench.machine import describe, git_revision, machine_table
 
 PARTS = ("a", "b", "c")
 # (series, slices, size) of the default run and of --full
-_DEFAULT = (12, 40, 256)
+_DEFAULT = (16, 40, 256)
 _FULL = (24, 100, 512)
 
 
@@ -58,7 +58,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="copies of the real CT at DICOMNODE_TEST_DATA (new UIDs) instead of phantoms",
     )
     parser.add_argument(
-        "--repeat", type=_positive, default=2, help="runs of (a) and (b) each; median"
+        "--repeat",
+        type=_positive,
+        default=3,
+        help="runs of each ingest comparison (median); (c)'s pipelines run once",
     )
     parser.add_argument(
         "--nodes", type=_positive, default=3, help="(c) runs with 1 up to this many nodes"
@@ -103,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     database_runs: list[IngestRun] = []
     workers_runs: list[IngestRun] = []
-    nodes_results: list[tuple[IngestRun, PipelineRun]] = []
+    nodes_ingest: list[IngestRun] = []
+    nodes_pipeline: list[PipelineRun] = []
     postgres = PostgresCluster()
     try:
         machine = describe(workdir)
@@ -126,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers_runs = workers_pair(ctx, options.repeat)
         if "c" in parts:
             counts = list(range(1, options.nodes + 1))
-            nodes_results = node_counts(ctx, counts, options.senders)
+            nodes_ingest, nodes_pipeline = node_counts(ctx, counts, options.senders, options.repeat)
         console.print(f"load average after: {_load()}")
         console.print()
         postgres_ratio = workers_ratio = None
@@ -136,10 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workers_runs:
             table, workers_ratio = report.workers_table(workers_runs)
             console.print(table)
-        if nodes_results:
-            console.print(report.nodes_table(nodes_results))
-        console.print(report.targets_table(postgres_ratio, workers_ratio, machine.cores))
-        console.print(report.costs_table(database_runs, nodes_results))
+        if nodes_ingest:
+            console.print(report.nodes_table(nodes_ingest, nodes_pipeline))
+        if postgres_ratio is not None or workers_ratio is not None:
+            console.print(report.targets_table(postgres_ratio, workers_ratio, machine.cores))
+        console.print(report.costs_table(database_runs, nodes_ingest, nodes_pipeline))
         if options.json is not None:
             document: dict[str, Any] = {
                 "date": started.isoformat(timespec="seconds"),
@@ -150,10 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "postgresql": str(postgres.bindir),
                 "ingest": [
                     {**asdict(r), "instances_per_s": r.instances_per_s}
-                    for r in [*database_runs, *workers_runs, *(i for i, _ in nodes_results)]
+                    for r in [*database_runs, *workers_runs, *nodes_ingest]
                 ],
                 "pipeline": [
-                    {**asdict(w), "jobs_per_hour": w.jobs_per_hour} for _, w in nodes_results
+                    {**asdict(w), "jobs_per_hour": w.jobs_per_hour} for w in nodes_pipeline
                 ],
                 "ratios": {
                     "postgres_over_sqlite_time": postgres_ratio,
@@ -175,9 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
             subprocess.run(["sync"], check=False)
-    failed = [r for r in [*database_runs, *workers_runs] if not r.ok]
-    failed += [i for i, _ in nodes_results if not i.ok]
-    failed_jobs = [w for _, w in nodes_results if not w.ok]
+    failed = [r for r in [*database_runs, *workers_runs, *nodes_ingest] if not r.ok]
+    failed_jobs = [w for w in nodes_pipeline if not w.ok]
     for run in failed:
         console.print(
             f"[red]FAILED[/red] {run.label} run {run.repeat}: stored {run.stored} of "
