@@ -70,16 +70,8 @@ def node_settings(
 def cluster_node(
     make: Callable[..., NodeProcess], database_url: str, shared: Path, node_id: str, **extra: Any
 ) -> NodeProcess:
-    """A node of the cluster (not started), made by ``make`` (the ``node_process`` fixture).
-
-    Its local ``storage.path`` is created beforehand: the node measures free disk space
-    there (DiskGuard, /readyz) but, with the spool on shared storage and the index on
-    PostgreSQL, never creates it, and refuses every instance with 0xA700 without it
-    (``test_a_node_on_shared_storage_accepts_without_a_local_storage_folder``).
-    """
-    node = make(**node_settings(database_url, shared, node_id, **extra))
-    node.config.storage.path.mkdir(parents=True, exist_ok=True)
-    return node
+    """A node of the cluster (not started), made by ``make`` (the ``node_process`` fixture)."""
+    return make(**node_settings(database_url, shared, node_id, **extra))
 
 
 def stop_all(nodes: Sequence[NodeProcess]) -> None:

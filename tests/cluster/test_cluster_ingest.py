@@ -133,14 +133,11 @@ def test_three_nodes_forward_each_of_60_real_ct_series_exactly_once(
     stop_all(nodes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py measures free space in storage.path (DiskGuard), which a node with "
-    "shared_path and PostgreSQL never creates: every store is refused with 0xA700",
-)
 def test_a_node_on_shared_storage_accepts_without_a_local_storage_folder(
     cluster_url: str, node_process: Callable[..., NodeProcess], tmp_path: Path
 ) -> None:
+    # Its spool on shared storage and its index on PostgreSQL: nothing creates storage.path
+    # but the node's start-up, and it measures free space where its objects go.
     node = node_process(**node_settings(cluster_url, tmp_path / "shared", "node-a")).start()
     series = write_ct_phantom(tmp_path / "ct", CTPhantomSpec(slices=2, rows=16, columns=16))
     result = storescu(list(series.paths), ae_title=NODE_AE, port=node.port)
