@@ -18,8 +18,23 @@ import pydicom
 import pytest
 
 from dicomnode.phantom import CTPhantomSeries, CTPhantomSpec, write_ct_phantom
-from dicomnode.store.tables import JobRow, NodeRow, SendAttemptRow, SendRow, SeriesRow
-from dicomnode.testing.cluster import GatedStoreSCP, IndexReader, cluster_node, stop_all
+from dicomnode.store.tables import (
+    CompletionRow,
+    JobRow,
+    NodeRow,
+    RoutingDecisionRow,
+    SendAttemptRow,
+    SendRow,
+    SeriesRow,
+)
+from dicomnode.testing.cluster import (
+    GatedStoreSCP,
+    IndexReader,
+    OneAssociation,
+    cluster_node,
+    sop_uid_counts,
+    stop_all,
+)
 from dicomnode.testing.models import bone_pipeline
 from dicomnode.testing.node import NODE_AE, NodeProcess
 from dicomnode.testing.postgres import PostgresCluster
@@ -187,3 +202,46 @@ def test_a_job_of_a_killed_node_runs_on_another_after_its_lease_and_its_results_
         assert {ds.SeriesInstanceUID for ds in arrived} == {s.series_uid for s in results}
         assert a.process.running and b.process.running
         stop_all([a, b])
+
+
+def test_a_series_whose_receiver_was_killed_before_it_completed_is_completed_by_another(
+    cluster_url: str, node_process: Callable[..., NodeProcess], tmp_path: Path
+) -> None:
+    series = phantom(tmp_path / "ct")
+    sop_class = str(pydicom.dcmread(series.paths[0], stop_before_pixels=True).SOPClassUID)
+    shared = tmp_path / "shared"
+    with StoreSCP(ae_title="ARCHIVE") as archive, IndexReader(cluster_url) as index:
+        settings: dict[str, Any] = {
+            "rules_dir": rules(tmp_path / "rules", "- {name: all, match: {}, forward_to: [pacs]}"),
+            "destinations": {
+                "pacs": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive.port}
+            },
+        }
+        a, b = (
+            cluster_node(node_process, cluster_url, shared, node_id, **settings)
+            for node_id in ("node-a", "node-b")
+        )
+        a.start()
+        b.start()
+        # The association stays open: node-a's series is due 4 s (quiet_seconds) after
+        # its last instance, and node-a dies first, its timer with it.
+        with OneAssociation(a.port, [sop_class]) as association:
+            assert [association.send(p) for p in series.paths] == [0x0000] * len(series.paths)
+            a.kill()
+        assert [s.state for s in index.rows(SeriesRow)] == ["receiving"]
+
+        poll_until(
+            lambda: [s.state for s in index.rows(SendRow)] == ["done"],
+            timeout=LEASE_WAIT_S,
+            what="node-b to complete, route and forward node-a's series",
+        )
+        (row,) = index.rows(SeriesRow)
+        assert (row.state, row.instance_count, row.version) == ("complete", len(series.paths), 1)
+        assert len(index.rows(CompletionRow)) == 1
+        assert len(index.rows(RoutingDecisionRow)) == 1
+        expected = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in series.paths
+        }
+        assert sop_uid_counts(archive.files()) == dict.fromkeys(expected, 1)
+        assert b.process.running
+        stop_all([b])
