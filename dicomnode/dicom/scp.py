@@ -402,6 +402,12 @@ class StorageSCP:
         peer = _peer_of(assoc)
         try:
             association_id = self._sink.association_opened(peer)
+        except StorageError as exc:  # the database is down: stores will say so, one by one
+            # Kept, unrecorded (id 0): each C-STORE then gets 0xA700 while the index is
+            # down, which senders retry, rather than an abort some treat as final; and
+            # once it is back the association stores again.
+            log.warning("association_unrecorded", peer_ae=peer.calling_ae, reason=str(exc))
+            association_id = 0
         except Exception:
             log.exception(
                 "association_aborted", peer_ae=peer.calling_ae, reason="index unavailable"
