@@ -12,6 +12,7 @@ exist whole.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Literal
@@ -58,6 +59,18 @@ class FileModelParams(BatchedRunnerParams):
             return builtin_model(self.model.removeprefix(BUILTIN_PREFIX)).path
         path = Path(self.model).expanduser()
         return path if path.is_absolute() else base_dir / path
+
+    def check_builtin_digest(self, name: str) -> None:
+        """RunnerError when a built-in model's file is not the one shipped (damaged)."""
+        if not self.model.startswith(BUILTIN_PREFIX):
+            return
+        builtin = builtin_model(self.model.removeprefix(BUILTIN_PREFIX))
+        digest = hashlib.sha256(builtin.path.read_bytes()).hexdigest()
+        if digest != builtin.sha256:
+            raise RunnerError(
+                f"model {name!r}: built-in model file {builtin.path} is damaged "
+                f"(sha256 {digest}, expected {builtin.sha256}); reinstall dicomnode"
+            )
 
 
 def feed(name: str, params: BatchedRunnerParams, array: InputArray, forward: Forward) -> Prediction:

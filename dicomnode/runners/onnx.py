@@ -18,7 +18,6 @@ onnxruntime's ``run`` is thread-safe, so one session serves ``max_concurrent`` c
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -31,7 +30,6 @@ from pydantic import Field
 
 from dicomnode.errors import RunnerError
 from dicomnode.logs import get_logger
-from dicomnode.models import BUILTIN_PREFIX, builtin_model
 from dicomnode.runners.abc import Concurrency, InputArray, Prediction, Seconds
 from dicomnode.runners.batches import (
     FileModelParams,
@@ -99,7 +97,7 @@ class OnnxRunner:
         started = time.monotonic()
         if not self.path.exists():
             raise RunnerError(f"model {self.name!r}: model file {self.path} does not exist")
-        self._check_builtin_digest()
+        self.params.check_builtin_digest(self.name)
         ort = _onnxruntime(self.name)
         usable = self._usable_providers(ort.get_available_providers())
         options = ort.SessionOptions()
@@ -180,17 +178,6 @@ class OnnxRunner:
             raise RunnerError(f"input {input_name!r} is {node.type}; the runner feeds floats")
         shape = None if node.shape is None else tuple(_dimension(d) for d in node.shape)
         return _Session(session, input_name, output_name, shape, dtype)
-
-    def _check_builtin_digest(self) -> None:
-        if not self.params.model.startswith(BUILTIN_PREFIX):
-            return
-        builtin = builtin_model(self.params.model.removeprefix(BUILTIN_PREFIX))
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        if digest != builtin.sha256:
-            raise RunnerError(
-                f"model {self.name!r}: built-in model file {self.path} is damaged "
-                f"(sha256 {digest}, expected {builtin.sha256}); reinstall dicomnode"
-            )
 
 
 def _onnxruntime(name: str) -> Any:

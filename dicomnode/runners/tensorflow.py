@@ -15,7 +15,6 @@ killable process): a call past its limit is abandoned, not stopped.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +26,6 @@ import numpy as np
 
 from dicomnode.errors import RunnerError
 from dicomnode.logs import get_logger
-from dicomnode.models import BUILTIN_PREFIX, builtin_model
 from dicomnode.runners.abc import Concurrency, InputArray, Prediction, Seconds
 from dicomnode.runners.batches import FileModelParams, check_channels, check_input_rank, feed
 from dicomnode.runners.registry import register
@@ -75,7 +73,7 @@ class TensorFlowRunner:
         path = self.path
         if not path.exists():
             raise RunnerError(f"model {self.name!r}: model file {path} does not exist")
-        self._check_builtin_digest()
+        self.params.check_builtin_digest(self.name)
         tf = _tensorflow()
         try:
             finish = self._graph_labels(tf)
@@ -135,17 +133,6 @@ class TensorFlowRunner:
 
     def close(self) -> None:
         self._model = None
-
-    def _check_builtin_digest(self) -> None:
-        if not self.params.model.startswith(BUILTIN_PREFIX):
-            return
-        builtin = builtin_model(self.params.model.removeprefix(BUILTIN_PREFIX))
-        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
-        if digest != builtin.sha256:
-            raise RunnerError(
-                f"model {self.name!r}: built-in model file {self.path} is damaged "
-                f"(sha256 {digest}, expected {builtin.sha256}); reinstall dicomnode"
-            )
 
 
 @functools.cache

@@ -245,6 +245,6 @@ def test_a_damaged_builtin_model_fails_load(
         file.write(b"\0")
     damaged = BuiltinModel("ct-tissue-reference-onnx", "ct.onnx", "0" * 64, "damaged copy")
     monkeypatch.setattr(BuiltinModel, "path", property(lambda _self: tmp_path / "ct.onnx"))
-    monkeypatch.setattr("dicomnode.runners.onnx.builtin_model", lambda _name: damaged)
+    monkeypatch.setattr("dicomnode.runners.batches.builtin_model", lambda _name: damaged)
     with pytest.raises(RunnerError, match=r"built-in model file .*/ct\.onnx is damaged"):
         host_of(tmp_path, model=BUILTIN).load()

@@ -154,7 +154,7 @@ def test_a_damaged_builtin_model_fails_load(
         file.write(b"\0")
     damaged = BuiltinModel("ct-tissue-reference", "ct.keras", "0" * 64, "damaged copy")
     monkeypatch.setattr(BuiltinModel, "path", property(lambda _self: tmp_path / "ct.keras"))
-    monkeypatch.setattr("dicomnode.runners.tensorflow.builtin_model", lambda _name: damaged)
+    monkeypatch.setattr("dicomnode.runners.batches.builtin_model", lambda _name: damaged)
     host = host_of(tmp_path, model="builtin:ct-tissue-reference")
     with pytest.raises(RunnerError, match=r"built-in model file .*/ct\.keras is damaged"):
         host.load()
