@@ -13,6 +13,7 @@ does nothing there.
 
 from __future__ import annotations
 
+import os
 import select as selectors
 import threading
 from collections.abc import Callable
@@ -29,7 +30,7 @@ CHANNEL = "dicomnode"
 ROUTE = "route"
 JOB = "job"
 SEND_PREFIX = "send:"  # + the destination's name
-_WAIT_S = 5.0  # how long one wait for notifications blocks (also how soon a stop is seen)
+_WAIT_S = 5.0  # how long one wait for notifications blocks before it looks again
 _RETRY_S = 5.0
 
 
@@ -42,12 +43,17 @@ def notify(session: Session, payload: str) -> None:
 
 
 class Listener:
-    """A thread that listens on its own connection and calls ``on_notice(payload)``."""
+    """A thread that listens on its own connection and calls ``on_notice(payload)``.
+
+    It waits in ``select`` on the connection's socket and on a wake-up pipe, so that
+    ``stop`` ends it at once (a node stopping must not wait out a poll).
+    """
 
     def __init__(self, engine: Engine, on_notice: Callable[[str], None]) -> None:
         self._engine = engine
         self._on_notice = on_notice
         self._stopping = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()
         self._thread = threading.Thread(target=self._run, name="notify-listener", daemon=True)
 
     @staticmethod
@@ -59,8 +65,12 @@ class Listener:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
+        os.write(self._wake_write, b"x")
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if not self._thread.is_alive():
+            os.close(self._wake_read)
+            os.close(self._wake_write)
 
     def _run(self) -> None:
         while not self._stopping.is_set():
@@ -68,27 +78,34 @@ class Listener:
                 self._listen()
             except Exception:  # the root of this thread: the polls cover the gap
                 log.warning("notify_listener_failed", exc_info=True)
-                self._stopping.wait(_RETRY_S)
+                self._wait(_RETRY_S)
+
+    def _wait(self, seconds: float, connection: Any = None) -> bool:
+        """Wait for the connection to have input (True) or for ``seconds`` or a stop."""
+        watched = [self._wake_read] if connection is None else [self._wake_read, connection]
+        ready, _, _ = selectors.select(watched, [], [], seconds)
+        return connection is not None and connection in ready and self._wake_read not in ready
 
     def _listen(self) -> None:
         raw = self._engine.raw_connection()
         try:
             native: Any = raw.driver_connection
-            if self._engine.dialect.driver == "psycopg":
+            psycopg3 = self._engine.dialect.driver == "psycopg"
+            if psycopg3:
                 native.autocommit = True
                 native.execute(f"LISTEN {CHANNEL}")
-                log.info("notify_listening", channel=CHANNEL)
-                while not self._stopping.is_set():
-                    for notice in native.notifies(timeout=_WAIT_S):
-                        self._deliver(notice.payload)
             else:  # psycopg2
                 native.set_session(autocommit=True)
                 with native.cursor() as cursor:
                     cursor.execute(f"LISTEN {CHANNEL}")
-                log.info("notify_listening", channel=CHANNEL)
-                while not self._stopping.is_set():
-                    if selectors.select([native], [], [], _WAIT_S) == ([], [], []):
-                        continue
+            log.info("notify_listening", channel=CHANNEL)
+            while not self._stopping.is_set():
+                if not self._wait(_WAIT_S, native):
+                    continue
+                if psycopg3:
+                    for notice in native.notifies(timeout=0.0):
+                        self._deliver(notice.payload)
+                else:
                     native.poll()
                     while native.notifies:
                         self._deliver(native.notifies.pop(0).payload)
