@@ -64,11 +64,14 @@ class Listener:
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """End the thread; a second call (a node stopped twice) does nothing."""
+        if self._stopping.is_set():
+            return
         self._stopping.set()
         os.write(self._wake_write, b"x")
         if self._thread.is_alive():
             self._thread.join(timeout)
-        if not self._thread.is_alive():
+        if not self._thread.is_alive():  # else the thread may still select on them
             os.close(self._wake_read)
             os.close(self._wake_write)
 
