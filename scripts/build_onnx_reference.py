@@ -17,9 +17,6 @@ probabilities against the Keras model's.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dicomnode checkout beside this script, installed or not
+
+from build_reference_models import main, publish  # noqa: E402 - the script beside this one
 
 from dicomnode.models import BUILTIN_MODELS  # noqa: E402 - needs the path above
 from dicomnode.models import ct_tissue_reference as design  # noqa: E402 - needs the path above
@@ -74,39 +73,8 @@ def build(output_dir: Path, check: bool) -> bool:
     reference = BUILTIN_MODELS["ct-tissue-reference-onnx"]
     data, model = convert(keras_file)
     verify(data, model)
-    digest = hashlib.sha256(data).hexdigest()
-    target = output_dir / reference.filename
-    print(f"{reference.filename}: {len(data)} bytes, sha256 {digest}")
-    if check:
-        same = target.is_file() and target.read_bytes() == data
-        print(f"{target}: {'identical' if same else 'DIFFERS from the converted file'}")
-        return same
-    temporary = target.with_suffix(".onnx.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(target)
-    print(f"wrote {target}")
-    if digest != reference.sha256:
-        print(f"update BuiltinModel.sha256 in dicomnode/models/__init__.py and README: {digest}")
-    return True
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--output-dir",
-        type=Path,
-        default=REPO / "dicomnode" / "models",
-        help="where the model file goes (default: dicomnode/models)",
-    )
-    parser.add_argument(
-        "--check",
-        action="store_true",
-        help="convert and compare with the file there; exit 1 if it differs",
-    )
-    args = parser.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow
-    return 0 if build(args.output_dir, args.check) else 1
+    return publish(reference, data, output_dir, check, made="converted")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(build, what="convert"))

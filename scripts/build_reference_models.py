@@ -27,6 +27,7 @@ import os
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # the dicomnode checkout beside this script, installed or not
 
-from dicomnode.models import BUILTIN_MODELS  # noqa: E402 - needs the path above
+from dicomnode.models import BUILTIN_MODELS, BuiltinModel  # noqa: E402 - needs the path above
 from dicomnode.models import ct_tissue_reference as design  # noqa: E402 - needs the path above
 
 EDGE_VALUES = (-191, -190, -30, -29, 150, 151, 299, 300)
@@ -125,14 +126,20 @@ def build(output_dir: Path, check: bool) -> bool:
         rebuilt = Path(scratch) / reference.filename
         rebuilt.write_bytes(data)
         verify_ct_tissue_model(rebuilt)
+    return publish(reference, data, output_dir, check, made="rebuilt")
+
+
+def publish(reference: BuiltinModel, data: bytes, output_dir: Path, check: bool, made: str) -> bool:
+    """Write a model file built from source (or, with ``check``, compare it with the one
+    there); True when it agrees. Shared with build_onnx_reference.py."""
     digest = hashlib.sha256(data).hexdigest()
     target = output_dir / reference.filename
     print(f"{reference.filename}: {len(data)} bytes, sha256 {digest}")
     if check:
         same = target.is_file() and target.read_bytes() == data
-        print(f"{target}: {'identical' if same else 'DIFFERS from the rebuilt file'}")
+        print(f"{target}: {'identical' if same else f'DIFFERS from the {made} file'}")
         return same
-    temporary = target.with_suffix(".keras.tmp")
+    temporary = target.with_name(target.name + ".tmp")
     temporary.write_bytes(data)
     temporary.replace(target)
     print(f"wrote {target}")
@@ -141,8 +148,11 @@ def build(output_dir: Path, check: bool) -> bool:
     return True
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(build: Callable[[Path, bool], bool] = build, what: str = "rebuild") -> int:
+    """The command line of a model build script: --output-dir, --check."""
+    parser = argparse.ArgumentParser(
+        description=(sys.modules["__main__"].__doc__ or "").split("\n\n")[0]
+    )
     parser.add_argument(
         "--output-dir",
         type=Path,
@@ -152,7 +162,7 @@ def main() -> int:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="rebuild and compare with the files there; exit 1 if any differs",
+        help=f"{what} and compare with the files there; exit 1 if any differs",
     )
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras imports TensorFlow
