@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -125,15 +125,6 @@ class OutboxQueue:
             due, taken_over(SendRow.state, "sending", SendRow.owner, SendRow.lease_until, now)
         )
 
-    def next_due(self, destination: str, now: datetime) -> int | None:
-        with self._db.reading() as session:
-            return session.scalar(
-                select(SendRow.id)
-                .where(SendRow.destination == destination, self._claimable(now))
-                .order_by(SendRow.next_attempt_at, SendRow.id)
-                .limit(1)
-            )
-
     def next_due_at(self, destination: str) -> datetime | None:
         with self._db.reading() as session:
             return session.scalar(
@@ -153,17 +144,6 @@ class OutboxQueue:
                 .where(SendRow.destination == destination, self._claimable(now))
                 .order_by(SendRow.next_attempt_at, SendRow.id)
                 .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            return None if send is None else self._take(session, send, now)
-
-    def claim(self, send_id: int, now: datetime | None = None) -> SendWork | None:
-        """Claim one send by id, if it is pending or its holder's lease expired."""
-        now = now or datetime.now(UTC)
-        with self._db.writing() as session:
-            send = session.scalars(
-                select(SendRow)
-                .where(SendRow.id == send_id, or_(SendRow.state == "pending", self._claimable(now)))
                 .with_for_update(skip_locked=True)
             ).first()
             return None if send is None else self._take(session, send, now)
