@@ -1,0 +1,15 @@
+"""The validation half: turn what the node holds into datasets, and judge models on them.
+
+::
+
+    select.py      which series: typed conditions (as in rules), a spreadsheet list, UIDs
+    deid.py        de-identification by the PS3.15 Annex E Basic Profile and its options
+    nifti.py       volumes as NIfTI (RAS affine from the DICOM geometry; 4-D for dynamic PET)
+    images.py      8-bit PNG/JPEG/GIF slices of a preprocessed volume
+    dynamic.py     a dynamic (multi-time-frame) PET series as one volume per time frame
+    export.py      ``dicomnode export``: the above, a manifest, resumable
+    evaluate.py    ``dicomnode evaluate``: a pipeline over a labelled set, metrics, report
+
+Nothing here runs inside the receiving node: these are tools an AI engineer or a
+researcher runs beside it, on its index and spool, or on folders of DICOM files.
+"""
