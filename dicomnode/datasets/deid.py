@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 
 import dicomnode
+from dicomnode.datasets.deid_scrub import TEXT_VRS, Scrubber, patient_identity, text_of
 from dicomnode.datasets.deid_tables import (
     CLEAN_DESCRIPTORS,
     LONGITUDINAL_OTHER_VR,
@@ -39,7 +39,6 @@ from dicomnode.store.filemeta import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VE
 __all__ = ["DeidOptions", "Deidentifier", "new_key"]
 
 TABLES: Final = "dicomfields_2026c"  # dicom-anonymizer's Table E.1-1 of DICOM 2026c
-CLEANED: Final = "***"  # what an identifier in a cleaned descriptor becomes
 
 # CID 7050 "De-identification Method" (PS3.16), scheme DCM.
 BASIC_PROFILE: Final = ("113100", "Basic Application Confidentiality Profile")
@@ -66,8 +65,6 @@ _CODES: Final[dict[_Action, str]] = {
 _REMAPS_UID: Final = frozenset({"U", "D", "Z/D", "X/D", "X/Z/D", "X/Z/U*"})
 _EMPTIES: Final = frozenset({"Z", "X/Z"})
 _DATE_VRS: Final = frozenset({"DA", "DT", "TM"})
-_TEXT_VRS: Final = frozenset({"SH", "LO", "ST", "LT", "UC", "UT"})
-_MAX_LENGTH: Final = {"SH": 16, "LO": 64, "ST": 1024, "LT": 10240}
 # Dummy dates and times. The library's (0001-01-01) is refused by dciodvfy, which makes a
 # de-identified object invalid where the original was not.
 _DUMMY_DATES: Final = {"DA": "19000101", "DT": "19000101000000", "TM": "000000"}
@@ -118,84 +115,6 @@ def _rule_for(tag: BaseTag) -> _Rule | None:
     return None
 
 
-def _text(dataset: Dataset, keyword: str) -> str:
-    value = dataset.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
-def patient_identity(dataset: Dataset) -> str:
-    """What identifies the patient: the Patient ID, else name and birth date, else the study.
-
-    The last resort keeps two unidentified patients apart rather than making them one.
-    """
-    patient_id = _text(dataset, "PatientID")
-    if patient_id:
-        return patient_id
-    name, birth = _text(dataset, "PatientName"), _text(dataset, "PatientBirthDate")
-    if name or birth:
-        return f"PatientName={name};PatientBirthDate={birth}"
-    return f"StudyInstanceUID={_text(dataset, 'StudyInstanceUID')}"
-
-
-class _Scrubber:
-    """Finds the patient's identifiers in free text (the Clean Descriptors option)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        words: set[str] = set()  # matched as whole words: a name part inside a word is not one
-        for keyword in ("PatientName", "OtherPatientNames", "PatientBirthName"):
-            for name in _values(dataset.get(keyword)):
-                words.update(w for w in re.split(r"[\^=\s,]+", name) if len(w) >= 2)
-        identifiers = {_text(dataset, "AccessionNumber"), _text(dataset, "PatientID")}
-        identifiers.update(_values(dataset.get("OtherPatientIDs")))
-        for item in dataset.get("OtherPatientIDsSequence") or ():
-            identifiers.add(_text(item, "PatientID"))
-        anywhere: set[str] = set()  # an ID of four characters or more, even inside a word
-        for identifier in filter(None, identifiers):
-            (anywhere if len(identifier) >= 4 else words).add(identifier)
-        anywhere.update(_date_spellings(_text(dataset, "PatientBirthDate")))
-        alternatives = [rf"(?<![^\W_]){re.escape(w)}(?![^\W_])" for w in words]
-        alternatives += [re.escape(a) for a in anywhere]
-        alternatives.sort(key=len, reverse=True)  # the longest spelling first
-        self._pattern = re.compile("|".join(alternatives), re.IGNORECASE) if alternatives else None
-
-    def clean(self, text: str) -> str:
-        return text if self._pattern is None else self._pattern.sub(CLEANED, text)
-
-    def clean_element(self, element: DataElement) -> None:
-        if element.VR not in _TEXT_VRS or element.value is None:
-            return
-        limit = _MAX_LENGTH.get(element.VR)
-        cleaned = [self.clean(str(v))[:limit] for v in _values(element.value)]
-        element.value = cleaned if isinstance(element.value, MultiValue) else cleaned[0]
-
-    def clean_all(self, dataset: Dataset) -> None:
-        for element in dataset:
-            if element.VR == "SQ":
-                for item in element.value:
-                    self.clean_all(item)
-            else:
-                self.clean_element(element)
-
-
-def _values(value: object) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, MultiValue | list | tuple):
-        return [str(v) for v in value]
-    return [str(value)]
-
-
-def _date_spellings(date: str) -> set[str]:
-    """A DA value as people write it: 19700131, 1970-01-31, 31.01.1970, 01/31/1970, ..."""
-    if not re.fullmatch(r"\d{8}", date):
-        return set()
-    y, m, d = date[:4], date[4:6], date[6:]
-    spellings = {f"{y}{sep}{m}{sep}{d}" for sep in ("", "-", ".", "/")}
-    spellings.update(f"{d}{sep}{m}{sep}{y}" for sep in (".", "/", "-"))
-    spellings.add(f"{m}/{d}/{y}")
-    return spellings
-
-
 class Deidentifier:
     """De-identifies instances for one export: one key, so one set of pseudonyms."""
 
@@ -222,7 +141,7 @@ class Deidentifier:
 
     def apply(self, dataset: Dataset) -> Dataset:
         """A de-identified copy of ``dataset``; the pixel data is copied unchanged."""
-        burned_in = _text(dataset, "BurnedInAnnotation").upper() == "YES"
+        burned_in = text_of(dataset, "BurnedInAnnotation").upper() == "YES"
         if burned_in and not self._options.allow_burned_in_annotation:
             raise DeidentificationError(
                 "the instance has BurnedInAnnotation=YES: its pixels may show identifying "
@@ -230,7 +149,7 @@ class Deidentifier:
                 "only after checking the images"
             )
         pseudonym = self.patient_pseudonym(dataset)
-        scrubber = _Scrubber(dataset) if self._options.clean_descriptors else None
+        scrubber = Scrubber(dataset) if self._options.clean_descriptors else None
         result = copy.deepcopy(dataset)
         self._clean(result, scrubber)
         result.PatientName = pseudonym
@@ -241,7 +160,7 @@ class Deidentifier:
             result.file_meta = _file_meta(meta, result)
         return result
 
-    def _clean(self, dataset: Dataset, scrubber: _Scrubber | None) -> None:
+    def _clean(self, dataset: Dataset, scrubber: Scrubber | None) -> None:
         """The profile on one level of ``dataset``, and on the sequences it keeps."""
         for element in list(dataset):
             tag = element.tag
@@ -329,7 +248,7 @@ class Deidentifier:
 
     @staticmethod
     def _cleanable(tag: BaseTag, vr: str) -> bool:
-        return (tag.group, tag.element) in CLEAN_DESCRIPTORS and (vr in _TEXT_VRS or vr == "SQ")
+        return (tag.group, tag.element) in CLEAN_DESCRIPTORS and (vr in TEXT_VRS or vr == "SQ")
 
     def _mark(self, dataset: Dataset) -> None:
         """PS3.15 E.1.1: say that, and how, the instance was de-identified."""
