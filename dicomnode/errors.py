@@ -24,6 +24,7 @@
           +-- RunnerError     a model failed to load or to run
           |    +-- ModelTimeoutError  the model exceeded its time limit
           +-- ResultError     SEG/SR could not be built from the results
+     +-- DeidentificationError  an instance cannot be de-identified as asked (burned-in text)
 
     (RulesError, in dicomnode.rules.model, is a ConfigError.)
 """
@@ -132,3 +133,7 @@ class ModelTimeoutError(RunnerError):
 
 class ResultError(PipelineError):
     """SEG or SR could not be built from the results."""
+
+
+class DeidentificationError(DicomNodeError):
+    """An instance cannot be de-identified as asked, e.g. its pixels carry burned-in text."""
