@@ -1,7 +1,8 @@
 """8-bit greyscale slices (PNG, JPEG, GIF) of a preprocessed volume, for 2-D models.
 
 The one rule from voxels to bytes, :func:`to_uint8`: values in [0, 1] map to
-round(v * 255), anything outside is clipped. That is the range a ``window`` step with
+round(v * 255) (to the nearest integer, ties to even, as ``numpy.rint``), anything outside
+is clipped. That is the range a ``window`` step with
 ``output: unit`` and a ``normalize`` step with ``method: minmax`` (range 0..1, its default)
 produce, so the steps of a pipeline decide what the grey levels mean, and a file's pixels
 are exactly what the model would see, quantised to 256 levels. Other ranges (raw HU, SUV,
@@ -37,7 +38,7 @@ _PIL_FORMATS: Final[dict[str, str]] = {"png": "PNG", "jpeg": "JPEG", "gif": "GIF
 
 
 def to_uint8(array: npt.ArrayLike) -> npt.NDArray[np.uint8]:
-    """Values in [0, 1] as 0..255: round(v * 255), clipped; NaN is refused."""
+    """Values in [0, 1] as 0..255: rint(v * 255), clipped; NaN is refused."""
     values = np.asarray(array, dtype=np.float64)
     if np.isnan(values).any():
         raise ExportError("the values hold NaN, which has no grey level")
