@@ -18,6 +18,7 @@
      |    +-- PeerTLSError              DICOM-TLS failed; ``permanent`` unless the link dropped
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
      +-- RoutingError         a completed series version cannot be routed (a file unreadable)
+     +-- ExportError          a volume cannot be written in the asked format (NIfTI, PNG ...)
      +-- PipelineError        a pipeline job cannot complete; the job keeps the message
           +-- VolumeError     the series cannot form one correct volume
           +-- StepError       a preprocessing step cannot apply (e.g. a missing PET attribute)
@@ -109,6 +110,10 @@ class AddressError(DicomNodeError):
 
 class RoutingError(DicomNodeError):
     """A completed series version cannot be routed; the routing queue keeps the message."""
+
+
+class ExportError(DicomNodeError):
+    """A volume cannot be written in the asked format (an irregular stack as NIfTI ...)."""
 
 
 class PipelineError(DicomNodeError):

@@ -10,6 +10,12 @@ a Rescale Slope per slice. :mod:`dicomnode.phantom.pet_uptake` gives the SUV for
 The Bq/ml of SUV 1 is computed from the header values as written (DS and TM as a reader
 parses them), so ``stored * slope`` converts back to the spec's SUV within
 ``SUVmax of the slice / (65534 * SUV)`` relative: the rounding to an integer.
+
+``time_frames`` > 1 makes a dynamic series (Series Type DYNAMIC\\IMAGE, PS3.3 C.8.9.1):
+that many frames of ``frame_duration_s`` back to back from the series start, each at the
+same slice positions, Image Index (frame - 1) * Number of Slices + slice. The lesions take
+up tracer over time: in frame f of F each lesion holds f / F of its SUV (the body keeps
+its own), so the last frame is the static series' uptake and ``truth`` is measured on it.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final
 
@@ -104,13 +110,18 @@ class PETPhantomSpec:
     patient_name: str = "PHANTOM^PET"  # synthetic, never real
     patient_id: str = "PHANTOM-PET-0001"
     series_number: int = 1
+    # Not in the repr, from which the series UID derives: a static spec keeps the UIDs
+    # (and bytes) it had before dynamic series existed; a dynamic one adds it explicitly.
+    time_frames: int = field(default=1, repr=False)
 
     def __post_init__(self) -> None:
-        for name in ("slices", "rows", "columns", "series_number"):
+        for name in ("slices", "rows", "columns", "series_number", "time_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if max(self.slices, self.rows, self.columns) > 0xFFFF:  # Number of Slices is US too
             raise ValueError("slices, rows and columns must be at most 65535, the largest US")
+        if self.slices * self.time_frames > 0xFFFF:  # Image Index is US
+            raise ValueError("slices * time_frames must be at most 65535, the largest US")
         if self.seed < 0:
             raise ValueError(f"seed must not be negative, got {self.seed}")
         for name in (
@@ -150,6 +161,10 @@ class PETPhantomSpec:
         )
 
     @property
+    def dynamic(self) -> bool:
+        return self.time_frames > 1
+
+    @property
     def uptake_s(self) -> float:
         """Seconds from the injection to the series start, as TM and DT values hold them."""
         return (self.series_datetime - self.injection_datetime).total_seconds()
@@ -180,11 +195,12 @@ class PETPhantomSpec:
 class PETPhantomSeries:
     """What :func:`write_pet_phantom` wrote, and the answer an SUV pipeline should find."""
 
-    paths: tuple[Path, ...]  # one per slice, in slice order (cranial first)
+    # One per slice, in Image Index order: cranial first, time frame by time frame.
+    paths: tuple[Path, ...]
     study_instance_uid: str
     series_instance_uid: str
     frame_of_reference_uid: str
-    truth: PETTruth  # at the threshold the writer was given
+    truth: PETTruth  # at the threshold the writer was given; of the last time frame
     bqml_per_suv: float
     spec: PETPhantomSpec
 
@@ -215,9 +231,10 @@ def _series_uids(spec: PETPhantomSpec, study_instance_uid: str | None) -> _Serie
     if given is not None and (len(given) > 64 or not RE_VALID_UID.fullmatch(given)):  # PS3.5 9.1
         raise ValueError(f"study_instance_uid is not a valid UID: {study_instance_uid!r}")
     study = study_instance_uid or _patient_study(spec).derive_study_uid(spec.seed)
+    identity = repr(spec) + (f"time_frames={spec.time_frames}" if spec.dynamic else "")
     return _SeriesUIDs(
         study=study,
-        series=derive_uid("series", study, repr(spec)),
+        series=derive_uid("series", study, identity),
         frame_of_reference=derive_uid("frame-of-reference", study, str(spec.seed)),
     )
 
@@ -233,17 +250,37 @@ def _tm(moment: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Slice:
-    index: int
+    index: int  # along z, 0 the most cranial
     stored: Stored
     slope: DSfloat  # Rescale Slope as written; float(slope) is what a reader multiplies by
+    frame: int = 0  # the time frame, 0-based
+
+    def image_index(self, slices: int) -> int:
+        """PS3.3 C.8.9.4.1.9: (Time Slice Index - 1) * Number of Slices + Slice Index."""
+        return self.frame * slices + self.index + 1
 
 
-def _slices(spec: PETPhantomSpec) -> Iterator[_Slice]:
-    uptake = Uptake(spec.grid, spec.body_semi_axes_mm, spec.body_suv, spec.lesions)
+def _frame_lesions(spec: PETPhantomSpec, frame: int) -> tuple[Lesion, ...]:
+    """The lesions of time frame ``frame``: f / F of their SUV (all of it when static)."""
+    if frame == spec.time_frames - 1:
+        return spec.lesions
+    share = (frame + 1) / spec.time_frames
+    return tuple(replace(lesion, suv=lesion.suv * share) for lesion in spec.lesions)
+
+
+def _frame_slices(spec: PETPhantomSpec, frame: int) -> Iterator[_Slice]:
+    lesions = _frame_lesions(spec, frame)
+    uptake = Uptake(spec.grid, spec.body_semi_axes_mm, spec.body_suv, lesions)
     scale = spec.bqml_per_suv
     for index in range(spec.slices):
         stored, slope = quantise(uptake.suv(index) * scale)
-        yield _Slice(index=index, stored=stored, slope=slope)
+        yield _Slice(index=index, stored=stored, slope=slope, frame=frame)
+
+
+def _slices(spec: PETPhantomSpec) -> Iterator[_Slice]:
+    """Every slice of every time frame, in Image Index order."""
+    for frame in range(spec.time_frames):
+        yield from _frame_slices(spec, frame)
 
 
 def _code(value: tuple[str, str, str]) -> Dataset:
@@ -268,24 +305,34 @@ def _radiopharmaceutical(spec: PETPhantomSpec) -> Dataset:
     return item
 
 
-def _frame_timing(spec: PETPhantomSpec) -> tuple[DSfloat, DSfloat]:
-    """Decay Factor and Frame Reference Time (ms) of a static frame corrected to its start.
+def _frame_timing(spec: PETPhantomSpec, frame: int = 0) -> tuple[DSfloat, DSfloat]:
+    """Decay Factor and Frame Reference Time (ms) of a time frame corrected to the start.
 
     The mean activity over a frame of length D is A0 (1 - e^-lD) / (lD), so the factor
     that restores A0 is lD / (1 - e^-lD), reached e^-lt = 1 / factor into the frame
-    (PS3.3 C.8.9.4.1.5 and C.8.9.4.1.6).
+    (PS3.3 C.8.9.4.1.5 and C.8.9.4.1.6). A later frame, starting s after the series start
+    (Decay Correction START), is decayed e^-ls more: its factor is e^ls times that.
     """
     decay_constant = math.log(2) / float(ds_value(spec.half_life_s))
     decayed = decay_constant * spec.frame_duration_ms / 1000.0
-    factor = decayed / -math.expm1(-decayed)
-    return ds_value(factor), ds_value(math.log(factor) / decay_constant * 1000.0)
+    within = decayed / -math.expm1(-decayed)
+    log_factor = math.log(within) + decay_constant * _frame_start_ms(spec, frame) / 1000.0
+    return ds_value(math.exp(log_factor)), ds_value(log_factor / decay_constant * 1000.0)
+
+
+def _frame_start_ms(spec: PETPhantomSpec, frame: int) -> int:
+    """When a time frame starts, from the series start: frames lie back to back."""
+    return frame * spec.frame_duration_ms
+
+
+def _frame_start(spec: PETPhantomSpec, frame: int) -> datetime:
+    return spec.series_datetime + timedelta(milliseconds=_frame_start_ms(spec, frame))
 
 
 def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     """All of a slice but its own elements; modules in the order of PS3.3 Table A.21.3-1."""
     grid = spec.grid
     series_date, series_time = _da(spec.series_datetime), _tm(spec.series_datetime)
-    decay_factor, frame_reference_ms = _frame_timing(spec)
 
     ds = Dataset()
     # SOP Common
@@ -306,7 +353,9 @@ def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     # PET Series
     ds.Units = "BQML"
     ds.CountsSource = "EMISSION"
-    ds.SeriesType = ["STATIC", "IMAGE"]
+    ds.SeriesType = ["DYNAMIC" if spec.dynamic else "STATIC", "IMAGE"]
+    if spec.dynamic:
+        ds.NumberOfTimeSlices = spec.time_frames  # Type 1C: required for DYNAMIC
     ds.NumberOfSlices = grid.slices
     ds.CorrectedImage = ["ATTN", "DECY"]
     ds.RandomsCorrectionMethod = "DLYD"
@@ -333,10 +382,9 @@ def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.StationName = "PHANTOM"
     ds.ManufacturerModelName = "synthetic PET"
     ds.SoftwareVersions = "1"
-    # General Acquisition, General Image: one bed position, acquired from the series start
+    # General Acquisition, General Image: one bed position; the acquisition date and time
+    # (the start of the slice's time frame) are the slice's own
     ds.AcquisitionNumber = 1
-    ds.AcquisitionDate = series_date
-    ds.AcquisitionTime = series_time
     ds.ContentDate = series_date
     ds.ContentTime = series_time
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
@@ -355,11 +403,9 @@ def _shared_dataset(spec: PETPhantomSpec, uids: _SeriesUIDs) -> Dataset:
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
-    # PET Image (Rescale Slope is the slice's own)
+    # PET Image (Rescale Slope, Frame Reference Time and Decay Factor are the slice's own)
     ds.RescaleIntercept = 0
-    ds.FrameReferenceTime = frame_reference_ms
     ds.ActualFrameDuration = spec.frame_duration_ms
-    ds.DecayFactor = decay_factor
     return ds
 
 
@@ -369,19 +415,26 @@ def _own_elements(
     """The file meta and the elements that differ from slice to slice."""
     grid = spec.grid
     index = pet_slice.index
-    sop_instance_uid = derive_uid("instance", uids.series, str(index))
+    image_index = pet_slice.image_index(grid.slices)
+    sop_instance_uid = derive_uid("instance", uids.series, str(image_index - 1))
     x0, y0 = grid.origin_mm
     z = grid.slice_z_mm(index)
+    start = _frame_start(spec, pet_slice.frame)
+    decay_factor, frame_reference_ms = _frame_timing(spec, pet_slice.frame)
 
     meta = file_meta(PositronEmissionTomographyImageStorage, sop_instance_uid)
 
     own = Dataset()
     own.SOPInstanceUID = sop_instance_uid
-    own.InstanceNumber = index + 1
+    own.AcquisitionDate = _da(start)
+    own.AcquisitionTime = _tm(start)
+    own.InstanceNumber = image_index
     own.ImagePositionPatient = [ds_value(x0), ds_value(y0), ds_value(z)]
     own.SliceLocation = ds_value(z)
     own.RescaleSlope = pet_slice.slope
-    own.ImageIndex = index + 1  # a static series: the slice index (PS3.3 C.8.9.4.1.9)
+    own.FrameReferenceTime = frame_reference_ms
+    own.ImageIndex = image_index  # PS3.3 C.8.9.4.1.9; a static series: the slice index
+    own.DecayFactor = decay_factor
     # OW, not the dictionary's ambiguous "OB or OW": 16 bits allocated (PS3.5 8.2).
     own.add_new("PixelData", "OW", pet_slice.stored.astype("<i2", copy=False).tobytes())
     return meta, own
@@ -403,9 +456,12 @@ def pet_phantom_datasets(
 def pet_truth(
     spec: PETPhantomSpec = PETPhantomSpec(), threshold: float = DEFAULT_SUV_THRESHOLD
 ) -> PETTruth:
-    """The region SUV >= ``threshold``, measured on the values the files decode to."""
+    """The region SUV >= ``threshold``, measured on the values the files decode to.
+
+    Of the last time frame, where a dynamic series has several: the static uptake.
+    """
     tally = SUVTally(threshold)
-    for pet_slice in _slices(spec):
+    for pet_slice in _frame_slices(spec, spec.time_frames - 1):
         tally.add(decode_suv(pet_slice.stored, pet_slice.slope, spec.bqml_per_suv))
     return tally.truth(spec.voxel_ml)
 
@@ -436,7 +492,8 @@ def write_pet_phantom(
     encoder = SeriesEncoder(_shared_dataset(spec, uids))
     paths: list[Path] = []
     for pet_slice in _slices(spec):
-        path = out_dir / pet_file_name(first_file_number + pet_slice.index)
+        number = first_file_number + pet_slice.image_index(spec.slices) - 1
+        path = out_dir / pet_file_name(number)
         path.write_bytes(encoder.encode(*_own_elements(spec, uids, pet_slice)))
         paths.append(path)
     return PETPhantomSeries(
