@@ -4,9 +4,12 @@
 
     select.py      which series: typed conditions (as in rules), a spreadsheet list, UIDs
     deid.py        de-identification by the PS3.15 Annex E Basic Profile and its options
+                   (pseudonyms.py: keyed pseudonyms and UIDs; deid_scrub.py: Clean
+                   Descriptors; deid_tables.py: the option columns the library lacks)
     nifti.py       volumes as NIfTI (RAS affine from the DICOM geometry; 4-D for dynamic PET)
     images.py      8-bit PNG/JPEG/GIF slices of a preprocessed volume
     dynamic.py     a dynamic (multi-time-frame) PET series as one volume per time frame
+    atomic.py      files written whole or not at all
     export.py      ``dicomnode export``: the above, a manifest, resumable
     evaluate.py    ``dicomnode evaluate``: a pipeline over a labelled set, metrics, report
 

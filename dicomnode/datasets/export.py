@@ -237,9 +237,9 @@ class Export:
             self._write_dicom(source, part / "dicom")
             row["dicom"] = f"{name}/dicom"
         if formats & set(VOLUME_FORMATS):
-            volumes, seconds = self._volumes(source)
+            volumes, timing = self._volumes(source)
             if "nifti" in formats:
-                self._write_nifti(volumes, seconds, part / "image.nii.gz")
+                self._write_nifti(volumes, timing, part / "image.nii.gz")
                 row["nifti"] = f"{name}/image.nii.gz"
             images = sorted(formats & set(IMAGE_FORMATS))
             if images:
@@ -261,16 +261,25 @@ class Export:
             clean = deid.apply(dataset)
             pydicom.dcmwrite(folder / f"{number:04d}.dcm", clean, enforce_file_format=True)
 
-    def _volumes(self, source: SeriesSource) -> tuple[list[Volume], list[float] | None]:
-        """The preprocessed volume, or one per time frame of a dynamic series."""
+    def _volumes(self, source: SeriesSource) -> tuple[list[Volume], dict[str, Any] | None]:
+        """The preprocessed volume, or one per time frame of a dynamic series with the
+        frames' timing (for the NIfTI's sidecar).
+
+        Volumes are read from the original files, before de-identification removes what
+        steps may need (a PET's patient weight and injection time for SUV).
+        """
         from dicomnode.datasets.dynamic import is_dynamic, load_dynamic
+        from dicomnode.datasets.nifti import frame_timing
         from dicomnode.pipeline.loading import load_series
 
         headers = [_read(path, pixels=False) for path in source.paths]
         if is_dynamic(headers):
             dynamic = load_dynamic(source.paths, limits=self.request.limits)
-            frames = [self._prepared(frame.volume) for frame in dynamic.frames]
-            return frames, list(dynamic.frame_seconds)
+            frames = [self._prepared(volume) for volume in dynamic.volumes]
+            timing = frame_timing(
+                dynamic.frame_seconds, dynamic.durations_seconds, dynamic.start_seconds
+            )
+            return frames, timing
         loaded = load_series(source.paths, limits=self.request.limits)
         return [self._prepared(loaded.volume)], None
 
@@ -280,11 +289,22 @@ class Export:
         prepared, _trace = run_steps(volume, self._steps)
         return prepared
 
-    def _write_nifti(self, volumes: list[Volume], seconds: list[float] | None, path: Path) -> None:
-        from dicomnode.datasets.nifti import save_nifti, to_nifti, to_nifti_4d
+    def _write_nifti(
+        self, volumes: list[Volume], timing: dict[str, Any] | None, path: Path
+    ) -> None:
+        from dicomnode.datasets.nifti import (
+            save_nifti,
+            save_sidecar,
+            sidecar_path,
+            to_nifti,
+            to_nifti_4d,
+        )
 
-        image = to_nifti(volumes[0]) if seconds is None else to_nifti_4d(volumes, seconds)
-        save_nifti(image, path)
+        if timing is None:
+            save_nifti(to_nifti(volumes[0]), path)
+            return
+        save_nifti(to_nifti_4d(volumes, timing["FrameReferenceTime"]), path)
+        save_sidecar(timing, sidecar_path(path))
 
     def _write_images(self, volumes: list[Volume], formats: list[str], folder: Path) -> None:
         from dicomnode.datasets.images import write_slices

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def test_real_ct_exports_dicom_nifti_and_pngs_equal_to_the_pipeline_steps(
     for k, png in enumerate(pngs):
         image = Image.open(png)
         assert image.mode == "L" and image.size == (256, 256)
-        expected = np.rint(np.clip(prepared.array[k], 0.0, 1.0) * 255).astype(np.uint8)
+        values = np.clip(prepared.array[k].astype(np.float64), 0.0, 1.0)
+        expected = np.rint(values * 255).astype(np.uint8)
         assert np.array_equal(np.asarray(image), expected), png.name
 
     # The NIfTI is the preprocessed volume on the pipeline's grid (RAS: LPS with x, y negated);
@@ -302,3 +304,24 @@ def test_export_from_the_node_storage(tmp_path: Path, node_factory: Callable[...
     )
     [row] = _manifest(out)
     assert nib.load(out / row["nifti"]).shape == (32, 32, 5)
+
+
+def test_a_dynamic_pet_series_exports_as_one_4d_nifti_with_its_frame_times(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "source"
+    write_pet_phantom(
+        source, PETPhantomSpec(rows=24, columns=24, pixel_spacing_mm=16.0, time_frames=3)
+    )
+    out = tmp_path / "export"
+    assert main(["export", "--from", str(source), "--out", str(out), "--quiet",
+                 "--to", "nifti", "--steps", "pipeline:pet-suv-reference"]) == EXIT_OK  # fmt: skip
+    [row] = _manifest(out)
+    image = nib.load(out / row["nifti"])
+    assert image.shape == (24, 24, 40, 3)
+    frames = np.asarray(image.dataobj)
+    # SUV (the pipeline's step, computed before de-identification removes the weight):
+    # lesions rise frame by frame in the phantom, the body stays near SUV 1.
+    assert frames[..., 0].max() < frames[..., 2].max()
+    timing = json.loads((out / row["item"].join(["item-", "/image.json"])).read_text("utf-8"))
+    assert len(timing["FrameReferenceTime"]) == 3 and len(timing["FrameDuration"]) == 3
