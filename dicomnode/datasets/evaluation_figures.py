@@ -27,7 +27,7 @@ def roc_png(classification: Mapping[str, Any], title: str) -> bytes:
         ci = classification.get("auc_ci95")
         if ci is not None:
             label += f", 95 % CI {ci['low']:.3f}-{ci['high']:.3f}"
-        axes.plot(roc["fpr"], roc["tpr"], drawstyle="steps-post", linewidth=2, label=label)
+        axes.plot(roc["fpr"], roc["tpr"], linewidth=2, label=label)
     else:
         axes.text(0.5, 0.5, "one class only: no ROC curve", ha="center", va="center")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")

@@ -202,7 +202,8 @@ def _subgroups(report: Mapping[str, Any]) -> str:
         header: tuple[str, ...]
         rows: list[Sequence[Any]]
         if classifying:
-            header = ("value", "items", "positives", "AUC", "sensitivity", "specificity", "PPV")
+            header = ("value", "items", "positives", "AUC", "sensitivity", "specificity")
+            header += ("PPV", "NPV")
             rows = [
                 (
                     value,
@@ -212,6 +213,7 @@ def _subgroups(report: Mapping[str, Any]) -> str:
                     _ratio_text(f["sensitivity"]),
                     _ratio_text(f["specificity"]),
                     _ratio_text(f["ppv"]),
+                    _ratio_text(f["npv"]),
                 )
                 for value, f in values.items()
             ]

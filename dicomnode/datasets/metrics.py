@@ -108,6 +108,20 @@ def auc(labels: Labels, scores: Scores) -> float | None:
     return float(roc_auc_score(labels, scores)) if both_classes(labels) else None
 
 
+def rank_auc(labels: Labels, scores: Scores) -> float:
+    """The AUC as the Mann-Whitney U of the scores' average ranks: ``roc_auc_score``'s
+    value (ties count one half), at a hundredth of its cost, for the bootstrap's
+    thousands of resamples. Both classes must be present."""
+    ordered = np.sort(scores)
+    ranks = (
+        np.searchsorted(ordered, scores, "left") + np.searchsorted(ordered, scores, "right") + 1
+    ) / 2
+    positives = int(np.count_nonzero(labels == 1))
+    negatives = labels.size - positives
+    u = float(ranks[labels == 1].sum()) - positives * (positives + 1) / 2
+    return u / (positives * negatives)
+
+
 def auc_bootstrap_ci(
     labels: Labels, scores: Scores, resamples: int, seed: int, level: float = 0.95
 ) -> dict[str, Any] | None:
@@ -125,7 +139,7 @@ def auc_bootstrap_ci(
         index = rng.integers(0, n, n)
         sample = labels[index]
         if both_classes(sample):
-            values.append(roc_auc_score(sample, scores[index]))
+            values.append(rank_auc(sample, scores[index]))
     if not values:
         return None
     tail = (1 - level) / 2 * 100

@@ -180,7 +180,6 @@ def classification_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cla
                     "--manifest", str(root / "manifest.csv"),
                     "--config", str(root / "config.yaml"),
                     "--out", str(out),
-                    "--bootstrap", "500",
                 ]
             )  # fmt: skip
     report = json.loads((out / "report.json").read_text()) if code == 0 else {}
@@ -418,7 +417,7 @@ def test_no_item_evaluated_exits_1_with_a_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "config.yaml").write_text(CONFIG)
-    manifest = _manifest(tmp_path / "m.csv", "item,dicom,label", "1,gone,1", "2,also-gone,0")
+    manifest = _manifest(tmp_path / "m.csv", "item,dicom,label", "<b>1</b>,gone,1", "2,also-gone,0")
     code = main(
         [
             "evaluate",
@@ -432,6 +431,8 @@ def test_no_item_evaluated_exits_1_with_a_report(
     assert "no item" in capsys.readouterr().err
     report = read_report(tmp_path / "out" / "report.json")
     assert report["dataset"]["failed"] == 2 and report["classification"]["auc"] is None
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "&lt;b&gt;1&lt;/b&gt;" in html and "<b>1</b>" not in html  # every value escaped
 
 
 def test_read_report_refuses_what_is_not_an_evaluation_report(tmp_path: Path) -> None:
