@@ -44,8 +44,16 @@ from dicomnode.results.provenance import Provenance
 log = get_logger(__name__)
 
 DEFAULT_REFERENCE_SEG_COLUMN = "reference_seg"
-_HEADER_TAGS = ("Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "SliceThickness")
-_HEADER_TAGS_ALL = (*_HEADER_TAGS, "InstitutionName", "Modality")
+# What subgroup_values reads: the subgroup keys' own headers, and Modality to tell a
+# DICOM image from a stray file.
+_HEADERS = (
+    "Manufacturer",
+    "ManufacturerModelName",
+    "ConvolutionKernel",
+    "InstitutionName",
+    "SliceThickness",
+    "Modality",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +225,7 @@ def _run_item(
     try:
         files = row_files(row.series_dir) if row.series_dir.is_dir() else []
         if not files:
-            raise ConfigError(f"no files in {row.series_dir.name!r} (column value of the row)")
+            raise ConfigError(f"no files in the series folder {row.series_dir.name!r}")
         item.files_sha256 = _digest(files, row.series_dir)
         item.subgroups = subgroup_values(files)
         if finding_index is not None and threshold is not None:
@@ -266,12 +274,12 @@ def subgroup_values(files: Sequence[Path]) -> dict[str, str]:
     """The subgroup keys of a series, from the first of its files that is DICOM."""
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*_HEADER_TAGS_ALL])
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*_HEADERS])
         except (InvalidDicomError, OSError, EOFError, ValueError):
             continue
         if "Modality" not in ds:
             continue
-        values = {key: _text(ds.get(key)) for key in _HEADER_TAGS_ALL if key in ds}
+        values = {key: _text(ds.get(key)) for key in _HEADERS if key in ds}
         thickness = ds.get("SliceThickness")
         try:
             band = slice_thickness_band(float(thickness) if thickness not in (None, "") else None)
