@@ -7,7 +7,8 @@
     dicom_commands.py  echo, send
     rules_commands.py  rules check, rules explain
     store_commands.py  series, jobs, retry
-    export_commands.py export (datasets for research and training)
+    export_commands.py    export (datasets for research and training)
+    evaluate_commands.py  evaluate
 
 Each module registers its own subcommands, so a command's options sit beside its code.
 Heavy imports (the node, TensorFlow, SQLAlchemy) happen inside the commands, so that
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 
 from dicomnode.cli import (
     dicom_commands,
+    evaluate_commands,
     export_commands,
     node_commands,
     rules_commands,
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
         rules_commands,
         store_commands,
         export_commands,
+        evaluate_commands,
     ):
         module.register(sub)
     return parser

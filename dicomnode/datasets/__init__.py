@@ -12,6 +12,12 @@
     atomic.py      files written whole or not at all
     export.py      ``dicomnode export``: the above, a manifest, resumable
     evaluate.py    ``dicomnode evaluate``: a pipeline over a labelled set, metrics, report
+      labelled_set.py        the manifest's rows (CSV or XLSX): series folder, label, reference
+      metrics.py             AUC and its bootstrap CI, sensitivity ..., Dice, by subgroup
+      seg_compare.py         a pipeline's SEG against a reference SEG, segment by segment
+      evaluation_report.py   report.json (and read_report), beside report.html
+      evaluation_html.py     report.html
+      evaluation_figures.py  roc.png and calibration.png (matplotlib, Agg)
 
 Nothing here runs inside the receiving node: these are tools an AI engineer or a
 researcher runs beside it, on its index and spool, or on folders of DICOM files.

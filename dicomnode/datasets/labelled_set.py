@@ -1,0 +1,161 @@
+"""A labelled set: the rows of a manifest (CSV or XLSX) that an evaluation runs over.
+
+By default the columns are those ``dicomnode export`` writes: ``dicom`` (the folder of a
+series' DICOM files, relative to the manifest's folder), ``label`` (filled in by the
+user) and ``item`` (the row's id). A label is 0/1, true/false, yes/no or
+positive/negative in any case; a row with an empty label is skipped and counted, so a
+half-labelled export can be evaluated as it stands. Problems name the file, row and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from dicomnode.errors import ConfigError
+
+_POSITIVE: Final = frozenset({"1", "true", "yes", "positive", "pos", "y", "t"})
+_NEGATIVE: Final = frozenset({"0", "false", "no", "negative", "neg", "n", "f"})
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """Which manifest columns hold what; ``label`` or ``reference_seg`` None: not read."""
+
+    path: str = "dicom"
+    label: str | None = "label"
+    reference_seg: str | None = None
+    item: str = "item"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One series to evaluate."""
+
+    item: str  # the manifest's item id, else the row number
+    series_dir: Path
+    label: int | None
+    reference_seg: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSet:
+    manifest: Path
+    sha256: str  # of the manifest's bytes: names the labels the figures were computed on
+    rows: tuple[Row, ...]
+    skipped: int  # rows without a label (or reference SEG) to evaluate against
+
+
+def read_labelled_set(manifest: Path, columns: Columns) -> LabelledSet:
+    """The rows of ``manifest`` that carry what ``columns`` asks for.
+
+    ConfigError (a usage error) when the file is missing or unreadable, a named column is
+    absent, or a label is not a recognised value.
+    """
+    try:
+        data = manifest.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{manifest}: cannot read the manifest: {exc.strerror}") from exc
+    header, records = _table(manifest, data)
+    wanted = [columns.path, columns.label, columns.reference_seg]
+    for name in (c for c in wanted if c is not None):
+        if name not in header:
+            shown = ", ".join(h for h in header if h) or "none"
+            raise ConfigError(f"{manifest}: no column {name!r} (columns: {shown})")
+    base = manifest.parent
+    rows: list[Row] = []
+    skipped = 0
+    for number, record in enumerate(records, start=2):  # row 1 is the header
+        values = dict(zip(header, record, strict=False))
+        if not any(v.strip() for v in values.values()):
+            continue  # a blank line, as spreadsheets leave at the end
+        item = values.get(columns.item, "").strip() or f"row {number}"
+        label = None
+        if columns.label is not None:
+            label = _label(values.get(columns.label, ""), manifest, number, columns.label)
+            if label is None:
+                skipped += 1
+                continue
+        reference = None
+        if columns.reference_seg is not None:
+            text = values.get(columns.reference_seg, "").strip()
+            if not text:
+                skipped += 1
+                continue
+            reference = base / text
+        folder = values.get(columns.path, "").strip()
+        if not folder:
+            raise ConfigError(f"{manifest}: row {number}: column {columns.path!r} is empty")
+        rows.append(Row(item, base / folder, label, reference))
+    return LabelledSet(manifest, hashlib.sha256(data).hexdigest(), tuple(rows), skipped)
+
+
+def _label(text: str, manifest: Path, number: int, column: str) -> int | None:
+    value = text.strip().lower()
+    if not value:
+        return None
+    if value.endswith(".0"):  # a spreadsheet's 1.0
+        value = value[:-2]
+    if value in _POSITIVE:
+        return 1
+    if value in _NEGATIVE:
+        return 0
+    raise ConfigError(
+        f"{manifest}: row {number}: column {column!r}: {text.strip()[:40]!r} is not a label "
+        "(use 0/1, true/false, yes/no or positive/negative; leave empty to skip the row)"
+    )
+
+
+def _table(manifest: Path, data: bytes) -> tuple[list[str], list[list[str]]]:
+    if manifest.suffix.lower() in (".xlsx", ".xlsm"):
+        rows = list(_xlsx_rows(manifest))
+    else:
+        try:
+            text = data.decode("utf-8-sig")  # Excel's CSV starts with a byte order mark
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{manifest}: not UTF-8 text (a CSV manifest must be)") from exc
+        rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise ConfigError(f"{manifest}: the manifest is empty (it needs a header row)")
+    header = [h.strip() for h in rows[0]]
+    return header, rows[1:]
+
+
+def _xlsx_rows(manifest: Path) -> Iterator[list[str]]:
+    # openpyxl ships no type hints (import-untyped).
+    from openpyxl import load_workbook  # type: ignore[import-untyped]
+    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
+
+    try:
+        workbook = load_workbook(manifest, read_only=True, data_only=True)
+    except (InvalidFileException, OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"{manifest}: cannot read the workbook: {exc}") from exc
+    try:
+        sheet = workbook.worksheets[0]
+        for values in sheet.iter_rows(values_only=True):
+            yield [_cell(v) for v in values]
+    finally:
+        workbook.close()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def row_files(folder: Path) -> Sequence[Path]:
+    """The files of a series' folder (and below it), hidden ones left out, in name order."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
