@@ -127,8 +127,8 @@ def _table(manifest: Path, data: bytes) -> tuple[list[str], list[list[str]]]:
 
 def _xlsx_rows(manifest: Path) -> Iterator[list[str]]:
     # openpyxl ships no type hints (import-untyped).
-    from openpyxl import load_workbook  # type: ignore[import-untyped]
-    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]
+    from openpyxl import load_workbook
+    from openpyxl.utils.exceptions import InvalidFileException
 
     try:
         workbook = load_workbook(manifest, read_only=True, data_only=True)
