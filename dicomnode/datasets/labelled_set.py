@@ -9,13 +9,13 @@ half-labelled export can be evaluated as it stands. Problems name the file, row 
 
 from __future__ import annotations
 
-import csv
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from dicomnode.datasets.spreadsheets import read_table
 from dicomnode.errors import ConfigError
 
 _POSITIVE: Final = frozenset({"1", "true", "yes", "positive", "pos", "y", "t"})
@@ -60,7 +60,7 @@ def read_labelled_set(manifest: Path, columns: Columns) -> LabelledSet:
         data = manifest.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{manifest}: cannot read the manifest: {exc.strerror}") from exc
-    header, records = _table(manifest, data)
+    header, records = read_table(manifest, data)
     wanted = [columns.path, columns.label, columns.reference_seg]
     for name in (c for c in wanted if c is not None):
         if name not in header:
@@ -108,48 +108,6 @@ def _label(text: str, manifest: Path, number: int, column: str) -> int | None:
         f"{manifest}: row {number}: column {column!r}: {text.strip()[:40]!r} is not a label "
         "(use 0/1, true/false, yes/no or positive/negative; leave empty to skip the row)"
     )
-
-
-def _table(manifest: Path, data: bytes) -> tuple[list[str], list[list[str]]]:
-    if manifest.suffix.lower() in (".xlsx", ".xlsm"):
-        rows = list(_xlsx_rows(manifest))
-    else:
-        try:
-            text = data.decode("utf-8-sig")  # Excel's CSV starts with a byte order mark
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{manifest}: not UTF-8 text (a CSV manifest must be)") from exc
-        rows = list(csv.reader(text.splitlines()))
-    if not rows:
-        raise ConfigError(f"{manifest}: the manifest is empty (it needs a header row)")
-    header = [h.strip() for h in rows[0]]
-    return header, rows[1:]
-
-
-def _xlsx_rows(manifest: Path) -> Iterator[list[str]]:
-    # openpyxl ships no type hints (import-untyped).
-    from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
-
-    try:
-        workbook = load_workbook(manifest, read_only=True, data_only=True)
-    except (InvalidFileException, OSError, KeyError, ValueError) as exc:
-        raise ConfigError(f"{manifest}: cannot read the workbook: {exc}") from exc
-    try:
-        sheet = workbook.worksheets[0]
-        for values in sheet.iter_rows(values_only=True):
-            yield [_cell(v) for v in values]
-    finally:
-        workbook.close()
-
-
-def _cell(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def row_files(folder: Path) -> Sequence[Path]:

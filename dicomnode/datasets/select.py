@@ -18,7 +18,6 @@ DICOM files (``--from``). Selection reads headers only.
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from dicomnode.datasets.spreadsheets import read_table
 from dicomnode.errors import ConfigError
 from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
 from dicomnode.rules.conditions import parse_condition
@@ -109,13 +109,7 @@ def read_study_list(path: Path) -> StudyList:
     AccessionNumber column (the first of those found, header names case-insensitive)."""
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".xlsx":
-        header, rows = _xlsx_rows(path)
-    elif suffix in (".csv", ".txt"):
-        header, rows = _csv_rows(path)
-    else:
-        raise ConfigError(f"{path}: a study list is a .csv or .xlsx file")
+    header, rows = read_table(path)
     wanted = {name.lower(): name for name in LIST_COLUMNS}
     names = [str(cell or "").strip().replace(" ", "").lower() for cell in header]
     for name in (n.lower() for n in LIST_COLUMNS):
@@ -131,32 +125,6 @@ def read_study_list(path: Path) -> StudyList:
         f"{path}: no column named {', '.join(LIST_COLUMNS[:-1])} or {LIST_COLUMNS[-1]} "
         f"in its first row (found: {', '.join(str(c) for c in header if c) or 'nothing'})"
     )
-
-
-def _csv_rows(path: Path) -> tuple[list[Any], list[list[Any]]]:
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        sample = file.read(4096)
-        file.seek(0)
-        try:
-            dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        rows = list(csv.reader(file, dialect))
-    return (rows[0], rows[1:]) if rows else ([], [])
-
-
-def _xlsx_rows(path: Path) -> tuple[list[Any], list[list[Any]]]:
-    from openpyxl import load_workbook
-
-    try:
-        book = load_workbook(path, read_only=True, data_only=True)
-    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
-        raise ConfigError(f"{path}: not a readable .xlsx file ({type(exc).__name__})") from None
-    try:
-        rows = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
-    finally:
-        book.close()
-    return (rows[0], rows[1:]) if rows else ([], [])
 
 
 def select(
