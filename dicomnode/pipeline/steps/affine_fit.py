@@ -17,6 +17,8 @@ import SimpleITK as sitk  # noqa: N813 - the name its documentation and users kn
 from dicomnode.errors import StepError
 from dicomnode.pipeline.steps.itk_grid import itk_reason
 
+UNDEFINED = 1e300
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -30,6 +32,7 @@ class Settings:
     iterations: int
     learning_rate: float
     min_step: float
+    relaxation: float
     shrink_factors: tuple[int, ...]
     smoothing_sigmas: tuple[float, ...]
     initialization: str
@@ -72,6 +75,10 @@ def fit_affine(template: sitk.Image, moving: sitk.Image, settings: Settings) -> 
     Both images are float32. Raises StepError when SimpleITK fails or the metric ends
     undefined (no overlap left between the images).
     """
+    for name, image in (("template", template), ("volume", moving)):
+        view = sitk.GetArrayViewFromImage(image)
+        if view.size == 0 or view.min() == view.max():
+            raise StepError(f"register: the {name} has one value everywhere: nothing to align")
     method = _method(settings)
     initializer = sitk.CenteredTransformInitializerFilter
     mode = initializer.MOMENTS if settings.initialization == "moments" else initializer.GEOMETRY
@@ -82,7 +89,8 @@ def fit_affine(template: sitk.Image, moving: sitk.Image, settings: Settings) -> 
     except RuntimeError as exc:
         raise StepError(f"register: SimpleITK failed ({itk_reason(exc)})") from None
     value = float(method.GetMetricValue())
-    if not math.isfinite(value):
+    # ITK reports "no valid points" (no overlap left) as the largest double.
+    if not math.isfinite(value) or abs(value) > UNDEFINED:
         raise StepError(
             f"register: the metric ended undefined ({value}); the volume and the template "
             "do not overlap (check that they show the same body region)"
@@ -114,7 +122,7 @@ def _method(settings: Settings) -> sitk.ImageRegistrationMethod:
             learningRate=settings.learning_rate,
             minStep=settings.min_step,
             numberOfIterations=settings.iterations,
-            relaxationFactor=0.5,
+            relaxationFactor=settings.relaxation,
             gradientMagnitudeTolerance=1e-8,
         )
     # A unit step moves a voxel about as far for a matrix entry as for a translation.

@@ -58,6 +58,9 @@ class RegisterConfig(StepParams):
     iterations: Count = 200  # per pyramid level
     learning_rate: PositiveNumber = 1.0  # gradient descent's first step, about mm
     min_step: PositiveNumber = 0.001  # it stops when its step falls below this
+    # The step shrinks by this each time the gradient turns back; 0.5 stops too early on
+    # a metric estimated from a random sample.
+    relaxation: Annotated[float, Strict(), Field(gt=0, lt=1)] = 0.8
     shrink_factors: Annotated[tuple[Count, ...], Field(min_length=1)] = (4, 2, 1)
     smoothing_sigmas: Annotated[tuple[Sigma, ...], Field(min_length=1)] = (2.0, 1.0, 0.0)  # mm
     initialization: Literal["geometry", "moments"] = "geometry"
