@@ -33,7 +33,7 @@ from dicomnode.errors import ConfigError
 from dicomnode.logs import get_logger
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.outbox.worker import Outbox
-from dicomnode.pipeline.definition import PipelineDefinition, all_definitions
+from dicomnode.pipeline.definition import PipelineDefinition, all_definitions, check_step_files
 from dicomnode.pipeline.engine import PipelineEngine
 from dicomnode.pipeline.findings import pipeline_findings
 from dicomnode.pipeline.worker import PipelineWorkers
@@ -81,6 +81,7 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
     access = _admin_access(config) if config.admin.enabled else None
     _check_tls(config, source)
     models, pipelines = all_definitions(config.models, config.pipelines, source)
+    check_step_files(pipelines, config.base_dir, source)
     rules = RuleSet((), version="none")
     if config.rules_dir.exists():
         rules = load_rules(
@@ -190,7 +191,7 @@ class Node:
             self.database,
             self.index,
             self.spool,
-            PipelineEngine(self.pipelines, self.models, config.pipeline_limits),
+            PipelineEngine(self.pipelines, self.models, config.pipeline_limits, config.base_dir),
             config.node.ae_title,
             self._sends_queued,
             utc_now,

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from dicomnode.errors import ConfigError
-from dicomnode.pipeline.steps import StepList
+from dicomnode.pipeline.steps import StepList, build_steps
 from dicomnode.results.codes import Code
 from dicomnode.results.content import AlgorithmInfo, SegmentSpec
 from dicomnode.runners import RunnerConfig
@@ -189,3 +190,18 @@ def all_definitions(
     if missing:
         raise ConfigError("\n".join(missing))
     return every_model, every_pipeline
+
+
+def check_step_files(
+    pipelines: Mapping[str, PipelineDefinition], base_dir: Path, where: str
+) -> None:
+    """Build every pipeline's steps once, so a step's missing or unreadable file (a
+    ``register`` template) fails the configuration check, not the first study."""
+    problems = []
+    for name, definition in pipelines.items():
+        try:
+            build_steps(definition.steps, base_dir)
+        except ConfigError as exc:
+            problems.append(f"{where}: pipelines.{name}: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems))

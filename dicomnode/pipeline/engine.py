@@ -68,7 +68,9 @@ class PipelineEngine:
         pipelines: Mapping[str, PipelineDefinition],
         models: ModelHost,
         limits: PipelineLimits | None = None,
+        base_dir: Path | None = None,  # the configuration's folder: steps' relative files
     ) -> None:
+        self.base_dir = base_dir
         self.pipelines = pipelines
         self.models = models
         self.limits = limits if limits is not None else PipelineLimits()
@@ -104,7 +106,7 @@ class PipelineEngine:
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
         result = RunResult() if result is None else result
-        steps = build_steps(definition.steps)
+        steps = build_steps(definition.steps, self.base_dir)
         with _timed(result, "load"):
             loaded = load_series(paths, limits=self.limits, irregular=True)
         source = loaded.volume

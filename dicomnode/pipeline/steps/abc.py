@@ -16,7 +16,8 @@ A runner that produces label numbers as floats must cast them to an integer type
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Protocol
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Protocol, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,10 @@ class StepParams(BaseModel):
     kind: str
     # True for a kind whose output has a trailing channel axis; it must be the last step.
     makes_channels: ClassVar[bool] = False
+
+    def resolved(self, base_dir: Path) -> Self:
+        """A copy whose relative file paths are taken from ``base_dir`` (the config's folder)."""
+        return self
 
 
 class Step(Protocol):

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, Field, TypeAdapter
 from dicomnode.pipeline.steps.crop_pad import CropPadConfig
 from dicomnode.pipeline.steps.hu import HuConfig
 from dicomnode.pipeline.steps.normalize import NormalizeConfig
+from dicomnode.pipeline.steps.register import RegisterConfig
 from dicomnode.pipeline.steps.resample import ResampleConfig
 from dicomnode.pipeline.steps.resize import ResizeConfig
 from dicomnode.pipeline.steps.stack import StackConfig
@@ -29,6 +30,7 @@ StepConfig = Annotated[
     | ResampleConfig
     | ResizeConfig
     | CropPadConfig
+    | RegisterConfig
     | StackConfig,
     Field(discriminator="kind"),
 ]

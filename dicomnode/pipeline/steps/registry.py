@@ -7,6 +7,7 @@ kinds a YAML file may use is the union in ``config.py``, and a test checks that 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from dicomnode.errors import ConfigError
@@ -33,8 +34,13 @@ def register(params_type: type[StepParams]) -> Callable[[F], F]:
     return add
 
 
-def build_steps(configs: Iterable[StepParams]) -> list[Step]:
-    """The steps of a pipeline, in order; only the last one may make channels."""
+def build_steps(configs: Iterable[StepParams], base_dir: Path | None = None) -> list[Step]:
+    """The steps of a pipeline, in order; only the last one may make channels.
+
+    ``base_dir`` (the configuration file's folder) resolves a step's relative file paths
+    (``register``'s template); without it they are taken from the working directory. A
+    step that needs a file checks it here: ConfigError names the step and the key.
+    """
     params = list(configs)
     for index, config in enumerate(params[:-1]):
         if config.makes_channels:
@@ -42,10 +48,13 @@ def build_steps(configs: Iterable[StepParams]) -> list[Step]:
                 f"step {index + 1} ({config.kind}) makes channels, so it must be the last step"
             )
     steps: list[Step] = []
-    for config in params:
+    for index, config in enumerate(params):
         factory = STEPS.get(config.kind)
         if factory is None:
             known = ", ".join(sorted(STEPS))
             raise ConfigError(f"unknown step kind {config.kind!r}; kinds: {known}")
-        steps.append(factory(config))
+        try:
+            steps.append(factory(config if base_dir is None else config.resolved(base_dir)))
+        except ConfigError as exc:
+            raise ConfigError(f"step {index + 1} ({config.kind}): {exc}") from None
     return steps
