@@ -101,7 +101,7 @@ def export_command(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     clauses = parse_where(args.where)
     study_list = read_study_list(args.study_list) if args.study_list is not None else None
-    steps, steps_name = _steps(args, config)
+    steps, steps_name, steps_base = _steps(args, config)
     if args.mapping is not None and _inside(args.mapping, args.out):
         print(
             f"dicomnode: --mapping {args.mapping}: keep the mapping outside the export folder "
@@ -114,6 +114,7 @@ def export_command(args: argparse.Namespace) -> int:
         formats=frozenset(f.strip() for f in args.to.split(",") if f.strip()),
         steps=steps,
         steps_name=steps_name,
+        steps_base=steps_base,
         deid=DeidOptions(
             retain_longitudinal=args.retain_dates, clean_descriptors=args.clean_descriptors
         ),
@@ -175,12 +176,13 @@ def _choose(
         index.close()
 
 
-def _steps(args: argparse.Namespace, config: Any) -> tuple[tuple[Any, ...], str]:
-    """The steps ``--steps`` names: a pipeline's (``pipeline:NAME``) or a YAML file's."""
+def _steps(args: argparse.Namespace, config: Any) -> tuple[tuple[Any, ...], str, Path | None]:
+    """The steps ``--steps`` names: a pipeline's (``pipeline:NAME``) or a YAML file's, and
+    the folder their relative paths (a ``register`` template) start from."""
     from dicomnode.errors import ConfigError
 
     if args.steps is None:
-        return (), ""
+        return (), "", None
     if args.steps.startswith("pipeline:"):
         from dicomnode.pipeline.definition import all_definitions
 
@@ -189,7 +191,7 @@ def _steps(args: argparse.Namespace, config: Any) -> tuple[tuple[Any, ...], str]
         if name not in pipelines:
             known = ", ".join(sorted(pipelines))
             raise ConfigError(f"--steps {args.steps}: no pipeline {name!r} (pipelines: {known})")
-        return tuple(pipelines[name].steps), args.steps
+        return tuple(pipelines[name].steps), args.steps, config.base_dir
     path = Path(args.steps)
     if not path.is_file():
         raise ConfigError(f"--steps {path}: no such file (or write pipeline:NAME)")
@@ -205,7 +207,7 @@ def _steps(args: argparse.Namespace, config: Any) -> tuple[tuple[Any, ...], str]
     if isinstance(raw, dict) and "steps" in raw:
         raw = raw["steps"]
     try:
-        return tuple(parse_steps(raw)), path.name
+        return tuple(parse_steps(raw)), path.name, path.parent
     except ValidationError as exc:
         problems = [
             f"{path}: steps.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

@@ -68,6 +68,7 @@ class ExportRequest:
     formats: frozenset[str]
     steps: tuple[StepConfig, ...] = ()
     steps_name: str = ""  # ``pipeline:NAME`` or the steps file's name
+    steps_base: Path | None = None  # what relative paths in steps are relative to
     deid: DeidOptions = field(default_factory=DeidOptions)
     mapping: Path | None = None  # where to keep the pseudonym mapping (only if asked)
     keep_key: bool = False
@@ -145,7 +146,7 @@ class Export:
         self._done: set[str] = set()
         self._next_item = 1
         self._deid: Deidentifier | None = None
-        self._steps = build_steps(request.steps)
+        self._steps = build_steps(request.steps, request.steps_base)
 
     def open(self) -> None:
         """Create or resume the folder: check its settings, load the key and the manifest."""
