@@ -325,3 +325,28 @@ def test_a_dynamic_pet_series_exports_as_one_4d_nifti_with_its_frame_times(
     assert frames[..., 0].max() < frames[..., 2].max()
     timing = json.loads((out / row["item"].join(["item-", "/image.json"])).read_text("utf-8"))
     assert len(timing["FrameReferenceTime"]) == 3 and len(timing["FrameDuration"]) == 3
+
+
+def test_steps_with_a_register_step_put_the_export_on_the_template_grid(tmp_path: Path) -> None:
+    from dicomnode.datasets.nifti import save_nifti, to_nifti
+
+    source = tmp_path / "source"
+    small = CTPhantomSpec(
+        rows=40, columns=40, slices=12, pixel_spacing_mm=9.0, slice_thickness_mm=6.0
+    )
+    series = write_ct_phantom(source, small)
+    # The template: the phantom itself on a coarser grid (a relative path in the steps file).
+    template = load_series(list(series.paths)).volume
+    coarse, _ = run_steps(
+        template, build_steps(parse_steps([{"kind": "resize", "rows": 30, "columns": 30}]))
+    )
+    save_nifti(to_nifti(coarse), tmp_path / "template.nii.gz")
+    steps = tmp_path / "register.yaml"
+    steps.write_text(
+        "- {kind: hu}\n- {kind: register, template: template.nii.gz, iterations: 20}\n", "utf-8"
+    )
+    out = tmp_path / "export"
+    assert main(["export", "--from", str(source), "--out", str(out), "--quiet",
+                 "--to", "nifti", "--steps", str(steps)]) == EXIT_OK  # fmt: skip
+    [row] = _manifest(out)
+    assert nib.load(out / row["nifti"]).shape == (30, 30, 12)
