@@ -198,8 +198,9 @@ class Export:
             except Exception as exc:  # noqa: BLE001 - one series' failure is its own
                 reason = _reason(exc)
                 outcome.failed.append((source.label, reason))
-                # The position only: a folder's name may carry a patient's name.
-                log.warning("export_item_failed", position=position, error=reason)
+                # The position and the error's type only: a folder's name, which the
+                # reason may quote, can carry a patient's name. The console gets it whole.
+                log.warning("export_item_failed", position=position, error=type(exc).__name__)
             if advance is not None:
                 advance()
         self._finish(outcome)
