@@ -155,7 +155,8 @@ function seriesLink(uid, text) {
 }
 
 function jobWhat(job) {
-  return job.kind === "pipeline" ? `${job.pipeline} (rule ${job.rule})` : `send to ${job.destination}`;
+  if (job.kind !== "pipeline") return `send to ${job.destination}`;
+  return `${job.pipeline} (rule ${job.rule})${job.shadow ? " [shadow]" : ""}`;
 }
 
 function jobProblem(job) {
@@ -445,7 +446,9 @@ async function jobView(id) {
     h("dt", {}, "attempts"), h("dd", {}, job.attempts),
     job.kind === "send" ? [h("dt", {}, "instances sent"), h("dd", {}, `${job.sent_count} of ${job.instance_count}`)] : null,
     job.kind === "send" ? [h("dt", {}, "origin"), h("dd", {}, job.origin)] : null,
-    job.kind === "pipeline" ? [h("dt", {}, "results go to"), h("dd", {}, job.send_to.join(", ") || "—")] : null,
+    job.kind === "pipeline" && !job.shadow ? [h("dt", {}, "results go to"), h("dd", {}, job.send_to.join(", ") || "—")] : null,
+    job.shadow ? [h("dt", {}, "shadow"), h("dd", { id: "job-shadow" }, badge("shadow", "warn"),
+      ` results kept, nothing sent; would go to ${job.send_to.join(", ") || "—"}`)] : null,
     jobProblem(job) ? [h("dt", {}, "problem"), h("dd", { class: "error-text", id: "job-problem" }, jobProblem(job))] : null);
   const retry = retryButton(job);
 
