@@ -7,6 +7,7 @@
     dicom_commands.py  echo, send
     rules_commands.py  rules check, rules explain
     store_commands.py  series, jobs, retry
+    shadow_commands.py shadow report, shadow end
 
 Each module registers its own subcommands, so a command's options sit beside its code.
 Heavy imports (the node, TensorFlow, SQLAlchemy) happen inside the commands, so that
@@ -22,7 +23,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from dicomnode.cli import dicom_commands, node_commands, rules_commands, store_commands
+from dicomnode.cli import (
+    dicom_commands,
+    node_commands,
+    rules_commands,
+    shadow_commands,
+    store_commands,
+)
 from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command, print_help
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -62,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.set_defaults(run=_version_or_help(parser))
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for module in (node_commands, dicom_commands, rules_commands, store_commands):
+    for module in (node_commands, dicom_commands, rules_commands, store_commands, shadow_commands):
         module.register(sub)
     return parser
 
