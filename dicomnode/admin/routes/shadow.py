@@ -36,6 +36,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Unprocessable(_Body):
+    """A sentence; for a request malformed in itself, FastAPI's validation errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class CompareIn(_Body):
     labels: str = Field(description="CSV text: an identifying column and a label column")
     label_column: str = "label"
@@ -78,7 +84,10 @@ def get_shadow(
 @router.post(
     "/compare",
     summary="The shadow report compared with labels (CSV text); changes nothing",
-    responses={422: {"model": ErrorOut, "description": "The labels cannot be read"}},
+    responses={
+        400: {"model": ErrorOut, "description": "The body is not JSON"},
+        422: {"model": Unprocessable, "description": "The labels cannot be read"},
+    },
     openapi_extra=VIEWERS_MAY,
 )
 def compare(context: Context, body: CompareIn) -> dict[str, Any]:
@@ -103,13 +112,14 @@ def compare(context: Context, body: CompareIn) -> dict[str, Any]:
     response_model=EndOut,
     responses={
         **CHANGE_REFUSALS,
+        400: {"model": ErrorOut, "description": "The body is not JSON"},
         404: {"model": ErrorOut, "description": "No such rule, or no such report file"},
         409: {
             "model": ErrorOut,
             "description": "The report does not fit (another model or pipeline), the rule "
             "is not in shadow, or the rules changed meanwhile; nothing was written",
         },
-        422: {"model": ErrorOut, "description": "The rewritten rules would not be valid"},
+        422: {"model": Unprocessable, "description": "The rewritten rules would not be valid"},
         503: {"model": ErrorOut, "description": "This node cannot hash its models"},
     },
 )
@@ -161,6 +171,8 @@ def _report_bytes(body: EndIn) -> bytes:
             return Path(body.report).read_bytes()
         except OSError as exc:
             raise HTTPException(404, f"{body.report}: {exc.strerror}") from exc
+        except ValueError as exc:  # a NUL in the path
+            raise HTTPException(404, f"{body.report!r} is not a file name") from exc
     if isinstance(body.report_content, str):
         return body.report_content.encode("utf-8")
     return json.dumps(body.report_content).encode("utf-8")
