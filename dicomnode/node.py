@@ -179,6 +179,7 @@ class Node:
             self._jobs_queued,
             utc_now,
             lease=self.lease,
+            shadow_pipelines=[name for name, p in self.pipelines.items() if p.shadow],
         )
         self.completion.subscribe(self.router.notify)
         self.retention = Retention(
@@ -187,11 +188,14 @@ class Node:
             timedelta(hours=config.storage.retention_hours),
             utc_now,
         )
+        self.engine = PipelineEngine(
+            self.pipelines, self.models, config.pipeline_limits, config.base_dir
+        )
         self.workers = PipelineWorkers(
             self.database,
             self.index,
             self.spool,
-            PipelineEngine(self.pipelines, self.models, config.pipeline_limits, config.base_dir),
+            self.engine,
             config.node.ae_title,
             self._sends_queued,
             utc_now,
@@ -348,6 +352,7 @@ class Node:
             node_id=self.lease.owner,
             roles=tuple(self.config.node.roles),
             lease_seconds=self.lease.seconds,
+            provenance=lambda name: self.engine.provenance(name, None),
         )
         app = create_app(services, access, metrics_public=admin.metrics_public)
         https = AdminHTTPS(admin.tls) if admin.tls is not None else None

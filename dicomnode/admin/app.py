@@ -10,6 +10,7 @@
     /api/destinations          token; echo=true (a C-ECHO each): admin
     /api/rules[/check|dry-run] token; PUT (validated, written, loaded, audited): admin
     /api/audit                 token
+    /api/shadow[/compare]      token; /{rule}/end (on an evaluation report, audited): admin
     /openapi.json              no token (the API's shape is not a secret)
     /, /ui/, /ui/assets/...    no token: the web page (static code; its data comes from /api)
 
@@ -41,6 +42,7 @@ from dicomnode.admin.routes import (
     overview,
     rules,
     series,
+    shadow,
 )
 from dicomnode.admin.rulefiles import RuleFiles
 from dicomnode.admin.schemas import ErrorOut
@@ -96,6 +98,7 @@ def create_app(
         rules.router,
         audit.router,
         cluster.router,
+        shadow.router,
     ):
         protected.include_router(router)
     if metrics_public:

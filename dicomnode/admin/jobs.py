@@ -53,6 +53,7 @@ def pipeline_out(job: JobSummary, series_uid: str | None) -> PipelineJobOut:
         created_at=job.created_at,
         started_at=job.started_at,
         finished_at=job.finished_at,
+        shadow=job.shadow,
     )
 
 

@@ -56,6 +56,11 @@ class RuleFiles:
             raise RulesError(problems)
         return texts
 
+    def current(self) -> tuple[RuleSet, list[tuple[Path, str]]]:
+        """The folder's rules as on disk now, and the texts they come from."""
+        texts = self.texts()
+        return self._parse(texts), texts
+
     def with_file(self, name: str, content: str) -> RuleSet:
         """The rules as they would be with ``name`` holding ``content``; RulesError if invalid."""
         _check_text(name, content)

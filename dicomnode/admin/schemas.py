@@ -205,13 +205,14 @@ class PipelineJobOut(_Model):
     series_version: int
     rule: str
     pipeline: str
-    send_to: list[str]
+    send_to: list[str]  # for a shadow job: where its results would have gone
     state: str  # pending | running | done | failed | cancelled
     attempts: int
     error: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    shadow: bool = False  # results kept, nothing sent (docs/shadow.md)
 
 
 class SendJobOut(_Model):

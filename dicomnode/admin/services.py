@@ -19,6 +19,7 @@ from dicomnode.dicom.address import DicomAddress
 from dicomnode.dicom.scu import EchoResult, ScuSettings, echo
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.jobs import JobQueue
+from dicomnode.results.provenance import Provenance
 from dicomnode.routing.live_rules import LiveRules
 from dicomnode.store.completion import utc_now
 from dicomnode.store.database import Database
@@ -62,3 +63,6 @@ class AdminServices:
     node_id: str = "local"
     roles: tuple[str, ...] = ("receive", "route", "pipeline", "send")
     lease_seconds: float = 30.0
+    # A pipeline's provenance as this node runs it now (model and definition hashes):
+    # what ending shadow mode checks an evaluation report against. None: not known.
+    provenance: Callable[[str], Provenance] | None = None

@@ -9,6 +9,7 @@
     store_commands.py  series, jobs, retry
     export_commands.py    export (datasets for research and training)
     evaluate_commands.py  evaluate
+    shadow_commands.py    shadow report, shadow end
 
 Each module registers its own subcommands, so a command's options sit beside its code.
 Heavy imports (the node, TensorFlow, SQLAlchemy) happen inside the commands, so that
@@ -30,6 +31,7 @@ from dicomnode.cli import (
     export_commands,
     node_commands,
     rules_commands,
+    shadow_commands,
     store_commands,
 )
 from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Command, print_help
@@ -78,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         store_commands,
         export_commands,
         evaluate_commands,
+        shadow_commands,
     ):
         module.register(sub)
     return parser

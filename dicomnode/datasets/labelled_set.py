@@ -13,13 +13,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-from dicomnode.datasets.spreadsheets import read_table
+from dicomnode.datasets.spreadsheets import NEGATIVE, POSITIVE, read_table
 from dicomnode.errors import ConfigError
-
-_POSITIVE: Final = frozenset({"1", "true", "yes", "positive", "pos", "y", "t"})
-_NEGATIVE: Final = frozenset({"0", "false", "no", "negative", "neg", "n", "f"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +96,9 @@ def _label(text: str, manifest: Path, number: int, column: str) -> int | None:
         return None
     if value.endswith(".0"):  # a spreadsheet's 1.0
         value = value[:-2]
-    if value in _POSITIVE:
+    if value in POSITIVE:
         return 1
-    if value in _NEGATIVE:
+    if value in NEGATIVE:
         return 0
     raise ConfigError(
         f"{manifest}: row {number}: column {column!r}: {text.strip()[:40]!r} is not a label "

@@ -14,6 +14,9 @@ from pathlib import Path
 from dicomnode.errors import ConfigError
 
 SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm")
+# How people write a binary label in a spreadsheet (compared in lower case).
+POSITIVE = frozenset({"1", "true", "yes", "positive", "pos", "y", "t"})
+NEGATIVE = frozenset({"0", "false", "no", "negative", "neg", "n", "f"})
 
 
 def read_table(path: Path, data: bytes | None = None) -> tuple[list[str], list[list[str]]]:

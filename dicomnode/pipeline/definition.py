@@ -117,6 +117,9 @@ class PipelineDefinition(_Frozen):
     # A Secondary Capture (series_number + 2) with the regions' outlines and the values
     # burned in, for viewers that render neither SEG nor SR (dicomnode.results.summary_image).
     summary_image: bool = False
+    # Shadow mode (docs/shadow.md): every job of this pipeline keeps its results and
+    # sends nothing, whatever its rule's send_to says.
+    shadow: bool = False
 
 
 # A pipeline's name is kept in the index with each job, in a column of 64 characters

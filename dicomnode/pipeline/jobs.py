@@ -60,6 +60,9 @@ class JobSummary:
     next_attempt_at: datetime | None = None  # a pending job waits until then (backoff)
     # The rule's on_findings entries as the job was routed (rules.findings.route_as_dict).
     on_findings: tuple[dict[str, Any], ...] = ()
+    # Shadow mode (docs/shadow.md): results kept, nothing sent; send_to is where they
+    # would have gone.
+    shadow: bool = False
 
 
 class JobQueue:
@@ -291,4 +294,5 @@ def _summary(row: JobRow) -> JobSummary:
         failures=row.failures or 0,
         next_attempt_at=row.next_attempt_at,
         on_findings=tuple(row.send_to.get("on_findings", [])),
+        shadow=bool(row.shadow),
     )

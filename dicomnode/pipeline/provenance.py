@@ -22,8 +22,13 @@ _CHUNK = 1 << 20
 
 
 def definition_sha256(definition: PipelineDefinition) -> str:
-    """SHA-256 of the definition as normalised JSON (defaults filled, keys sorted)."""
-    text = json.dumps(definition.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """SHA-256 of the definition as normalised JSON (defaults filled, keys sorted).
+
+    ``shadow`` is left out: it says where results go, not how they are made, so a model
+    evaluated in shadow keeps its hash when it goes live.
+    """
+    dumped = definition.model_dump(mode="json", exclude={"shadow"})
+    text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -18,6 +18,10 @@ failure is committed and in its own transaction: the job stays failed with its r
 and a report that cannot be made or queued is only logged. A temporary failure that
 will be retried sends nothing, so a job that succeeds at a later attempt leaves no
 "not run" report behind.
+
+A shadow job (docs/shadow.md: its rule or its pipeline says ``shadow: true``) runs and
+keeps its results like any other, and queues no send at all: not to ``send_to``, not by
+``on_findings``, no "AI not run" report. Its timeline says where they would have gone.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from io import BytesIO
 from typing import Any
@@ -133,6 +138,9 @@ class PipelineWorkers:
 
     def run_job(self, job: JobSummary) -> None:
         """Run one claimed job to done or failed."""
+        definition = self._engine.pipelines.get(job.pipeline)
+        if definition is not None and definition.shadow and not job.shadow:
+            job = replace(job, shadow=True)  # the pipeline went shadow after routing
         log.info("job_started", job_id=job.id, pipeline=job.pipeline, series_id=job.series_id)
         started = time.perf_counter()
         result = RunResult()  # filled as stages end: a failure keeps what ran and where
@@ -186,16 +194,18 @@ class PipelineWorkers:
         transaction. Raises LeaseLostError (nothing written) if the job is not ours."""
         with self._db.writing() as session:
             result_series = self._record_and_queue(session, job, files, now)
-            routed = queue_routes(
-                session,
-                verdicts,
-                job_id=job.id,
-                series_id=job.series_id,
-                series_version=job.series_version,
-                send_to=job.send_to,
-                result_series=result_series,
-                now=now,
-            )
+            routed: list[Routed] = []
+            if not job.shadow:
+                routed = queue_routes(
+                    session,
+                    verdicts,
+                    job_id=job.id,
+                    series_id=job.series_id,
+                    series_version=job.series_version,
+                    send_to=job.send_to,
+                    result_series=result_series,
+                    now=now,
+                )
             stages = [*_stages(result), {"stage": "store", "seconds": _since(store_started)}]
             timeline = {
                 "stages": stages,
@@ -206,7 +216,9 @@ class PipelineWorkers:
                     for ds, _ in files
                 ],
             }
-            if verdicts:
+            if job.shadow:
+                timeline.update(_shadow_timeline(job, verdicts))
+            elif verdicts:
                 timeline["findings_routed"] = [r.as_dict() for r in routed]
             self.queue.mark_done(session, job.id, now, timeline)
         return routed
@@ -264,7 +276,7 @@ class PipelineWorkers:
             )
             if series_id not in series_ids:
                 series_ids.append(series_id)
-        for destination in job.send_to:
+        for destination in () if job.shadow else job.send_to:
             for series_id in series_ids:
                 queue_send(session, destination, series_id, 1, f"job:{job.id}", now)
         return series_ids
@@ -280,9 +292,10 @@ class PipelineWorkers:
             series_id=job.series_id,
             results=[str(ds.Modality) for ds, _ in files],
             send_to=list(job.send_to),
+            shadow=job.shadow,
             seconds=_since(started),
         )
-        if job.send_to and files:
+        if job.send_to and files and not job.shadow:
             try:
                 self._sends_queued(job.send_to)
             except Exception:
@@ -335,8 +348,8 @@ class PipelineWorkers:
     def _report_not_run(self, job: JobSummary, error: str) -> None:
         """The "AI not run" SR for a job failed for good, if its pipeline asks for one."""
         definition = self._engine.pipelines.get(job.pipeline)
-        if definition is None or not definition.report_not_run:
-            return
+        if definition is None or not definition.report_not_run or job.shadow:
+            return  # a shadow job's failure is only recorded: nothing may reach the PACS
         try:
             headers = self._headers(job)
             provenance = self._engine.provenance(job.pipeline, self.queue.rules_version(job))
@@ -370,6 +383,20 @@ class PipelineWorkers:
                 self._sends_queued(job.send_to)
             except Exception:
                 log.exception("job_sends_wake_failed", job_id=job.id)
+
+
+def _shadow_timeline(job: JobSummary, verdicts: tuple[RouteVerdict, ...]) -> dict[str, Any]:
+    """Where a shadow job's results would have gone, had it not been in shadow."""
+    would_route = [
+        {
+            "entry": v.route.name,
+            "results_to": list(v.route.send_results_to),
+            "forwarded_to": list(v.route.forward_to),
+        }
+        for v in verdicts
+        if v.fired
+    ]
+    return {"shadow": True, "would_send_to": list(job.send_to), "would_route": would_route}
 
 
 def _encode(dataset: pydicom.Dataset) -> bytes:

@@ -15,7 +15,7 @@ later with backoff (:mod:`.queue`), and the entries behind it are routed meanwhi
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,8 +61,11 @@ class Router:
         clock: Clock,
         retry: RoutingRetry = DEFAULT_RETRY,
         lease: Lease = LOCAL,
+        shadow_pipelines: Collection[str] = (),
     ) -> None:
         self._db = database
+        # Pipelines defined with shadow: true: every job of them is a shadow job.
+        self._shadow_pipelines = frozenset(shadow_pipelines)
         self.queue = RoutingQueue(database, retry, lease)
         self._index = index
         self._spool = spool
@@ -231,6 +234,7 @@ class Router:
                         run.send_to,
                         now,
                         on_findings=[route_as_dict(route) for route in run.on_findings],
+                        shadow=run.shadow or run.pipeline in self._shadow_pipelines,
                     )
                 applied = self._rejections.apply(session, screening, destinations, now)
                 destinations += applied.destinations

@@ -126,6 +126,7 @@ def _attribute_lines(ruleset: RuleSet, attributes: SeriesAttributes) -> list[str
 def _verdict_lines(verdict: Verdict) -> list[str]:
     rule = verdict.rule
     flags = f"priority {rule.priority}" + (", stop" if rule.stop else "")
+    flags += ", shadow" if rule.shadow else ""
     lines = [f"  {_LABELS[verdict.outcome]:<8}  {rule.name}  ({rule.location}, {flags})"]
     detail = "      "
     failure = verdict.failure
@@ -147,7 +148,10 @@ def _actions(rule: Rule) -> str:
     parts = []
     if rule.forward_to:
         parts.append("forward to " + ", ".join(rule.forward_to))
-    if rule.pipeline is not None:
+    if rule.pipeline is not None and rule.shadow:
+        sends = f"; results would go to {', '.join(rule.send_to)}" if rule.send_to else ""
+        parts.append(f"run pipeline {rule.pipeline} in shadow mode (kept, nothing sent{sends})")
+    elif rule.pipeline is not None:
         sends = f", results to {', '.join(rule.send_to)}" if rule.send_to else ""
         parts.append(f"run pipeline {rule.pipeline}{sends}")
     return "; ".join(parts)
@@ -161,5 +165,11 @@ def _decision_lines(evaluation: Evaluation) -> list[str]:
     lines.append("  forward to: " + (", ".join(decision.forward_to) or "(nowhere)"))
     for run in decision.pipeline_runs:
         sends = ", ".join(run.send_to) or "(kept on the node)"
-        lines.append(f"  pipeline:   {run.pipeline} (rule {run.rule}), results to {sends}")
+        if run.shadow:
+            lines.append(
+                f"  shadow:     {run.pipeline} (rule {run.rule}), results kept, nothing sent "
+                f"(would go to {sends})"
+            )
+        else:
+            lines.append(f"  pipeline:   {run.pipeline} (rule {run.rule}), results to {sends}")
     return lines

@@ -90,6 +90,7 @@ class PipelineRun:
     pipeline: str
     send_to: tuple[str, ...]
     on_findings: tuple[FindingRoute, ...] = ()  # evaluated when the job is done
+    shadow: bool = False  # results kept, nothing sent (docs/shadow.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,12 @@ class Decision:
 
 
 def _entries(run: PipelineRun) -> dict[str, Any]:
-    return {"on_findings": [route.name for route in run.on_findings]} if run.on_findings else {}
+    entries: dict[str, Any] = {}
+    if run.on_findings:
+        entries["on_findings"] = [route.name for route in run.on_findings]
+    if run.shadow:
+        entries["shadow"] = True
+    return entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +239,7 @@ def _decide(verdicts: list[Verdict]) -> Decision:
     for rule in matched:
         forward.update(dict.fromkeys(rule.forward_to))
     runs = tuple(
-        PipelineRun(rule.name, rule.pipeline, rule.send_to, rule.on_findings)
+        PipelineRun(rule.name, rule.pipeline, rule.send_to, rule.on_findings, rule.shadow)
         for rule in matched
         if rule.pipeline is not None
     )

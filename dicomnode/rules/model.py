@@ -107,6 +107,9 @@ class Rule:
     file: Path = Path("<memory>")
     line: int | None = None
     on_findings: tuple[FindingRoute, ...] = ()
+    # Shadow mode (docs/shadow.md): the pipeline runs and its results are kept, but
+    # nothing is sent; ``send_to`` says where the results would go.
+    shadow: bool = False
 
     @property
     def location(self) -> str:

@@ -31,6 +31,7 @@ RULE_KEYS = (
     "forward_to",
     "send_to",
     "on_findings",
+    "shadow",
 )
 RULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -130,13 +131,33 @@ class _FileParser:
             file=self.path,
             line=self.source.line_of(here),
             on_findings=self._on_findings(here, raw),
+            shadow=self._typed(here, "shadow", raw.get("shadow", False), bool, "true or false"),
         )
+        if rule.shadow:
+            self._check_shadow(here, raw)
         has_pipeline = raw.get("pipeline") is not None
         if raw.get("send_to") is not None and not has_pipeline:
             self._report((*here, "send_to"), "send_to is where pipeline results go: add pipeline")
         if not has_pipeline and not raw.get("forward_to"):
             self._report(here, "no action: give pipeline and/or forward_to", key=self._label)
         return rule if len(self.problems) == before else None
+
+    def _check_shadow(self, here: KeyPath, raw: dict[Any, Any]) -> None:
+        """A shadow rule watches: it may neither send nor change what live rules do."""
+        if raw.get("forward_to"):
+            self._report(
+                (*here, "forward_to"),
+                "a shadow rule sends nothing: remove forward_to (send_to is kept as where "
+                "results would go), or set shadow: false",
+            )
+        if raw.get("pipeline") is None:
+            self._report((*here, "shadow"), "shadow runs a pipeline on live traffic: add pipeline")
+        if raw.get("stop") is True:
+            self._report(
+                (*here, "stop"),
+                "a shadow rule may not stop the rules after it: live routing must not "
+                "change while a model is tried in shadow",
+            )
 
     def _check_name(self, here: KeyPath, name: Any, valid: bool) -> None:
         if name is None:

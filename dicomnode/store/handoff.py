@@ -67,11 +67,13 @@ def queue_job(
     send_to: Sequence[str],
     now: datetime,
     on_findings: Sequence[dict[str, Any]] = (),
+    shadow: bool = False,
 ) -> int:
     """Add a job inside the caller's transaction (the routing decision's).
 
     ``on_findings``: the rule's entries, kept with the job so that it routes its
     findings by the rules it was routed under, whatever the rules are when it ends.
+    ``shadow``: the job keeps its results and sends nothing (docs/shadow.md).
     """
     destinations: dict[str, Any] = {"destinations": list(send_to)}
     if on_findings:
@@ -85,6 +87,7 @@ def queue_job(
         state="pending",
         created_at=now,
         timeline={"stages": []},
+        shadow=shadow,
     )
     session.add(row)
     session.flush()

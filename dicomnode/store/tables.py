@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -273,6 +274,8 @@ class JobRow(Base):
     # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
     owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Shadow mode (docs/shadow.md): results kept, nothing sent; rows before 0005 read false.
+    shadow: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class RejectionRow(Base):

@@ -99,6 +99,7 @@ def services_of(node: Node, **overrides: Any) -> AdminServices:
         node_id=node.lease.owner,
         roles=tuple(config.node.roles),
         lease_seconds=node.lease.seconds,
+        provenance=lambda name: node.engine.provenance(name, None),
     )
     return dataclasses.replace(services, **overrides)
 

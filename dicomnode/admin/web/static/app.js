@@ -155,7 +155,8 @@ function seriesLink(uid, text) {
 }
 
 function jobWhat(job) {
-  return job.kind === "pipeline" ? `${job.pipeline} (rule ${job.rule})` : `send to ${job.destination}`;
+  if (job.kind !== "pipeline") return `send to ${job.destination}`;
+  return `${job.pipeline} (rule ${job.rule})${job.shadow ? " [shadow]" : ""}`;
 }
 
 function jobProblem(job) {
@@ -445,7 +446,9 @@ async function jobView(id) {
     h("dt", {}, "attempts"), h("dd", {}, job.attempts),
     job.kind === "send" ? [h("dt", {}, "instances sent"), h("dd", {}, `${job.sent_count} of ${job.instance_count}`)] : null,
     job.kind === "send" ? [h("dt", {}, "origin"), h("dd", {}, job.origin)] : null,
-    job.kind === "pipeline" ? [h("dt", {}, "results go to"), h("dd", {}, job.send_to.join(", ") || "—")] : null,
+    job.kind === "pipeline" && !job.shadow ? [h("dt", {}, "results go to"), h("dd", {}, job.send_to.join(", ") || "—")] : null,
+    job.shadow ? [h("dt", {}, "shadow"), h("dd", { id: "job-shadow" }, badge("shadow", "warn"),
+      ` results kept, nothing sent; would go to ${job.send_to.join(", ") || "—"}`)] : null,
     jobProblem(job) ? [h("dt", {}, "problem"), h("dd", { class: "error-text", id: "job-problem" }, jobProblem(job))] : null);
   const retry = retryButton(job);
 
@@ -672,6 +675,63 @@ async function rulesPage(params) {
   return page;
 }
 
+// ------------------------------------------------------------ shadow mode (docs/shadow.md)
+
+function shadowFinding(f) {
+  if (f.probability !== null) return `${f.name} ${f.present ? "present" : "absent"} (p=${f.probability.toFixed(2)})`;
+  if (f.volume_ml !== null) return `${f.name} ${f.volume_ml.toFixed(1)} ml`;
+  return `${f.name} ${f.present ? "present" : "absent"}`;
+}
+
+function percent(value) {
+  return value === null || value === undefined ? "—" : `${(value * 100).toFixed(1)} %`;
+}
+
+function shadowReport(report) {
+  const rows = table(["finished", "pipeline (rule)", "series", "shadow result", "would send to", "live model", "label"],
+    report.rows.map((r) => h("tr", { "data-job": r.job_id },
+      h("td", {}, r.finished_at ? when(r.finished_at) : badge(r.state)),
+      h("td", {}, h("a", { href: `#/jobs/pipeline-${r.job_id}` }, `${r.pipeline} (${r.rule})`)),
+      h("td", {}, seriesLink(r.series_uid)),
+      h("td", {}, r.findings.map(shadowFinding).join(", ") || "—"),
+      h("td", {}, r.would_send_to.join(", ") || "—"),
+      h("td", {}, r.live === null ? "—" : [`${r.live.pipeline}: `, r.live.findings.map((a) =>
+        badge(`${a.name} ${a.agree ? "agree" : "disagree"}${a.volume_difference_ml !== null ? ` ${a.volume_difference_ml >= 0 ? "+" : ""}${a.volume_difference_ml.toFixed(1)} ml` : ""}`, a.agree ? "ok" : "bad"))]),
+      h("td", {}, r.label === null ? "—" : r.label ? "positive" : "negative"))),
+    "No shadow jobs yet: set shadow: true on a rule (docs/shadow.md).");
+  const a = report.live_agreement;
+  const c = report.confusion;
+  const summary = h("p", {}, `Compared with the live model on ${a.compared} series: ${a.agree} agree, ${a.disagree} disagree.`,
+    c ? ` Labels: ${c.labelled} labelled (${c.unlabelled} not yet); TP ${c.true_positive}, FP ${c.false_positive}, ` +
+      `TN ${c.true_negative}, FN ${c.false_negative}; sensitivity ${percent(c.sensitivity)}, ` +
+      `specificity ${percent(c.specificity)}, PPV ${percent(c.ppv)}.` : "");
+  return [summary, rows];
+}
+
+async function shadowPage() {
+  const report = await api("shadow");
+  const out = h("div", { id: "shadow-report" }, shadowReport(report));
+  const labels = h("textarea", { id: "shadow-labels", spellcheck: "false", rows: 4,
+    placeholder: "SeriesInstanceUID,label\n1.2.3...,1", "aria-label": "labels as CSV" });
+  const compare = h("button", { type: "button" }, "Compare with these labels");
+  compare.addEventListener("click", async () => {
+    try {
+      const compared = await api("shadow/compare", { method: "POST", body: { labels: labels.value } });
+      out.replaceChildren(...shadowReport(compared));
+    } catch (error) { say(`Could not compare: ${error.message}`, "bad"); }
+  });
+  return [
+    h("h1", {}, "Shadow mode"),
+    panel("Shadow jobs: results kept, nothing sent", out),
+    panel("Labels as they arrive", h("p", { class: "hint" },
+      "CSV with a SeriesInstanceUID, StudyInstanceUID or AccessionNumber column and a label column (1/0). " +
+      "Compared here, never stored."), labels, h("div", { class: "row" }, compare)),
+    panel("Ending shadow mode", h("p", {},
+      "Run dicomnode shadow end RULE --report report.json (or POST /api/shadow/RULE/end) with the evaluation " +
+      "report of the model the pipeline runs now. The change is audited as shadow.end.")),
+  ];
+}
+
 async function auditPage() {
   const entries = await api("audit?limit=200");
   return [h("h1", {}, "Audit log"), panel(null, table(["at", "who", "action", "target", "detail"],
@@ -690,6 +750,7 @@ const ROUTES = [
   [/^\/jobs$/, "jobs", (m, p) => jobsList(p), false],
   [/^\/jobs\/([a-z]+-\d+)$/, "jobs", (m) => jobView(m[1]), false],
   [/^\/rules$/, "rules", (m, p) => rulesPage(p), false],
+  [/^\/shadow$/, "shadow", () => shadowPage(), false],
   [/^\/audit$/, "audit", () => auditPage(), false],
 ];
 
