@@ -197,7 +197,7 @@ def _observed(sources: Sequence[Dataset], keyword: str) -> _Observed:
 
 def _values(ds: Dataset, keyword: str) -> list[Any]:
     """The attribute at the top level, else in the instance's functional groups."""
-    value = ds.get(keyword)
+    value = _get(ds, keyword)
     if value not in (None, ""):
         return [value]
     found = []
@@ -207,10 +207,19 @@ def _values(ds: Dataset, keyword: str) -> list[Any]:
                 if element.VR != "SQ":
                     continue
                 for item in element.value:
-                    inner = item.get(keyword)
+                    inner = _get(item, keyword)
                     if inner not in (None, ""):
                         found.append(inner)
     return found
+
+
+def _get(ds: Dataset, keyword: str) -> Any:
+    """A value as pydicom reads it, else as stored: a DS of "thin" cannot be a float."""
+    try:
+        return ds.get(keyword)
+    except (ValueError, TypeError, OverflowError):
+        raw = ds.get_item(keyword)
+        return None if raw is None else raw.value
 
 
 def _items(value: Any) -> list[str]:
