@@ -3,6 +3,12 @@
 The engine is pure work on files and arrays; it knows nothing of the database. The
 worker gives it the series' spooled files and stores what it returns. Every stage is
 timed, so a job's timeline shows where its seconds went.
+
+A model with an input envelope (:mod:`dicomnode.pipeline.envelope`) has the series'
+headers checked inside ``load``, before any pixel is decoded (stage ``envelope``), and its
+values after preprocessing (``envelope_values``): outside, the run is refused
+(``skip``) or goes on with ``RunResult.envelope`` set and the results' provenance
+saying so (``flag``).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +121,8 @@ class PipelineEngine:
         steps = build_steps(definition.steps)
         envelope = self.models.envelope(definition.model)
         verdict = None if envelope is None else EnvelopeVerdict(definition.model, envelope)
-
-        def inspect(headers: Sequence[Dataset]) -> None:
-            # Before any pixel is decoded: a series outside is refused for the cost of its headers.
-            if verdict is not None:
-                with _timed(result, "envelope"), self._noting(name, verdict, result):
-                    verdict.check_headers(headers)
-
+        # Checked before any pixel is decoded: a series outside costs only its headers.
+        inspect = None if verdict is None else partial(self._check_headers, name, verdict, result)
         with _timed(result, "load"):
             loaded = load_series(paths, limits=self.limits, irregular=True, inspect=inspect)
         source = loaded.volume
@@ -252,6 +254,16 @@ class PipelineEngine:
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
         return self._provenance(name, definition, rules_version)
+
+    def _check_headers(
+        self,
+        pipeline: str,
+        verdict: EnvelopeVerdict,
+        result: RunResult,
+        headers: Sequence[Dataset],
+    ) -> None:
+        with _timed(result, "envelope"), self._noting(pipeline, verdict, result):
+            verdict.check_headers(headers)
 
     @contextmanager
     def _noting(self, pipeline: str, verdict: EnvelopeVerdict, result: RunResult) -> Iterator[None]:
