@@ -59,7 +59,8 @@ class EnvelopeCounts:
         query = select(JobRow.id, JobRow.pipeline, JobRow.finished_at, JobRow.timeline).where(
             JobRow.state.in_(("done", "failed")),
             JobRow.finished_at.is_not(None),
-            JobRow.timeline["envelope"].is_not(None),
+            # as_string: SQLite's JSON_QUOTE of a missing key is 'null', not NULL.
+            JobRow.timeline["envelope"].as_string().is_not(None),
         )
         if self._watermark is not None:
             query = query.where(JobRow.finished_at >= self._watermark - _LATE_COMMIT)
