@@ -22,6 +22,7 @@
      +-- PipelineError        a pipeline job cannot complete; the job keeps the message
           +-- VolumeError     the series cannot form one correct volume
           +-- StepError       a preprocessing step cannot apply (e.g. a missing PET attribute)
+          +-- OutsideEnvelopeError  the series lies outside the model's input envelope (skip)
           +-- RunnerError     a model failed to load or to run
           |    +-- ModelTimeoutError  the model exceeded its time limit
           +-- ResultError     SEG/SR could not be built from the results
@@ -126,6 +127,10 @@ class VolumeError(PipelineError):
 
 class StepError(PipelineError):
     """A preprocessing step cannot apply to this volume."""
+
+
+class OutsideEnvelopeError(PipelineError):
+    """The series lies outside the inputs the model was validated on; not run (a refusal)."""
 
 
 class RunnerError(PipelineError):

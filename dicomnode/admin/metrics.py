@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from dicomnode import __version__
 from dicomnode.admin import queries
+from dicomnode.admin.envelope_metrics import EnvelopeCounts
 from dicomnode.admin.services import AdminServices
 from dicomnode.errors import StorageError
 from dicomnode.logs import get_logger
@@ -68,6 +69,7 @@ class NodeCollector(Collector):
     def __init__(self, services: AdminServices) -> None:
         self._services = services
         self._latency = _TimelineHistograms()
+        self._envelope = EnvelopeCounts()
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is read at registration: the database may not exist yet
@@ -79,7 +81,11 @@ class NodeCollector(Collector):
         )
         try:
             with services.database.reading() as session:
-                families = [*_from_database(session, services), *self._latency.collect(session)]
+                families = [
+                    *_from_database(session, services),
+                    *self._latency.collect(session),
+                    *self._envelope.collect(session),
+                ]
         except (SQLAlchemyError, StorageError) as exc:
             log.warning("metrics_database_failed", error=type(exc).__name__)
             families = []

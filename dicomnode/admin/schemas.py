@@ -313,6 +313,9 @@ class Timeline(_Model):
     # The rule's on_findings entries that fired: [{"entry", "results_to", "forwarded_to"}];
     # None when the rule has none (or the job is not done).
     findings_routed: list[dict[str, Any]] | None = None
+    # The series lay outside the model's input envelope (docs/envelopes.md): {"model",
+    # "action": skip | flag, "outside": [reasons], "scanner": {...}}; None when inside.
+    envelope: dict[str, Any] | None = None
 
 
 class JobDetail(_Model):

@@ -107,6 +107,7 @@ def _timeline(
         summary=timeline.get("summary"),
         sends=[_send_part(services, send) for send in sends],
         findings_routed=timeline.get("findings_routed"),
+        envelope=timeline.get("envelope"),
     )
 
 

@@ -184,7 +184,7 @@ def jobs_command(args: argparse.Namespace) -> int:
                 job.reason,
             )
         else:
-            what, progress, problem = job.pipeline, "", job.error
+            what, progress, problem = job.pipeline, "", job.error or _flagged(job.timeline)
         line = (
             f"{kind}-{job.id}",
             kind,
@@ -197,6 +197,15 @@ def jobs_command(args: argparse.Namespace) -> int:
         )
         print("\t".join(line))
     return EXIT_OK
+
+
+def _flagged(timeline: dict[str, Any]) -> str:
+    """A done job that ran outside its model's input envelope says so (docs/envelopes.md)."""
+    envelope = timeline.get("envelope") or {}
+    if not envelope.get("outside"):
+        return ""
+    reasons = "; ".join(str(r) for r in envelope["outside"])
+    return f"flagged: outside the input envelope of model {envelope.get('model')!r}: {reasons}"
 
 
 def _route_line(failure: Any) -> tuple[str, ...]:

@@ -157,7 +157,7 @@ def _describe(exc: ValidationError, where: str, section: str) -> str:
 def _is_tag(part: str | int) -> bool:
     """Pydantic puts union tags and validator names into locations."""
     return isinstance(part, str) and (
-        part in {"segmentation", "classification", "tensorflow", "python"}
+        part in {"segmentation", "classification", "tensorflow", "onnx", "triton", "python"}
         or "[" in part
         or part.startswith("function-")
     )

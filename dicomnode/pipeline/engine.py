@@ -3,6 +3,12 @@
 The engine is pure work on files and arrays; it knows nothing of the database. The
 worker gives it the series' spooled files and stores what it returns. Every stage is
 timed, so a job's timeline shows where its seconds went.
+
+A model with an input envelope (:mod:`dicomnode.pipeline.envelope`) has the series'
+headers checked inside ``load``, before any pixel is decoded (stage ``envelope``), and its
+values after preprocessing (``envelope_values``): outside, the run is refused
+(``skip``) or goes on with ``RunResult.envelope`` set and the results' provenance
+saying so (``flag``).
 """
 
 from __future__ import annotations
@@ -10,7 +16,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +26,14 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from dicomnode.config import PipelineLimits
-from dicomnode.errors import PipelineError
+from dicomnode.errors import OutsideEnvelopeError, PipelineError
+from dicomnode.logs import get_logger
 from dicomnode.pipeline.definition import (
     ClassificationOutput,
     PipelineDefinition,
     SegmentationOutput,
 )
+from dicomnode.pipeline.envelope import EnvelopeVerdict
 from dicomnode.pipeline.loading import load_series
 from dicomnode.pipeline.measure import RegionStats, region_stats
 from dicomnode.pipeline.provenance import definition_sha256, model_sha256
@@ -43,6 +52,8 @@ from dicomnode.results.summary_image import write_summary_image
 from dicomnode.runners import ModelHost
 from dicomnode.volume import Volume
 
+log = get_logger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Stage:
@@ -58,6 +69,9 @@ class RunResult:
     datasets: list[Dataset] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
+    # The series lay outside the model's input envelope: EnvelopeVerdict.as_dict(), for
+    # the job's timeline (skipped or flagged); None when inside or when none is declared.
+    envelope: dict[str, Any] | None = None
 
 
 class PipelineEngine:
@@ -107,8 +121,12 @@ class PipelineEngine:
             raise PipelineError(f"no pipeline {name!r}")
         result = RunResult() if result is None else result
         steps = build_steps(definition.steps, self.base_dir)
+        envelope = self.models.envelope(definition.model)
+        verdict = None if envelope is None else EnvelopeVerdict(definition.model, envelope)
+        # Checked before any pixel is decoded: a series outside costs only its headers.
+        inspect = None if verdict is None else partial(self._check_headers, name, verdict, result)
         with _timed(result, "load"):
-            loaded = load_series(paths, limits=self.limits, irregular=True)
+            loaded = load_series(paths, limits=self.limits, irregular=True, inspect=inspect)
         source = loaded.volume
         # Unevenly spaced slices stay as acquired where each is processed alone; anything
         # else (a volumetric model, a step that moves the grid) gets them interpolated.
@@ -127,11 +145,18 @@ class PipelineEngine:
         if prepared.geometry.sheared and not self.models.slice_wise(definition.model):
             with _timed(result, "untilt"):
                 untilted = untilt(prepared)
+        if verdict is not None and verdict.envelope.values is not None:
+            with _timed(result, "envelope_values"), self._noting(name, verdict, result):
+                verdict.check_values(source, prepared)
+        if verdict is not None and verdict.outside:  # flagged: it runs, and says so
+            self._outside(name, verdict, result)
         with _timed(result, "inference"):
             context = {"pipeline": name, "series_uid": source.series_instance_uid}
             model_input = prepared if untilted is None else untilted.volume
             prediction = self.models.predict(definition.model, model_input.array, context)
         provenance = self._provenance(name, definition, rules_version)
+        if verdict is not None and verdict.outside:
+            provenance = replace(provenance, input_envelope="; ".join(verdict.reasons))
         output = definition.output
         if isinstance(output, ClassificationOutput):
             findings = _findings(output, prediction)
@@ -162,6 +187,7 @@ class PipelineEngine:
                     for f in findings
                 ]
             }
+            _flag(result)
             return result
         with _timed(result, "restore"):
             labels = _labels(output, prediction)
@@ -221,6 +247,7 @@ class PipelineEngine:
                 for s in stats
             ],
         }
+        _flag(result)
         return result
 
     def provenance(self, name: str, rules_version: str | None) -> Provenance:
@@ -229,6 +256,40 @@ class PipelineEngine:
         if definition is None:
             raise PipelineError(f"no pipeline {name!r}")
         return self._provenance(name, definition, rules_version)
+
+    def _check_headers(
+        self,
+        pipeline: str,
+        verdict: EnvelopeVerdict,
+        result: RunResult,
+        headers: Sequence[Dataset],
+    ) -> None:
+        with _timed(result, "envelope"), self._noting(pipeline, verdict, result):
+            verdict.check_headers(headers)
+
+    @contextmanager
+    def _noting(self, pipeline: str, verdict: EnvelopeVerdict, result: RunResult) -> Iterator[None]:
+        """Record and log a series the check refuses (``skip``)."""
+        try:
+            yield
+        except OutsideEnvelopeError:
+            self._outside(pipeline, verdict, result)
+            raise
+
+    @staticmethod
+    def _outside(pipeline: str, verdict: EnvelopeVerdict, result: RunResult) -> None:
+        result.envelope = verdict.as_dict()
+        scanner = verdict.scanner
+        log.warning(
+            "envelope_outside",
+            model=verdict.model,
+            pipeline=pipeline,
+            action=verdict.envelope.on_outside,
+            reasons=list(verdict.reasons),
+            manufacturer=scanner.manufacturer,
+            scanner_model=scanner.model,
+            station=scanner.station,
+        )
 
     def _provenance(
         self, name: str, definition: PipelineDefinition, rules_version: str | None
@@ -242,13 +303,27 @@ class PipelineEngine:
 
 @contextmanager
 def _timed(result: RunResult, stage: str) -> Iterator[None]:
+    """Time a stage; a failure is the innermost stage's (``envelope`` within ``load``)."""
     started = time.perf_counter()
+    before = len(result.stages)
     try:
         yield
     except BaseException:
-        result.stages.append(Stage(stage, round(time.perf_counter() - started, 4), failed=True))
+        inner = any(s.failed for s in result.stages[before:])
+        result.stages.append(
+            Stage(stage, round(time.perf_counter() - started, 4), failed=not inner)
+        )
         raise
     result.stages.append(Stage(stage, round(time.perf_counter() - started, 4)))
+
+
+def _flag(result: RunResult) -> None:
+    """A flagged run's summary says it ran outside the model's input envelope."""
+    if result.envelope is not None:
+        result.summary["envelope"] = {
+            "model": result.envelope["model"],
+            "outside": result.envelope["outside"],
+        }
 
 
 def _labels(output: SegmentationOutput, prediction: npt.NDArray[Any]) -> npt.NDArray[Any]:

@@ -21,7 +21,7 @@ and SR writers need the source datasets to reference and align with.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +121,7 @@ def load_series(
     lateral_tolerance: float = 0.1,
     limits: PipelineLimits = _DEFAULT_LIMITS,
     irregular: bool = False,
+    inspect: Callable[[Sequence[Dataset]], None] | None = None,
 ) -> LoadedSeries:
     """Read, check, sort along the slice normal, decode and rescale a series.
 
@@ -132,12 +133,16 @@ def load_series(
     Anything that would give a wrong volume raises :class:`VolumeError` naming what is
     wrong, before any pixel is decoded where the headers show it; so does a volume larger
     than ``limits``, before anything is allocated for it. ``irregular`` accepts slices at
-    uneven spacing (the geometry then lists each slice's offset).
+    uneven spacing (the geometry then lists each slice's offset). ``inspect`` is called
+    with the image instances' headers before any frame is placed or decoded: what it
+    raises refuses the series at the cost of reading its headers (an input envelope).
     """
     tolerances = Tolerances(spacing=spacing_tolerance, lateral=lateral_tolerance)
     files, headers = _image_headers(paths)
     _require_one_series(headers, files)
     _require_within(headers, limits)
+    if inspect is not None:
+        inspect(headers)
     names = [path.name for path in files]
     frames = [frame for i, ds in enumerate(headers) for frame in frames_of(ds, i, names[i])]
     grid = stack(frames, names, tolerances, irregular=irregular)

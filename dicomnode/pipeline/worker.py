@@ -220,6 +220,8 @@ class PipelineWorkers:
                 timeline.update(_shadow_timeline(job, verdicts))
             elif verdicts:
                 timeline["findings_routed"] = [r.as_dict() for r in routed]
+            if result.envelope is not None:  # run, flagged: outside the model's envelope
+                timeline["envelope"] = result.envelope
             self.queue.mark_done(session, job.id, now, timeline)
         return routed
 
@@ -311,7 +313,9 @@ class PipelineWorkers:
         temporary: bool = False,
     ) -> None:
         stages = _stages(result)
-        timeline = {"stages": stages, "seconds": _since(started)}
+        timeline: dict[str, Any] = {"stages": stages, "seconds": _since(started)}
+        if result.envelope is not None:  # not run: outside the model's input envelope
+            timeline["envelope"] = result.envelope
         now = self._clock()
         retry_at = None
         if temporary and job.attempts < JOB_ATTEMPTS:

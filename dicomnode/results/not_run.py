@@ -68,8 +68,17 @@ _PLAIN: Final = (
 _FALLBACK: Final = "the algorithm failed on this series"
 
 
+# dicomnode.pipeline.envelope's refusals start so; their reasons are already plain.
+ENVELOPE_MARKER: Final = "outside the input envelope of model"
+
+
 def plain_reason(error: str) -> str:
     """The job's technical error as a sentence a reader understands."""
+    if error.startswith(ENVELOPE_MARKER):
+        _, _, reasons = error.partition(": ")
+        return "the series lies outside the inputs this algorithm was validated on" + (
+            f" ({reasons})" if reasons else ""
+        )
     for marker, words in _PLAIN:
         if marker in error:
             return words

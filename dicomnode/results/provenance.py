@@ -35,6 +35,9 @@ class Provenance:
     pipeline_sha256: str
     rules_version: str | None = None  # None: not made by a routed job (a direct call)
     node_version: str = __version__
+    # Why the series lay outside the model's input envelope, for a run that was flagged
+    # (dicomnode.pipeline.envelope); None when it lay inside or none was declared.
+    input_envelope: str | None = None
 
     def parameters(self) -> dict[str, str]:
         """Algorithm Parameters, ``name: value``."""
@@ -44,6 +47,9 @@ class Provenance:
             "rules_version": self.rules_version or "none",
             "dicomnode_version": self.node_version,
         }
+        if self.input_envelope is not None:
+            # Bounded: the Contributing Equipment's description (ST) holds 1024 characters.
+            values["input_envelope"] = "outside: " + _bounded(self.input_envelope, 600)
         return values
 
     def sr_parameters(self) -> list[str]:
@@ -62,3 +68,7 @@ class Provenance:
                 f"{name} {value}" for name, value in self.parameters().items()
             ),
         )
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -303,6 +303,9 @@ def _footer(algorithm: AlgorithmInfo, provenance: Provenance | None, note: str) 
             f"Rules version: {provenance.rules_version or 'none'}   "
             f"dicomnode {provenance.node_version}"
         )
+        if provenance.input_envelope is not None:
+            flagged = f"OUTSIDE the model's input envelope: {provenance.input_envelope}"
+            lines.append(flagged if len(flagged) <= 110 else flagged[:107] + "...")
     lines.append(f"{note}. Not for measurement: the tiles are scaled.")
     return lines
 

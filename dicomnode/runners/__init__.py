@@ -15,7 +15,8 @@
 ``ModelHost`` builds, loads and runs them by name (``load`` is what ``config check`` and
 start-up call), and ``register`` adds a runner kind. TensorFlow is imported only when a
 ``tensorflow`` model loads, onnxruntime and tritonclient only when an ``onnx`` or
-``triton`` one does: importing this package imports none of them.
+``triton`` one does: importing this package imports none of them. Every kind accepts
+``envelope:`` (:class:`InputEnvelope`), the inputs the model was validated on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dicomnode.runners.abc import InputArray, Prediction, Runner, RunnerParams
 from dicomnode.runners.callables import resolve_callable
 from dicomnode.runners.config import RunnerConfig, parse_runner_config
+from dicomnode.runners.envelope import InputEnvelope
 from dicomnode.runners.host import ModelHost
 from dicomnode.runners.onnx import OnnxRunner, OnnxRunnerConfig
 from dicomnode.runners.python import PythonRunner, PythonRunnerConfig
@@ -33,6 +35,7 @@ from dicomnode.runners.triton import TritonRunner, TritonRunnerConfig
 __all__ = [
     "RUNNERS",
     "InputArray",
+    "InputEnvelope",
     "ModelHost",
     "OnnxRunner",
     "OnnxRunnerConfig",

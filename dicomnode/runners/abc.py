@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
+from dicomnode.runners.envelope import InputEnvelope
+
 InputArray = npt.NDArray[np.float32]
 Prediction = npt.NDArray[Any]
 
@@ -40,6 +42,8 @@ class RunnerParams(BaseModel):
     timeout_seconds: Seconds = 600.0
     # How many predict() calls of this model may run at once (a model's memory is shared).
     max_concurrent: Concurrency = 1
+    # The inputs the model was validated on (dicomnode.runners.envelope); None: any.
+    envelope: InputEnvelope | None = None
 
 
 class Runner(Protocol):

@@ -30,6 +30,7 @@ import numpy as np
 from dicomnode.errors import ModelTimeoutError, RunnerError
 from dicomnode.logs import get_logger
 from dicomnode.runners.abc import InputArray, Prediction, Runner, RunnerParams
+from dicomnode.runners.envelope import InputEnvelope
 from dicomnode.runners.registry import build_runner
 
 log = get_logger(__name__)
@@ -59,6 +60,10 @@ class ModelHost:
     def slice_wise(self, name: str) -> bool:
         """Whether the model sees one slice at a time (``mode: slices``); else volumetric."""
         return getattr(self._model(name).params, "mode", "volume") == "slices"
+
+    def envelope(self, name: str) -> InputEnvelope | None:
+        """The inputs model ``name`` was validated on, as its configuration declares."""
+        return self._model(name).params.envelope
 
     def load(self) -> None:
         """Load every model; one RunnerError lists each model that failed (for config check)."""

@@ -488,10 +488,22 @@ async function jobView(id) {
     h("div", { class: "grid" }, panel("Job", facts), h("section", { class: "panel", id: "timeline" }, h("h2", {}, "Timeline"), events)),
     job.kind === "pipeline" ? h("section", { class: "panel", id: "stages" }, h("h2", {}, "Pipeline stages"), stages) : null,
     job.kind === "pipeline" ? panel("Results", results) : null,
+    t.envelope ? envelopePanel(t.envelope) : null,
     t.summary ? panel("Summary", h("pre", { class: "block" }, JSON.stringify(t.summary, null, 2))) : null,
     h("section", { class: "panel", id: "sends" }, h("h2", {}, "Sends and their attempts"),
       sends.length ? sends : h("p", { class: "empty" }, "No sends.")),
   ];
+}
+
+// A series outside the model's input envelope: skipped (not run) or flagged (run).
+function envelopePanel(e) {
+  const scanner = e.scanner || {};
+  const what = e.action === "flag" ? "ran, flagged: outside the inputs the model was validated on"
+    : "not run: outside the inputs the model was validated on";
+  return h("section", { class: "panel", id: "envelope" }, h("h2", {}, "Input envelope"),
+    h("p", {}, badge(e.action === "flag" ? "flagged" : "skipped", e.action === "flag" ? "warn" : "bad"), ` model ${e.model}: ${what}`),
+    h("ul", {}, (e.outside || []).map((reason) => h("li", {}, reason))),
+    h("p", { class: "empty" }, `scanner: ${[scanner.manufacturer, scanner.model, scanner.station].filter(Boolean).join(" / ") || "unknown"}`));
 }
 
 // ------------------------------------------------------------ the rules editor
