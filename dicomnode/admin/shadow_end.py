@@ -13,7 +13,6 @@ an ordinary rule edit.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +23,12 @@ import yaml
 
 from dicomnode.admin.audit import AuditLog
 from dicomnode.admin.rulefiles import RuleFiles
-from dicomnode.errors import DicomNodeError
+from dicomnode.datasets.evaluation_report import parse_report
+from dicomnode.errors import ConfigError, DicomNodeError
 from dicomnode.results.provenance import Provenance
 from dicomnode.rules import Rule
 from dicomnode.sourcemap import build_source_map
 
-REPORT_KIND = "dicomnode-evaluation"
-REPORT_VERSION = 1
 _SHADOW_TRUE = re.compile(r"(\bshadow\s*:\s*)(true|True|TRUE)\b")
 _HEADLINES = (
     "sensitivity",
@@ -144,20 +142,9 @@ def headline_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 def _parse_report(report: bytes) -> dict[str, Any]:
     try:
-        parsed = json.loads(report)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShadowEndRefused(f"the evaluation report is not JSON: {exc}") from None
-    if not isinstance(parsed, dict) or parsed.get("kind") != REPORT_KIND:
-        raise ShadowEndRefused(f"not an evaluation report: its kind is not {REPORT_KIND!r}")
-    if parsed.get("version") != REPORT_VERSION:
-        raise ShadowEndRefused(
-            f"evaluation report version {parsed.get('version')!r}; this node reads version "
-            f"{REPORT_VERSION}"
-        )
-    for key in ("pipeline", "model_sha256"):
-        if not isinstance(parsed.get(key), str):
-            raise ShadowEndRefused(f"the evaluation report has no {key}")
-    return parsed
+        return parse_report(report, "the evaluation report")
+    except ConfigError as exc:
+        raise ShadowEndRefused(str(exc)) from None
 
 
 def _rule_and_text(rule_files: RuleFiles, name: str) -> tuple[Rule, str, str]:

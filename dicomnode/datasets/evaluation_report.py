@@ -118,20 +118,26 @@ def read_report(path: Path) -> dict[str, Any]:
         data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the report: {exc.strerror}") from exc
+    return parse_report(data, str(path))
+
+
+def parse_report(data: bytes, name: str) -> dict[str, Any]:
+    """:func:`read_report` on a report's bytes (sent to the admin API, say); ``name``
+    names it in the ConfigError."""
     try:
         report = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path}: not a JSON report: {exc}") from exc
+        raise ConfigError(f"{name}: not a JSON report: {exc}") from exc
     if not isinstance(report, dict) or report.get("kind") != KIND:
-        raise ConfigError(f"{path}: not an evaluation report (kind must be {KIND!r})")
+        raise ConfigError(f"{name}: not an evaluation report (kind must be {KIND!r})")
     if report.get("version") != VERSION:
         raise ConfigError(
-            f"{path}: evaluation report version {report.get('version')!r}; "
+            f"{name}: evaluation report version {report.get('version')!r}; "
             f"this dicomnode reads version {VERSION}"
         )
     for key in ("pipeline", "model_sha256", "pipeline_sha256", "created"):
         if not isinstance(report.get(key), str):
-            raise ConfigError(f"{path}: the report lacks {key!r}")
+            raise ConfigError(f"{name}: the report lacks {key!r}")
     report["report_sha256"] = hashlib.sha256(data).hexdigest()
     return report
 

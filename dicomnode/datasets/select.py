@@ -29,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 
 from dicomnode.datasets.spreadsheets import read_table
 from dicomnode.errors import ConfigError
-from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets
+from dicomnode.rules.attributes import SeriesAttributes, attributes_from_datasets, files_below
 from dicomnode.rules.conditions import parse_condition
 from dicomnode.rules.keywords import KeywordError, resolve
 from dicomnode.rules.matching import check_clause
@@ -171,7 +171,7 @@ def folder_candidates(
         if (tag := tag_for_keyword(kw)) is not None
     ]
     series: dict[str, tuple[list[Path], list[pydicom.Dataset]]] = {}
-    for path in _files(folders):
+    for path in files_below(folders):
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
             series_uid = str(dataset.get("SeriesInstanceUID", "")).strip()
@@ -189,14 +189,6 @@ def folder_candidates(
             series_uid=series_uid,
         )
         yield SeriesSource(series_uid, tuple(sorted(paths)), str(folder)), attributes
-
-
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
-    for path in paths:
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            yield path
 
 
 def _common_folder(paths: Sequence[Path]) -> Path:

@@ -132,7 +132,7 @@ def read_series_attributes(
         BaseTag(tag_for_keyword(kw) or 0) for kw in (*wanted, "SeriesInstanceUID", "SOPInstanceUID")
     ]
     series: dict[str, list[Dataset]] = {}
-    for path in _files(paths):
+    for path in files_below(paths):
         try:
             dataset = dcmread(path, stop_before_pixels=True, specific_tags=tags)
             series_uid = str(dataset.get("SeriesInstanceUID", "")).strip()
@@ -156,7 +156,8 @@ def read_series_attributes(
     return result
 
 
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
+def files_below(paths: Iterable[Path]) -> Iterator[Path]:
+    """The files given and every file below the folders given, each folder in name order."""
     for path in paths:
         if path.is_dir():
             yield from sorted(p for p in path.rglob("*") if p.is_file())
