@@ -309,7 +309,7 @@ def test_an_admin_token_changes_and_the_audit_names_it(
     assert echo.status == 200
 
 
-def test_every_change_in_the_api_document_needs_an_admin_except_checks_and_dry_runs(
+def test_every_change_in_the_api_document_needs_an_admin_except_checks_dry_runs_and_comparisons(
     node: Node, services_for: Callable[..., AdminServices]
 ) -> None:
     """A new POST or PUT is an admin's unless it declares that viewers may use it."""
@@ -331,7 +331,13 @@ def test_every_change_in_the_api_document_needs_an_admin_except_checks_and_dry_r
             )
             if answer.status_code != 403:
                 allowed.add((method, path))
-    assert allowed == {("post", "/api/rules/check"), ("post", "/api/rules/dry-run")}
+    # Each of these computes an answer and changes nothing (a shadow comparison reads the
+    # labels it is sent; it keeps none).
+    assert allowed == {
+        ("post", "/api/rules/check"),
+        ("post", "/api/rules/dry-run"),
+        ("post", "/api/shadow/compare"),
+    }
 
 
 # -- failed authentications ------------------------------------------------------------
