@@ -304,4 +304,12 @@ def test_a_pipeline_jobs_page_shows_its_stages_results_and_sends(
         sync_api.expect(send.locator("tr[data-attempt]").last).to_contain_text("0x0000")
     if screenshots:
         page.screenshot(path=str(screenshots / "pipeline-job.png"), full_page=True)
+    # The Shadow page: this live job is none of its rows, and pasted labels are compared.
+    page.click("a[data-nav=shadow]")
+    sync_api.expect(page.locator("#shadow-report")).to_contain_text("No shadow jobs yet")
+    page.fill("#shadow-labels", f"SeriesInstanceUID,label\n{series.series_instance_uid},1\n")
+    with page.expect_response(lambda r: r.url.endswith("/api/shadow/compare")) as compared:
+        page.get_by_role("button", name="Compare with these labels").click()
+    assert compared.value.status == 200
+    sync_api.expect(page.locator("#shadow-report")).to_contain_text("No shadow jobs yet")
     assert script_errors == []
