@@ -116,3 +116,58 @@ def test_series_lists_what_arrived_as_a_table_and_as_json(node: Node, tmp_path: 
     table = dicomnode("series", "--config", str(config))
     assert table.returncode == 0
     assert "PHANTOM CT ABDOMEN" in table.stdout
+
+
+def test_send_of_a_copied_cd_folder_skips_its_dicomdir_and_exits_0(
+    tmp_path: Path, real_ct_dir: Path, real_ct_images: list[Path]
+) -> None:
+    """The README's quick start sends the shared CT folder, DICOMDIR (DIRFILE) and all."""
+    with StoreSCP(output_dir=tmp_path / "received") as scp:
+        result = dicomnode("send", str(real_ct_dir), "--to", f"{scp.ae_title}@127.0.0.1:{scp.port}")
+        assert result.returncode == 0, result.stderr
+        assert f"{len(real_ct_images)} of {len(real_ct_images)} sent, 0 failed" in result.stdout
+        assert "DIRFILE: a DICOMDIR" in result.stderr
+        scp.wait_for_files(len(real_ct_images), timeout=30)
+
+
+def test_send_of_a_path_that_is_not_there_is_a_usage_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-study"
+    result = dicomnode("send", str(missing), "--to", "PACS@127.0.0.1:4242")
+    assert result.returncode == 2
+    assert f"{missing}: no such file or folder" in result.stderr
+
+
+def test_serve_takes_port_ae_title_and_storage_for_a_quick_trial(tmp_path: Path) -> None:
+    from dicomnode.testing.ports import free_port, wait_for_port
+
+    port, admin = free_port(), free_port()
+    config = tmp_path / "admin.yaml"
+    config.write_text(f"admin: {{port: {admin}}}\n")  # no clash with another test's 8080
+    storage = tmp_path / "trial"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dicomnode", "serve", "--config", str(config),
+         "--port", str(port), "--ae-title", "TRIAL", "--storage", str(storage)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, timeout=60, pid=process.pid, alive=lambda: process.poll() is None)
+        echo = subprocess.run(
+            ["/usr/bin/echoscu", "-aec", "TRIAL", "127.0.0.1", str(port)],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert echo.returncode == 0, echo.stderr
+        assert (storage / "dicomnode.db").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+
+
+def test_serve_overrides_are_checked_like_the_configuration() -> None:
+    result = dicomnode("serve", "--ae-title", "MUCH-TOO-LONG-FOR-AN-AE", "--port", "11112")
+    assert result.returncode == 2
+    assert result.stderr.startswith("dicomnode: --ae-title: ")
+    result = dicomnode("serve", "--port", "70000")
+    assert result.returncode == 2 and "--port:" in result.stderr
+    result = dicomnode("serve", "--workers", "2", "--port", "11112")
+    assert result.returncode == 2 and "one process" in result.stderr

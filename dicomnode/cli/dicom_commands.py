@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, config_option
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
 
 if TYPE_CHECKING:
     from dicomnode.config import DestinationTLS
@@ -143,6 +143,10 @@ def send_command(args: argparse.Namespace) -> int:
     address = parse_address(args.to)
     settings = ScuSettings(calling_ae=args.calling_ae, tls=tls_settings(args))
     console = Console(stderr=True)
+    missing = [str(path) for path in args.paths if not path.exists()]
+    if missing:
+        console.print(f"dicomnode: {', '.join(missing)}: no such file or folder")
+        return EXIT_USAGE
     sendable: list[SendableFile] = []
     skipped: list[SkippedFile] = []
     for path in find_files(args.paths):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicomnode.cli.common import EXIT_OK, config_option, print_help
+
+if TYPE_CHECKING:
+    from dicomnode.config import Config
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,6 +23,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="N node processes sharing the DICOM port (needs PostgreSQL; docs/scaling.md)",
     )
     serve.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    trial = serve.add_argument_group(
+        "quick trials", "override the configuration's value (one process; not with --workers)"
+    )
+    trial.add_argument("--port", type=int, default=None, help="the DICOM port (node.port)")
+    trial.add_argument("--ae-title", default=None, help="our AE title (node.ae_title)")
+    trial.add_argument(
+        "--storage",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="spool and SQLite index here (storage.path)",
+    )
     serve.set_defaults(run=serve_command)
 
     demo = sub.add_parser(
@@ -45,7 +61,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from dicomnode.node import Node, check_config
     from dicomnode.workers import Supervisor, check_workers, worker_config
 
-    config = load_config(args.config)
+    config = with_overrides(load_config(args.config), args)
     configure_logging(config.logging.level, config.logging.format)
     if args.worker is not None:  # one of ``--workers N``, started by the supervisor
         Node(worker_config(config, args.worker)).run_until_signalled()
@@ -53,11 +69,40 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: give 1 or more")
     if args.workers > 1:
+        if any(v is not None for v in (args.port, args.ae_title, args.storage)):
+            raise ConfigError(
+                "--port, --ae-title and --storage are for a quick trial with one process; "
+                "with --workers, set node.port, node.ae_title and storage.path in --config"
+            )
         check_workers(config, args.workers)
         check_config(config, args.config or "built-in defaults")
         return Supervisor(args.config, args.workers).run()
     Node(config).run_until_signalled()
     return EXIT_OK
+
+
+def with_overrides(config: Config, args: argparse.Namespace) -> Config:
+    """``config`` with ``serve``'s --port, --ae-title and --storage, validated as in YAML."""
+    from pydantic import ValidationError
+
+    from dicomnode.config import NodeConfig, StorageConfig
+    from dicomnode.errors import ConfigError
+
+    given = {"port": args.port, "ae_title": args.ae_title}
+    node = {key: value for key, value in given.items() if value is not None}
+    changes: dict[str, object] = {}
+    try:
+        if node:
+            changes["node"] = NodeConfig.model_validate({**config.node.model_dump(), **node})
+        if args.storage is not None:
+            storage = {**config.storage.model_dump(), "path": args.storage.resolve()}
+            changes["storage"] = StorageConfig.model_validate(storage)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--" + str(error["loc"][0]).replace("_", "-") if error["loc"] else "serve"
+        option = "--storage" if option == "--path" else option
+        raise ConfigError(f"{option}: {error['msg']}") from None
+    return config.model_copy(update=changes) if changes else config
 
 
 def demo_command(args: argparse.Namespace) -> int:

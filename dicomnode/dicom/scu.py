@@ -47,6 +47,9 @@ from dicomnode.logs import get_logger
 log = get_logger(__name__)
 
 DEFAULT_CALLING_AE = "DICOMNODE"
+# PS3.4 Annex F: a DICOMDIR's class. It indexes the files on a medium and is no storage
+# object; a folder copied from a CD holds one beside the images.
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _NO_RESPONSE = "no response"  # replaced by what ended the association (Trace.ended_early)
 
 
@@ -159,6 +162,8 @@ def inspect_file(path: Path) -> SendableFile | SkippedFile:
     sop_class = str(meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID") or "")
     sop_instance = str(meta.get("MediaStorageSOPInstanceUID") or ds.get("SOPInstanceUID") or "")
     syntax = str(meta.get("TransferSyntaxUID") or "")
+    if sop_class == MEDIA_STORAGE_DIRECTORY:
+        return SkippedFile(path, "a DICOMDIR (the media's index, not an image): not sent")
     if not sop_class or not sop_instance:
         return SkippedFile(path, "no SOP Class/Instance UID: not a storable instance")
     if not syntax:
