@@ -1,4 +1,4 @@
-"""Running the node and checking its configuration: serve, demo, config check/show."""
+"""Running the node and checking its configuration: serve, init, demo, config check/show."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="spool and SQLite index here (storage.path)",
     )
     serve.set_defaults(run=serve_command)
+
+    init = sub.add_parser(
+        "init",
+        help="write a commented node.yaml and a rules/ folder with one working rule",
+        description="Write DIR/node.yaml (every first setting, commented) and "
+        "DIR/rules/ct-tissue.yaml (every CT through the reference pipeline, results to the "
+        "destination pacs). Fill in the PACS's address, then: dicomnode serve --config "
+        "DIR/node.yaml. Never overwrites.",
+    )
+    init.add_argument("dir", nargs="?", type=Path, default=Path(), help="where (default: here)")
+    init.set_defaults(run=init_command)
 
     demo = sub.add_parser(
         "demo", help="the whole flow on one machine: phantoms in, SEG and SR back (no setup)"
@@ -103,6 +114,22 @@ def with_overrides(config: Config, args: argparse.Namespace) -> Config:
         option = "--storage" if option == "--path" else option
         raise ConfigError(f"{option}: {error['msg']}") from None
     return config.model_copy(update=changes) if changes else config
+
+
+def init_command(args: argparse.Namespace) -> int:
+    from dicomnode.starter import write_starter
+
+    written = write_starter(args.dir)
+    for path in written:
+        print(f"wrote {path}")
+    config = written[0]
+    print(
+        f"next: fill in destinations.pacs in {config} (your PACS's AE title, host, port), then\n"
+        f"  dicomnode config check --config {config}\n"
+        f"  dicomnode serve --config {config}\n"
+        "and send a CT series to DICOMNODE on port 11112: its SEG and SR go to the PACS."
+    )
+    return EXIT_OK
 
 
 def demo_command(args: argparse.Namespace) -> int:
