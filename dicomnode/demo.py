@@ -65,8 +65,17 @@ class Row:
 
 
 def run_demo(workdir: Path | None = None, console: Console | None = None) -> int:
-    """Run the demonstration; returns the exit code (0: every value within tolerance)."""
+    """Run the demonstration; returns the exit code (0: every value within tolerance; 2: a
+    ``workdir`` that is not empty, refused rather than reporting stale results)."""
     console = console or Console()
+    if workdir is not None and workdir.is_dir() and any(workdir.iterdir()):
+        # The phantoms' UIDs are fixed: sent again, every instance is a duplicate, nothing
+        # is processed, and the PACS's old files would be reported as this run's results.
+        console.print(
+            f"[red]{workdir} is not empty (an earlier demo?): its node has these phantoms "
+            "already and would process nothing. Remove it or give another --workdir.[/]"
+        )
+        return 2
     folder = workdir or Path(tempfile.mkdtemp(prefix="dicomnode-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

@@ -27,3 +27,14 @@ def test_the_demo_passes_and_reports_values_within_tolerance(tmp_path: Path) -> 
     assert "ct-tissue-reference" in output and "pet-suv-reference" in output
     # The results are files at the stand-in PACS.
     assert any((tmp_path / "demo" / "pacs" / "spool" / "objects").rglob("*.dcm"))
+
+    # Run again in the same folder: refused, never an old run's results reported as new.
+    again = subprocess.run(
+        [sys.executable, "-m", "dicomnode", "demo", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 2
+    assert "not empty" in again.stdout and "within tolerance" not in again.stdout
