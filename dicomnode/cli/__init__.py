@@ -55,6 +55,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if _is_usage_error(exc) else EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_FAILED
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        # The index database is down, unreachable or unreadable: say so in one line.
+        cause = getattr(exc, "orig", None) or exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        print(f"dicomnode: the index database cannot be used: {first}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _is_database_error(exc: Exception) -> bool:
+    """SQLAlchemy's errors, without importing SQLAlchemy where no command needed it."""
+    return type(exc).__module__.startswith("sqlalchemy.")
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dicomnode.config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -20,3 +24,22 @@ def config_option(parser: argparse.ArgumentParser) -> None:
 def print_help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return EXIT_USAGE
+
+
+def existing_index(config: Config) -> str:
+    """The index's URL, for commands that read what a node stored.
+
+    A SQLite index that is not there is said so in one line (ConfigError: exit 2),
+    instead of a new, empty database being made where the reader looked.
+    """
+    from dicomnode.errors import ConfigError
+
+    url = config.database_url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ConfigError(
+                f"no index at {path}: no node has stored anything with this storage.path; "
+                "give the node's configuration with --config"
+            )
+    return url

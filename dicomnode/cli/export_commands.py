@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option, existing_index
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -165,7 +165,7 @@ def _choose(
     from dicomnode.store.index import Index
     from dicomnode.store.spool import Spool
 
-    index = Index(config.database_url)
+    index = Index(existing_index(config))
     try:
         index.open()
         spool = Spool(config.spool_path, config.spool_prefix)

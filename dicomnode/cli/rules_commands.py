@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option, print_help
+from dicomnode.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_option,
+    existing_index,
+    print_help,
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -118,7 +125,7 @@ def _stored_series(args: argparse.Namespace, ruleset: Any) -> tuple[Any, Any]:
     from dicomnode.store.spool import Spool
 
     config = load_config(args.config)
-    index = Index(config.database_url)
+    index = Index(existing_index(config))
     try:
         index.open()
         series = index.find_series(args.series)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dicomnode.cli.common import EXIT_OK, EXIT_USAGE, config_option, print_help
+from dicomnode.cli.common import EXIT_OK, EXIT_USAGE, config_option, existing_index, print_help
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -59,7 +59,7 @@ def shadow_report_command(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     labels = read_labels(args.labels, args.label_column) if args.labels else None
-    index = Index(config.database_url)
+    index = Index(existing_index(config))
     try:
         index.open()
         spool = Spool(config.spool_path, config.spool_prefix)
@@ -106,7 +106,7 @@ def shadow_end_command(args: argparse.Namespace) -> int:
     rule_files = RuleFiles(
         config.rules_dir, tuple(config.destinations), pipeline_findings(pipelines)
     )
-    database = Database(config.database_url)
+    database = Database(existing_index(config))
     try:
         database.create_schema()
         ended = end_shadow(

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option, existing_index
 
 PIPELINE_STATES = ("pending", "running", "done", "failed", "cancelled")
 SEND_STATES = ("pending", "sending", "done", "failed")
@@ -59,7 +59,7 @@ def series_command(args: argparse.Namespace) -> int:
     from dicomnode.store.index import Index
 
     config = load_config(args.config)
-    index = Index(config.database_url)
+    index = Index(existing_index(config))
     try:
         index.open()
         rows = index.list_series(limit=args.limit)
@@ -146,7 +146,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     from dicomnode.routing.queue import RoutingQueue
     from dicomnode.store.database import Database
 
-    database = Database(load_config(args.config).database_url)
+    database = Database(existing_index(load_config(args.config)))
     rows: list[tuple[str, Any]] = []
     try:
         database.create_schema()
@@ -255,7 +255,7 @@ def retry_command(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     job_id = f"{kind}-{int(number)}"
-    database = Database(load_config(args.config).database_url)
+    database = Database(existing_index(load_config(args.config)))
     try:
         database.create_schema()
         retried: Any

@@ -14,6 +14,7 @@ reported once to ``refusals`` (a log event and a count).
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 import socketserver
 import ssl
@@ -41,6 +42,7 @@ from dicomnode.dicom.refusals import Reason, RefusalCounter, Refusals
 from dicomnode.dicom.status import Status
 from dicomnode.domain import Peer, ReceivedInstance, StoredInstance
 from dicomnode.errors import (
+    ConfigError,
     InstanceError,
     StorageError,
     UIDMismatchError,
@@ -179,10 +181,20 @@ class StorageSCP:
                 f"{adapt.SUPPORTED})"
             )
         self._pending.start()
-        if self._config.port is not None:
-            self._server = self._listen(self._config.port, self._on_connected)
-        if self._tls is not None and self._config.tls is not None:
-            self._tls_server = self._listen(self._config.tls.port, self._on_tls_connected)
+        key, port = "node.port", self._config.port
+        try:
+            if port is not None:
+                self._server = self._listen(port, self._on_connected)
+            if self._tls is not None and self._config.tls is not None:
+                key, port = "node.tls.port", self._config.tls.port
+                self._tls_server = self._listen(port, self._on_tls_connected)
+        except OSError as exc:
+            self._pending.stop()
+            if self._server is not None:  # the plain port was bound, the TLS one was not
+                self._server.shutdown()
+                self._server.server_close()
+                self._server = None
+            raise ConfigError(_bind_problem(key, self._config.host, port, exc)) from None
         log.info(
             "scp_listening",
             ae_title=self._config.ae_title,
@@ -607,3 +619,17 @@ class _SharedPort(ThreadedAssociationServer):
     def server_bind(self) -> None:
         cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+
+def _bind_problem(key: str, host: str, port: int | None, exc: OSError) -> str:
+    """Why the listener could not bind to ``host:port``, and what to change, in one line."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{key} {port}: in use by another program on {host}; stop that program or "
+            "choose another port (serve --port N for a trial)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"{key} {port}: not allowed (ports below 1024 need privileges); use 1024 or above"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"node.host {host}: not an address of this machine"
+    return f"{key} {port}: cannot listen on {host}: {exc.strerror or exc}"
