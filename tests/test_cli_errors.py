@@ -58,6 +58,7 @@ def test_an_unknown_series_is_named(tmp_path: Path) -> None:
     index = Index(f"sqlite:///{storage / 'dicomnode.db'}")
     index.open()
     index.close()
+    (tmp_path / "rules").mkdir()
     result = dicomnode("rules", "explain", "--series", "1.2.3.4", cwd=tmp_path)
     assert result.returncode in (1, 2)
     assert "no stored series with UID 1.2.3.4" in _said(result)
