@@ -20,6 +20,7 @@ from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
 PIPELINE_STATES = ("pending", "running", "done", "failed", "cancelled")
 SEND_STATES = ("pending", "sending", "done", "failed")
 ROUTE_STATES = ("retrying", "failed")
+SERIES_STATES = ("receiving", "complete")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +51,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_option(series)
     series.add_argument("--json", action="store_true", help="machine-readable output")
     series.add_argument("--limit", type=int, default=200, help="at most this many (default 200)")
+    series.add_argument(
+        "--state", choices=SERIES_STATES, help="only series in this state (receiving: still open)"
+    )
+    series.add_argument("--modality", help="only this modality (CT, PT, SEG ...)")
+    series.add_argument(
+        "--since",
+        type=_moment,
+        metavar="TIME",
+        help="only series whose last instance came at or after TIME (ISO 8601, e.g. 2026-12-07 "
+        "or 2026-12-07T14:00; local time unless it says otherwise)",
+    )
     series.set_defaults(run=series_command)
+
+
+def _moment(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone, this machine's local time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time such as 2026-12-07 or 2026-12-07T14:00"
+        ) from None
+    return moment.astimezone() if moment.tzinfo is None else moment
 
 
 def series_command(args: argparse.Namespace) -> int:
@@ -62,7 +85,9 @@ def series_command(args: argparse.Namespace) -> int:
     index = Index(existing_index(config))
     try:
         index.open()
-        rows = index.list_series(limit=args.limit)
+        filtered = args.state or args.modality or args.since
+        rows = index.list_series(limit=2**31 - 1 if filtered else args.limit)
+        rows = [row for row in rows if _wanted(row, args)][: args.limit]
         routing = RoutingQueue(index.database).statuses([row.id for row in rows])
     finally:
         index.close()
@@ -122,6 +147,14 @@ def series_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _wanted(row: Any, args: argparse.Namespace) -> bool:
+    if args.state is not None and row.state != args.state:
+        return False
+    if args.modality is not None and (row.modality or "").upper() != args.modality.upper():
+        return False
+    return args.since is None or row.last_arrival_at >= args.since
+
+
 def _routing_text(status: Any) -> str:
     """``routed``, ``waiting``, or ``failed: <reason>`` / ``retrying: <reason>``."""
     if status is None:
@@ -160,10 +193,11 @@ def jobs_command(args: argparse.Namespace) -> int:
                 for f in RoutingQueue(database).failures(args.limit)
                 if args.state in (None, f.state)
             ]
+        rows.sort(key=lambda row: (_created(row[1]), row[0]), reverse=True)
+        rows = rows[: args.limit]
+        names = _series_names(database, {job.series_id for _kind, job in rows})
     finally:
         database.close()
-    rows.sort(key=lambda row: (_created(row[1]), row[0]), reverse=True)
-    rows = rows[: args.limit]
     if args.json:
         listed = [
             {**as_json(job), "id": f"{kind}-{_number(job)}", "kind": kind, "number": _number(job)}
@@ -175,7 +209,7 @@ def jobs_command(args: argparse.Namespace) -> int:
     print("\t".join(header))
     for kind, job in rows:
         if kind == "route":
-            print("\t".join(_route_line(job)))
+            print("\t".join(_route_line(job, names)))
             continue
         if kind == "send":
             what, progress, problem = (
@@ -189,7 +223,7 @@ def jobs_command(args: argparse.Namespace) -> int:
             f"{kind}-{job.id}",
             kind,
             what,
-            f"{job.series_id} v{job.series_version}",
+            _series_text(names, job.series_id, job.series_version),
             job.state,
             progress,
             str(job.attempts),
@@ -208,7 +242,33 @@ def _flagged(timeline: dict[str, Any]) -> str:
     return f"flagged: outside the input envelope of model {envelope.get('model')!r}: {reasons}"
 
 
-def _route_line(failure: Any) -> tuple[str, ...]:
+def _series_names(database: Any, ids: set[int]) -> dict[int, tuple[str, str]]:
+    """Series id -> (UID, description): what ``dicomnode series`` shows of it."""
+    from sqlalchemy import select
+
+    from dicomnode.store.tables import SeriesRow
+
+    if not ids:
+        return {}
+    with database.reading() as session:
+        rows = session.execute(
+            select(SeriesRow.id, SeriesRow.series_uid, SeriesRow.description).where(
+                SeriesRow.id.in_(ids)
+            )
+        )
+        return {row.id: (row.series_uid, row.description or "") for row in rows}
+
+
+def _series_text(names: dict[int, tuple[str, str]], series_id: int, version: int) -> str:
+    """``…3.4567.89 CT ABDOMEN`` (the UID's end, as ``series`` lists it; ``v2`` after a
+    series was reopened)."""
+    uid, description = names.get(series_id, (f"series {series_id}", ""))
+    short = uid if len(uid) <= 20 else "…" + uid[-19:]
+    text = f"{short} {description}".strip()
+    return text if version == 1 else f"{text} v{version}"
+
+
+def _route_line(failure: Any, names: dict[int, tuple[str, str]]) -> tuple[str, ...]:
     after = failure.next_attempt_at
     what = (
         "routing" if after is None else f"routing (next try {after.isoformat(timespec='seconds')})"
@@ -217,7 +277,7 @@ def _route_line(failure: Any) -> tuple[str, ...]:
         f"route-{failure.entry_id}",
         "route",
         what,
-        f"{failure.series_id} v{failure.version}",
+        _series_text(names, failure.series_id, failure.version),
         failure.state,
         "",
         str(failure.failures),

@@ -39,6 +39,17 @@ def test_a_failed_pipeline_job_is_listed_and_retried_from_the_command_line(
     (line,) = listed.stdout.splitlines()[1:]
     assert line.startswith(f"pipeline-{failed.id}\tpipeline\tbone\t")
     assert "NaN where a tumour should be" in line
+    # The series as `dicomnode series` lists it: its UID's end and its description.
+    series = node.index.series_by_id(failed.series_id)
+    assert series is not None
+    assert line.split("\t")[3] == f"…{series.series_uid[-19:]} {series.description}".strip()
+    # `series` filters: by modality, state and time.
+    found = cli("series", "--modality", "ct", "--state", "complete", "--config", str(config))
+    assert series.series_uid in found.stdout
+    for other in (["--modality", "MR"], ["--state", "receiving"], ["--since", "2999-01-01"]):
+        listed_other = cli("series", *other, "--config", str(config))
+        assert listed_other.returncode == 0 and series.series_uid not in listed_other.stdout
+    assert cli("series", "--since", "yesterday", "--config", str(config)).returncode == 2
     as_json = json.loads(cli("jobs", "--json", "--config", str(config)).stdout)
     assert [(job["id"], job["state"]) for job in as_json] == [(f"pipeline-{failed.id}", "failed")]
     assert cli("jobs", "--kind", "send", "--config", str(config)).stdout.count("\n") == 1
