@@ -300,7 +300,7 @@ def _print_jobs(console: Console, node: Node) -> None:
         stages = ", ".join(
             f"{s['stage']} {s['seconds']:.2f}" for s in job.timeline.get("stages", [])
         )
-        table.add_row(str(job.id), job.pipeline, job.state, stages, job.error or "")
+        table.add_row(f"pipeline-{job.id}", job.pipeline, job.state, stages, job.error or "")
     console.print(table)
 
 
