@@ -294,7 +294,8 @@ def _print_results(console: Console, rows: Sequence[Row]) -> None:
 
 def _print_jobs(console: Console, node: Node) -> None:
     table = Table(title="Pipeline jobs and the seconds each stage took")
-    for column in ("job", "pipeline", "state", "stages", "error"):
+    table.add_column("job", no_wrap=True, min_width=len("pipeline-99"))
+    for column in ("pipeline", "state", "stages", "error"):
         table.add_column(column)
     for job in node.workers.queue.list_jobs():
         stages = ", ".join(
