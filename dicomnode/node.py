@@ -347,6 +347,7 @@ class Node:
             counters=self.counters,
             wake_sends=self.outbox.wake,
             wake_jobs=self.workers.wake,
+            wake_routing=self.router.notify,
             dicom_port=lambda: self.scp.port,
             dicom_tls_port=lambda: self.scp.tls_port,
             node_id=self.lease.owner,

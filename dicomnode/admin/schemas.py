@@ -173,6 +173,12 @@ class RoutingRetryOut(_Model):
     requeued: int  # series versions whose routing is tried again now
 
 
+class RerouteOut(_Model):
+    series_uid: str
+    version: int  # the completed version queued to be routed again
+    rules_version: str  # the rules in force when it was queued
+
+
 class PipelineRunOut(_Model):
     rule: str
     pipeline: str
@@ -191,6 +197,11 @@ class DecisionOut(_Model):
     # IOCM (docs/routing.md): a rejection note's handling, or a rejected series' withholding.
     rejection_note: dict[str, Any] | None = None
     rejected: dict[str, Any] | None = None
+    # Routing again (docs/routing.md): an operator re-routed this version; by whom, and
+    # the decisions this one replaced (oldest first).
+    rerouted: bool | None = None
+    rerouted_by: str | None = None
+    replaced: list[dict[str, Any]] | None = None
 
 
 # -- jobs -------------------------------------------------------------------------------

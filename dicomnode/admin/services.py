@@ -34,9 +34,9 @@ class AdminServices:
     """The node's parts the API reads and steers.
 
     ``decisions`` is ``Router.decisions``; ``scp_listening`` says whether the DICOM
-    listener accepts connections; ``wake_sends`` and ``wake_jobs`` let a retry start
-    at once instead of at the workers' next poll; ``dicom_port`` and ``started_at`` are
-    for the dashboard.
+    listener accepts connections; ``wake_sends``, ``wake_jobs`` and ``wake_routing`` let
+    a retry start at once instead of at the workers' next poll; ``dicom_port`` and
+    ``started_at`` are for the dashboard.
     """
 
     database: Database
@@ -54,6 +54,7 @@ class AdminServices:
     counters: ReceiveCounters | None = None  # refusals and duplicates, when the node counts them
     wake_sends: Callable[[str], None] = lambda _destination: None
     wake_jobs: Callable[[], None] = lambda: None
+    wake_routing: Callable[[], None] = lambda: None  # ``Router.notify``: route a re-route now
     clock: Callable[[], datetime] = utc_now
     dicom_port: Callable[[], int | None] = lambda: None  # the port the listener is bound to
     dicom_tls_port: Callable[[], int | None] = lambda: None  # the DICOM-TLS listener's

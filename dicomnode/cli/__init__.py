@@ -7,6 +7,7 @@
     dicom_commands.py  echo, send
     rules_commands.py  rules check, rules explain
     store_commands.py  series, jobs, retry
+    reroute_commands.py   reroute (stored series, by the rules in force now)
     export_commands.py    export (datasets for research and training)
     evaluate_commands.py  evaluate
     shadow_commands.py    shadow report, shadow end
@@ -30,6 +31,7 @@ from dicomnode.cli import (
     evaluate_commands,
     export_commands,
     node_commands,
+    reroute_commands,
     rules_commands,
     shadow_commands,
     store_commands,
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         dicom_commands,
         rules_commands,
         store_commands,
+        reroute_commands,
         export_commands,
         evaluate_commands,
         shadow_commands,

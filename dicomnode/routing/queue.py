@@ -78,6 +78,15 @@ class RoutingStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Reroute:
+    """What asking to route a series again did: the entry queued, or why not."""
+
+    entry_id: int | None
+    version: int | None
+    refused: str | None  # the reason nothing was queued
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What recording a failure decided."""
 
@@ -195,6 +204,44 @@ class RoutingQueue:
             notify(session, ROUTE)
             return int(result.rowcount)  # type: ignore[attr-defined]  # CursorResult has it
 
+    def reroute(self, series_id: int, actor: str, now: datetime) -> Reroute:
+        """Queue the series' latest completed version to be routed again by the rules in
+        force (an operator's re-route, docs/routing.md); refused with a reason where the
+        series is still receiving or its latest version's routing is not done yet.
+
+        The series row is locked, so two operators re-routing at once queue it once.
+        """
+        with self._db.writing() as session:
+            series = session.scalar(
+                select(SeriesRow).where(SeriesRow.id == series_id).with_for_update()
+            )
+            if series is None:
+                return Reroute(None, None, "no such series")
+            if series.state != "complete":
+                return Reroute(None, None, "it is still receiving: it is routed when it completes")
+            latest = session.scalar(
+                select(CompletionRow)
+                .where(CompletionRow.series_id == series_id)
+                .order_by(CompletionRow.id.desc())
+                .limit(1)
+            )
+            if latest is None:
+                return Reroute(None, None, "no version of it has completed")
+            if latest.consumed_at is None:
+                return Reroute(None, latest.version, _not_routed_yet(latest))
+            row = CompletionRow(
+                series_id=series_id,
+                version=latest.version,
+                instance_count=latest.instance_count,
+                reason="reroute",
+                completed_at=now,
+                rerouted_by=actor[:128],
+            )
+            session.add(row)
+            session.flush()
+            notify(session, ROUTE)
+            return Reroute(row.id, latest.version, None)
+
     def failures(self, limit: int = 200) -> list[RoutingFailure]:
         """Series versions not routed because routing failed, newest first."""
         with self._db.reading() as session:
@@ -246,6 +293,18 @@ def routing_state(row: CompletionRow | None) -> str | None:
     if row.failed_at is not None:
         return "failed"
     return "retrying" if row.failures else "waiting"
+
+
+def _not_routed_yet(row: CompletionRow) -> str:
+    state = routing_state(row)
+    if state == "failed":
+        return (
+            f"routing of version {row.version} failed: retry it with "
+            f"'dicomnode retry route-{row.id}'"
+        )
+    if state == "retrying":
+        return f"routing of version {row.version} failed and is retried by the node"
+    return f"version {row.version} is waiting to be routed"
 
 
 def _failure(row: CompletionRow, series_uid: str) -> RoutingFailure:

@@ -196,30 +196,33 @@ class Router:
         with self._db.writing() as session:
             # Locked: another node's router that claimed the entry too (its lease had
             # expired) waits here, then finds it consumed and writes nothing.
-            consumed = session.scalar(
-                select(CompletionRow.consumed_at)
+            found = session.execute(
+                select(CompletionRow.consumed_at, CompletionRow.rerouted_by)
                 .where(CompletionRow.id == entry_id)
                 .with_for_update()
-            )
-            if consumed is not None:
+            ).one()
+            if found.consumed_at is not None:
                 return
-            already = session.scalar(
-                select(RoutingDecisionRow.id).where(
+            rerouted_by = found.rerouted_by
+            previous = session.scalar(
+                select(RoutingDecisionRow)
+                .where(
                     RoutingDecisionRow.series_id == series_id,
                     RoutingDecisionRow.version == version,
                 )
+                .with_for_update()
             )
+            already = None if rerouted_by is not None else previous
             if already is None:
-                session.add(
-                    RoutingDecisionRow(
-                        series_id=series_id,
-                        version=version,
-                        rules_version=evaluation.version,
-                        decided_at=now,
-                        unrouted=screening.unrouted(decision),
-                        decision={**decision.as_dict(), **screening.as_dict()},
-                    )
-                )
+                content = {**decision.as_dict(), **screening.as_dict()}
+                if rerouted_by is not None:
+                    content.update(_rerouted(rerouted_by, previous))
+                row = previous or RoutingDecisionRow(series_id=series_id, version=version)
+                # A re-route replaces this version's decision (one per version); the one
+                # it replaces is kept inside it, under "replaced".
+                row.rules_version, row.decided_at = evaluation.version, now
+                row.unrouted, row.decision = screening.unrouted(decision), content
+                session.add(row)
                 for destination in decision.forward_to:
                     origin = _origin(evaluation, destination)
                     queue_send(session, destination, series_id, version, origin, now)
@@ -248,6 +251,7 @@ class Router:
         applied.log()
         log.info(
             "series_routed" if decision.routed else "series_unrouted",
+            rerouted_by=rerouted_by,
             series_id=series_id,
             version=version,
             rules_version=evaluation.version,
@@ -287,6 +291,27 @@ def stored_series_attributes(
         image_count=summary.instance_count if summary else None,
         series_uid=summary.series_uid if summary else None,
     )
+
+
+def _rerouted(actor: str, previous: RoutingDecisionRow | None) -> dict[str, Any]:
+    """What a re-routed decision says of itself: by whom, and the decisions it replaced."""
+    earlier: list[dict[str, Any]] = []
+    if previous is not None:
+        content = dict(previous.decision)
+        earlier = list(content.pop("replaced", []))
+        for key in ("rerouted", "rerouted_by"):
+            content.pop(key, None)
+        earlier.append(
+            {
+                "rules_version": previous.rules_version,
+                "decided_at": previous.decided_at.isoformat(),
+                "unrouted": previous.unrouted,
+                "rerouted_by": previous.decision.get("rerouted_by"),
+                "matched_rules": content.get("matched_rules", []),
+                "forward_to": content.get("forward_to", []),
+            }
+        )
+    return {"rerouted": True, "rerouted_by": actor, "replaced": earlier}
 
 
 def _origin(evaluation: Evaluation, destination: str) -> str:

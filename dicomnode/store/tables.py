@@ -162,6 +162,9 @@ class CompletionRow(Base):
     # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
     owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Set on an operator's re-route of a version already routed (docs/routing.md): who
+    # asked. The router then replaces that version's decision and says so.
+    rerouted_by: Mapped[str | None] = mapped_column(ClippedString(128), default=None)
 
 
 class RulesVersionRow(Base):

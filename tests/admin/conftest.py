@@ -96,6 +96,7 @@ def services_of(node: Node, **overrides: Any) -> AdminServices:
         disk=DiskWatermark(config.spool_path, high_water_percent=100.0),
         wake_sends=node.outbox.wake,
         wake_jobs=node.workers.wake,
+        wake_routing=node.router.notify,
         node_id=node.lease.owner,
         roles=tuple(config.node.roles),
         lease_seconds=node.lease.seconds,

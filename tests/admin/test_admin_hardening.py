@@ -276,6 +276,7 @@ def test_a_viewer_reads_but_cannot_change_rules_retry_or_echo(
         ("PUT", "/api/rules", check),
         ("POST", "/api/jobs/send-1/retry", None),  # 403, not 404: refused before the route
         ("POST", "/api/series/1.2.3/retry-routing", None),
+        ("POST", "/api/series/1.2.3/reroute", None),
         ("GET", "/api/destinations", None),  # echo=true is the default
         ("GET", "/api/destinations?echo=true", None),
     ]

@@ -15,6 +15,7 @@ from dicomnode.admin.schemas import (
     DecisionOut,
     ErrorOut,
     InstanceOut,
+    RerouteOut,
     RoutingRetryOut,
     SeriesDetail,
     SeriesOut,
@@ -94,6 +95,45 @@ def retry_routing(context: Context, request: Request, series_uid: str) -> Routin
     # The router polls its queue every few seconds: the retry needs no wake-up.
     log.info("routing_retried", series_uid=series_uid, actor=actor, count=requeued)
     return RoutingRetryOut(series_uid=series_uid, requeued=requeued)
+
+
+@router.post(
+    "/{series_uid}/reroute",
+    summary="Route a stored series again by the rules in force now (audited)",
+    responses={
+        **CHANGE_REFUSALS,
+        404: {"model": ErrorOut, "description": "No series with this UID"},
+        409: {
+            "model": ErrorOut,
+            "description": "Still receiving, or its latest version is not routed yet",
+        },
+    },
+)
+def reroute(context: Context, request: Request, series_uid: str) -> RerouteOut:
+    services = context.services
+    series = queries.find_series(services.database, series_uid)
+    if series is None:
+        raise HTTPException(404, f"no series with UID {series_uid}")
+    actor = actor_of(request)
+    rules_version = services.rules.current.version
+    queued = RoutingQueue(services.database).reroute(series.id, actor, services.clock())
+    if queued.refused is not None or queued.version is None:
+        raise HTTPException(409, f"series {series_uid} cannot be routed again: {queued.refused}")
+    context.audit.record(
+        services.clock(),
+        actor,
+        "series.reroute",
+        series_uid,
+        {
+            "version": queued.version,
+            "rules_version": rules_version,
+            "previous_state": series.routing_state,
+            **audit_detail(request),
+        },
+    )
+    log.info("series_reroute_queued", series_uid=series_uid, actor=actor, version=queued.version)
+    services.wake_routing()
+    return RerouteOut(series_uid=series_uid, version=queued.version, rules_version=rules_version)
 
 
 def decision_out(decision: dict[str, Any]) -> DecisionOut:

@@ -223,6 +223,19 @@ async function retryRouting(uid, button) {
   }
 }
 
+// Routing again (docs/routing.md): the latest version, by the rules in force now.
+async function reroute(uid, button) {
+  button.disabled = true;
+  try {
+    const after = await api(`series/${encodeURIComponent(uid)}/reroute`, { method: "POST" });
+    say(`Version ${after.version} of ${short(uid, 28)} queued to be routed again (rules ${short(after.rules_version)}).`);
+    await route();
+  } catch (error) {
+    button.disabled = false;
+    say(`Routing again refused: ${error.message}`, "bad");
+  }
+}
+
 function seriesTable(series, emptyText) {
   return table(["series", "modality", "description", "images#", "version#", "state", "routing", "origin", "last arrival"],
     series.map((item) => h("tr", { "data-series": item.series_uid },
@@ -391,9 +404,16 @@ async function seriesView(uid) {
     routingRetry = h("button", { class: "retry", id: "retry-routing" }, "Retry routing");
     routingRetry.addEventListener("click", () => retryRouting(s.series_uid, routingRetry));
   }
+  let routeAgain = null;
+  const latest = detail.completions[detail.completions.length - 1];
+  if (s.state === "complete" && latest && latest.routing_state === "routed") {
+    routeAgain = h("button", { id: "reroute", title: "Route the latest version again by the rules in force now" }, "Route again");
+    routeAgain.addEventListener("click", () => reroute(s.series_uid, routeAgain));
+  }
   const decisions = table(["version#", "decided", "rules version", "matched", "forward to", "pipelines"],
     detail.decisions.map((d) => h("tr", {},
-      h("td", { class: "num" }, d.version), h("td", {}, when(d.decided_at)),
+      h("td", { class: "num" }, d.version),
+      h("td", {}, when(d.decided_at), d.rerouted ? [" ", h("span", { "data-rerouted": "" }, badge(`re-routed by ${d.rerouted_by}`))] : null),
       h("td", { class: "mono", title: d.rules_version }, short(d.rules_version)),
       h("td", {}, d.unrouted ? badge("unrouted", "warn") : d.matched_rules.join(", ")),
       h("td", {}, d.forward_to.join(", ") || "—"),
@@ -408,7 +428,7 @@ async function seriesView(uid) {
   return [
     h("h1", {}, `Series ${s.modality || ""} ${s.description || ""}`.trim()),
     h("div", { class: "grid" }, panel("Series", facts), panel("Completion", completions, routingRetry)),
-    panel("Routing decisions", decisions),
+    panel("Routing decisions", decisions, routeAgain),
     h("section", { class: "panel", id: "series-jobs" }, h("h2", {}, "Jobs and sends"), jobsTable(detail.jobs, "No jobs.")),
     panel(`Instances (${detail.instances.length}${detail.instances.length > shown.length ? `, first ${shown.length} shown` : ""})`, instances),
   ];
