@@ -89,6 +89,7 @@ def series_command(args: argparse.Namespace) -> int:
         rows = index.list_series(limit=2**31 - 1 if filtered else args.limit)
         rows = [row for row in rows if _wanted(row, args)][: args.limit]
         routing = RoutingQueue(index.database).statuses([row.id for row in rows])
+        decided = _latest_rules(index.database, {row.id for row in rows})
     finally:
         index.close()
     if args.json:
@@ -100,6 +101,7 @@ def series_command(args: argparse.Namespace) -> int:
                     **as_json(row),
                     "routing_state": status.state if status else None,
                     "routing_error": status.error if status else None,
+                    "routing_rules": decided.get(row.id),  # [] when unrouted
                 }
             )
         print(json.dumps(listed, indent=2))
@@ -126,7 +128,7 @@ def series_command(args: argparse.Namespace) -> int:
             str(row.instance_count),
             str(row.version),
             row.state,
-            _routing_text(routing.get(row.id)),
+            _routing_text(routing.get(row.id), decided.get(row.id)),
             str(row.rejected_count) if row.rejected_count else "",
             row.last_arrival_at.isoformat(timespec="seconds"),
         )
@@ -155,13 +157,33 @@ def _wanted(row: Any, args: argparse.Namespace) -> bool:
     return args.since is None or row.last_arrival_at >= args.since
 
 
-def _routing_text(status: Any) -> str:
-    """``routed``, ``waiting``, or ``failed: <reason>`` / ``retrying: <reason>``."""
+def _routing_text(status: Any, rules: list[str] | None) -> str:
+    """The rules that matched, ``unrouted``, ``waiting``, or ``failed: <reason>`` /
+    ``retrying: <reason>`` (the latest completed version's)."""
     if status is None:
         return ""
     if status.state in ROUTE_STATES:
         return f"{status.state}: {status.error or ''}"
+    if status.state == "routed" and rules is not None:
+        return ", ".join(rules) if rules else "unrouted"
     return str(status.state)
+
+
+def _latest_rules(database: Any, ids: set[int]) -> dict[int, list[str]]:
+    """Series id -> the rules its latest decided version matched ([]: unrouted)."""
+    from sqlalchemy import func, select
+
+    from dicomnode.store.tables import RoutingDecisionRow as Row
+
+    if not ids:
+        return {}
+    latest = select(func.max(Row.id)).where(Row.series_id.in_(ids)).group_by(Row.series_id)
+    with database.reading() as session:
+        rows = session.scalars(select(Row).where(Row.id.in_(latest)))
+        return {
+            row.series_id: [] if row.unrouted else list(row.decision.get("matched", []))
+            for row in rows
+        }
 
 
 def as_json(row: object) -> dict[str, object]:
