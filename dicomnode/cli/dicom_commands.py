@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -145,7 +146,7 @@ def send_command(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     missing = [str(path) for path in args.paths if not path.exists()]
     if missing:
-        console.print(f"dicomnode: {', '.join(missing)}: no such file or folder")
+        print(f"dicomnode: {', '.join(missing)}: no such file or folder", file=sys.stderr)
         return EXIT_USAGE
     sendable: list[SendableFile] = []
     skipped: list[SkippedFile] = []
