@@ -181,7 +181,7 @@ def _latest_rules(database: Any, ids: set[int]) -> dict[int, list[str]]:
     with database.reading() as session:
         rows = session.scalars(select(Row).where(Row.id.in_(latest)))
         return {
-            row.series_id: [] if row.unrouted else list(row.decision.get("matched", []))
+            row.series_id: [] if row.unrouted else list(row.decision.get("matched_rules", []))
             for row in rows
         }
 
