@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -135,9 +135,10 @@ class Deidentifier:
         """What this run replaced: ``kind`` (patient, uid), ``original``, ``pseudonym``."""
         return self._pseudonyms.mapping()
 
-    def write_mapping(self, path: Path) -> None:
-        """The mapping as CSV (mode 0600, replaced atomically): it re-identifies the export."""
-        self._pseudonyms.write_mapping(path)
+    def write_mapping(self, path: Path, earlier: Iterable[Mapping[str, str]] = ()) -> None:
+        """The mapping as CSV (mode 0600, replaced atomically): it re-identifies the export.
+        ``earlier``: an earlier run's rows, kept (a resumed export)."""
+        self._pseudonyms.write_mapping(path, earlier)
 
     def apply(self, dataset: Dataset) -> Dataset:
         """A de-identified copy of ``dataset``; the pixel data is copied unchanged."""

@@ -373,24 +373,7 @@ def _merge_mapping(path: Path, deid: Deidentifier) -> None:
     if path.exists():
         with path.open(newline="", encoding="utf-8") as file:
             earlier = list(csv.DictReader(file))
-    deid.write_mapping(path)
-    if not earlier:
-        return
-    with path.open(newline="", encoding="utf-8") as file:
-        reader = csv.DictReader(file)
-        columns = list(reader.fieldnames or ())
-        current = list(reader)
-    seen = {(row.get("kind"), row.get("original")) for row in current}
-    merged = current + [r for r in earlier if (r.get("kind"), r.get("original")) not in seen]
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(merged)
-        file.flush()
-        os.fsync(file.fileno())
-    tmp.replace(path)
+    deid.write_mapping(path, earlier)
 
 
 def _write_private(path: Path, text: str) -> None:

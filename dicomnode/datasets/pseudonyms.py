@@ -15,6 +15,7 @@ import hmac
 import io
 import os
 import secrets
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -73,15 +74,24 @@ class Pseudonyms:
             for (kind, original), pseudonym in self._replaced.items()
         ]
 
-    def write_mapping(self, path: Path) -> None:
+    def write_mapping(self, path: Path, earlier: Iterable[Mapping[str, str]] = ()) -> None:
         """The mapping as CSV, readable by its owner only (0600), replaced atomically.
 
-        It re-identifies every exported object: whoever may read it may read the PACS.
+        ``earlier``: rows an earlier run wrote (a resumed export), kept after this run's
+        unless this run replaced the same original. It re-identifies every exported
+        object: whoever may read it may read the PACS.
         """
+        rows = self.mapping()
+        seen = {(row["kind"], row["original"]) for row in rows}
+        rows += [
+            {column: row.get(column, "") for column in MAPPING_COLUMNS}
+            for row in earlier
+            if (row.get("kind"), row.get("original")) not in seen
+        ]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=MAPPING_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(self.mapping())
+        writer.writerows(rows)
         data = buffer.getvalue().encode("utf-8")
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
