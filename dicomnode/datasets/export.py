@@ -239,7 +239,7 @@ class Export:
             self._write_dicom(source, part / "dicom")
             row["dicom"] = f"{name}/dicom"
         if formats & set(VOLUME_FORMATS):
-            volumes, timing = self._volumes(source)
+            volumes, timing = self._volumes(source, first)
             if "nifti" in formats:
                 self._write_nifti(volumes, timing, part / "image.nii.gz")
                 row["nifti"] = f"{name}/image.nii.gz"
@@ -263,7 +263,9 @@ class Export:
             clean = deid.apply(dataset)
             pydicom.dcmwrite(folder / f"{number:04d}.dcm", clean, enforce_file_format=True)
 
-    def _volumes(self, source: SeriesSource) -> tuple[list[Volume], dict[str, Any] | None]:
+    def _volumes(
+        self, source: SeriesSource, first: pydicom.Dataset
+    ) -> tuple[list[Volume], dict[str, Any] | None]:
         """The preprocessed volume, or one per time frame of a dynamic series with the
         frames' timing (for the NIfTI's sidecar).
 
@@ -274,8 +276,9 @@ class Export:
         from dicomnode.datasets.nifti import frame_timing
         from dicomnode.pipeline.loading import load_series
 
-        headers = [_read(path, pixels=False) for path in source.paths]
-        if is_dynamic(headers):
+        # Series Type is a series attribute (Type 1 in the PET Series module): the first
+        # header answers; load_series and load_dynamic read every header once themselves.
+        if is_dynamic([first]):
             dynamic = load_dynamic(source.paths, limits=self.request.limits)
             frames = [self._prepared(volume) for volume in dynamic.volumes]
             timing = frame_timing(
