@@ -6,6 +6,7 @@ the CLI does, so what is tested is what runs.
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -307,6 +308,10 @@ class Node:
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
         previous = {signum: signal.signal(signum, _note_signal) for signum in handled}
+        # An operator (or a test) facing a node that answers nothing asks it what every
+        # thread is doing: SIGUSR1 prints their stacks to stderr (the journal), from C,
+        # so it works even while a thread holds the GIL.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             self.start()
             while (signum := _next_signal(reader, handled)) == signal.SIGHUP:
@@ -320,6 +325,7 @@ class Node:
                 for restored, handler in previous.items():
                     signal.signal(restored, handler)
                 signal.set_wakeup_fd(previous_fd)
+                faulthandler.unregister(signal.SIGUSR1)
                 reader.close()
                 writer.close()
 

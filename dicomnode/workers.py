@@ -11,6 +11,7 @@ SIGINT and SIGHUP to every worker, restarts one that dies, and exits when all st
 
 from __future__ import annotations
 
+import faulthandler
 import signal
 import subprocess
 import sys
@@ -66,6 +67,9 @@ class Supervisor:
         not start."""
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         previous = {signum: signal.signal(signum, self._on_signal) for signum in handled}
+        # `systemctl kill -s USR1` reaches every process of the unit: the workers print
+        # their threads' stacks (run_until_signalled), and this one must not die of it.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         try:
             for index in range(self._count):
                 self._start(index)
@@ -75,6 +79,7 @@ class Supervisor:
             self._stop_all()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            faulthandler.unregister(signal.SIGUSR1)
 
     def _start(self, index: int) -> None:
         command = [sys.executable, "-m", "dicomnode", "serve", "--worker", str(index)]

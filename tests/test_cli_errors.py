@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dicomnode.store.index import Index
 from dicomnode.testing.cli import run_dicomnode as dicomnode
-from dicomnode.testing.ports import LOOPBACK, free_port
+from dicomnode.testing.ports import LOOPBACK, free_port, refusing_port
 
 
 def _said(result: subprocess.CompletedProcess[str]) -> str:
@@ -45,7 +45,9 @@ def test_read_commands_without_an_index_say_so_and_create_nothing(tmp_path: Path
 
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "pg.yaml"
-    config.write_text(f'database: {{url: "postgresql+psycopg://u:p@{LOOPBACK}:{free_port()}/x"}}\n')
+    config.write_text(
+        f'database: {{url: "postgresql+psycopg://u:p@{LOOPBACK}:{refusing_port()}/x"}}\n'
+    )
     result = dicomnode("series", "--config", str(config))
     assert result.returncode == 1
     said = _said(result)
@@ -65,6 +67,6 @@ def test_an_unknown_series_is_named(tmp_path: Path) -> None:
 
 
 def test_a_peer_that_is_not_listening_is_connection_refused() -> None:
-    result = dicomnode("echo", f"PACS@{LOOPBACK}:{free_port()}")
+    result = dicomnode("echo", f"PACS@{LOOPBACK}:{refusing_port()}")
     assert result.returncode == 1
     assert "connection refused" in _said(result)

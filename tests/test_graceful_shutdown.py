@@ -17,6 +17,7 @@ from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.store.index import Index
 from dicomnode.store.spool import Spool
 from dicomnode.testing.dcmtk import parse_storescu_log
+from dicomnode.testing.hostile import echo_problem, stuck_report
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.process import poll_until
 
@@ -85,6 +86,22 @@ def test_sighups_one_after_another_never_wedge_the_node_and_sigterm_still_stops_
 
     assert node.process.wait(timeout=30) == 0
     assert '"node_stopped"' in node.process.log_text()
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_node_keeps_serving(
+    node_process: Callable[..., NodeProcess],
+) -> None:
+    """The on-call operator's question for a node that answers nothing (docs/logs.md)."""
+    node = node_process().start()
+    first = stuck_report(node)
+    second = stuck_report(node)
+    for report in (first, second):
+        assert "Current thread 0x" in report
+        assert "dicomnode/node.py" in report  # the main thread, waiting for signals
+        assert "dicomnode/pipeline/worker.py" in report
+    assert echo_problem(node.port) is None
+    node.process.popen.send_signal(signal.SIGTERM)
+    assert node.process.wait(timeout=30) == 0
 
 
 def _reloaded(node: NodeProcess, times: int) -> bool:

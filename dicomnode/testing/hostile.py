@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -49,13 +50,40 @@ def start_node(workdir: Path, path: str, settings: Mapping[str, Any] | None = No
 
 def echo_succeeds(port: int, calling_ae: str = "ECHOSCU") -> bool:
     """Whether the node on ``port`` answers a C-ECHO with success now (it still serves)."""
+    return echo_problem(port, calling_ae) is None
+
+
+def echo_problem(port: int, calling_ae: str = "ECHOSCU") -> str | None:
+    """Why a C-ECHO to the node on ``port`` fails now (as the CLI says it); None if not."""
     try:
         result = echo(
             parse_address(f"{NODE_AE}@{LOOPBACK}:{port}"), ScuSettings(calling_ae=calling_ae)
         )
-    except PeerError:
-        return False
-    return result.status == 0
+    except PeerError as exc:
+        return str(exc)
+    return None if result.status == 0 else f"status 0x{result.status:04X}"
+
+
+def stuck_report(node: NodeProcess, timeout: float = 10.0) -> str:
+    """What a node that stopped answering is doing: every thread's stack (SIGUSR1, see
+    ``docs/logs.md``) and its last log lines, for a test's failure message."""
+    logs = node.logs()
+    before, dumps = logs.count("most recent call first"), logs.count("Current thread 0x")
+    try:
+        os.kill(node.process.pid, signal.SIGUSR1)
+        poll_until(  # the thread that took the signal is written last, or nearly
+            lambda: node.logs().count("Current thread 0x") > dumps,
+            timeout=timeout,
+            what="the node's thread dump",
+        )
+    except (OSError, TimeoutError) as exc:
+        return f"no thread dump ({exc!r})\n{node.logs()[-4000:]}"
+    logs = node.logs()
+    start = -1
+    for _ in range(before + 1):  # the first line of this dump
+        start = logs.find("most recent call first", start + 1)
+    start = logs.rfind("\n", 0, start) + 1
+    return f"{logs[max(0, start - 3000) : start]}\n{logs[start : start + 12000]}"
 
 
 def events(node: NodeProcess, event: str | None = None) -> list[dict[str, Any]]:

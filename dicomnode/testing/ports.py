@@ -37,6 +37,44 @@ def free_port(host: str = LOOPBACK) -> int:
         return port
 
 
+class HeldPort:
+    """A port this process binds without listening: connecting to it is refused, and no
+    other process (a parallel test's node) can take it until ``release``.
+
+    ``free_port`` hands out a port nobody holds, so a destination meant to be down could
+    be answered by a stranger that bound it meanwhile; a test of "nothing listens" holds
+    the port instead, and releases it just before its own peer starts there.
+    """
+
+    def __init__(self, host: str = LOOPBACK) -> None:
+        self._sock: socket.socket | None = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind((require_loopback(host), 0))
+        self.port: int = self._sock.getsockname()[1]
+
+    def release(self) -> int:
+        """Let a peer bind the port now; returns it."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        return self.port
+
+    def __enter__(self) -> HeldPort:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+
+_REFUSING: list[HeldPort] = []
+
+
+def refusing_port(host: str = LOOPBACK) -> int:
+    """A port where nothing listens for the rest of this test process (held, never freed)."""
+    held = HeldPort(host)
+    _REFUSING.append(held)
+    return held.port
+
+
 def port_accepts(port: int, host: str = LOOPBACK, timeout: float = 0.5) -> bool:
     """Whether a TCP connection to `host:port` succeeds right now."""
     try:

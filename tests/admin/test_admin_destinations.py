@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from dicomnode.node import Node
 from dicomnode.testing.dcmtk import StoreSCP
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import refusing_port
 from dicomnode.testing.process import poll_until
 
 # Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
@@ -23,7 +23,7 @@ def test_each_destination_is_echoed_up_down_or_refusing(
     client_for: Callable[..., TestClient],
     make_destination: Callable[..., dict[str, Any]],
 ) -> None:
-    down = free_port()
+    down = refusing_port()
     with StoreSCP(ae_title="PACS") as pacs, StoreSCP(ae_title="NO", extra_args=["--refuse"]) as no:
         node = node_factory(
             destinations={
@@ -65,7 +65,7 @@ def test_the_queue_of_a_destination_shows_waiting_and_failed_sends(
     write_rules: Callable[..., Any],
 ) -> None:
     write_rules("- {name: fwd, match: {Modality: CT}, forward_to: [down]}\n")
-    node = node_factory(destinations={"down": make_destination("DOWN", free_port())})
+    node = node_factory(destinations={"down": make_destination("DOWN", refusing_port())})
     client = client_for(node)
     send_phantom(node)
     poll_until(lambda: bool(node.outbox.queue.list_sends()), timeout=60, what="a send queued")

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from dicomnode.admin import DiskWatermark, tcp_listening
 from dicomnode.node import Node
 from dicomnode.store.database import Database
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import refusing_port
 
 
 def checks(client: TestClient, expected_status: int) -> dict[str, dict[str, object]]:
@@ -75,7 +75,7 @@ def test_an_unreachable_database_is_not_ready(
 
 def test_the_listener_probe_sees_a_closed_port(node: Node) -> None:
     assert tcp_listening("0.0.0.0", node.scp.port)  # a wildcard is probed on loopback
-    assert not tcp_listening("127.0.0.1", free_port())
+    assert not tcp_listening("127.0.0.1", refusing_port())
 
 
 def test_the_watermark_of_a_spool_not_created_yet_is_its_parents(tmp_path: Path) -> None:

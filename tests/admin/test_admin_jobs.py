@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from dicomnode.node import Node
 from dicomnode.testing.dcmtk import StoreSCP
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import HeldPort
 from dicomnode.testing.process import poll_until
 
 # Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
@@ -130,8 +130,10 @@ def test_a_failed_send_is_retried_by_the_api_audited_and_delivered(
     make_destination: Callable[..., dict[str, Any]],
 ) -> None:
     write_rules("- {name: fwd, match: {Modality: CT}, forward_to: [gone]}\n")
-    port = free_port()
-    node = node_factory(destinations={"gone": make_destination("GONE", port, max_age_seconds=2)})
+    held = HeldPort()
+    node = node_factory(
+        destinations={"gone": make_destination("GONE", held.port, max_age_seconds=2)}
+    )
     client = client_for(node)
     send_phantom(node)
     poll_until(
@@ -147,7 +149,7 @@ def test_a_failed_send_is_retried_by_the_api_audited_and_delivered(
     assert {a["outcome"] for a in attempts} == {"temporary"}
     assert all(a["status"] is None for a in attempts)  # never associated: no DIMSE status
 
-    with StoreSCP(ae_title="GONE", port=port) as fixed:
+    with StoreSCP(ae_title="GONE", port=held.release()) as fixed:
         response = client.post(
             f"/api/jobs/{failed['id']}/retry", headers={**JSON, "X-Actor": "alice"}
         )

@@ -22,7 +22,7 @@ from dicomnode.admin import AdminAccess, AdminServices, create_app
 from dicomnode.admin.hosts import AllowedHosts
 from dicomnode.admin.tokens import single
 from dicomnode.node import Node
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import refusing_port
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def api_schema(
 ) -> Any:
     """The API of a node holding one routed series and a send to a destination that is down."""
     write_rules("- {name: fwd, match: {Modality: CT}, forward_to: [down]}\n")
-    node = node_factory(destinations={"down": make_destination("DOWN", free_port())})
+    node = node_factory(destinations={"down": make_destination("DOWN", refusing_port())})
     routed(node, send_phantom(node).series_instance_uid)
     # schemathesis' ASGI client names itself "testserver" in every request's Host; its
     # checks send wrong tokens, which must not lock the rest of its requests out (429).

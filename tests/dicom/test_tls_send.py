@@ -21,7 +21,7 @@ from dicomnode.dicom.scu import ScuSettings, SendableFile, TlsSettings, echo, in
 from dicomnode.dicom.scu import send_files as scu_send_files
 from dicomnode.errors import PeerTLSError, PeerUnreachableError
 from dicomnode.testing.pki import Issued, TestCA
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import refusing_port
 from dicomnode.testing.result_files import ResultFiles, write_result_files
 from dicomnode.testing.storescp import StoreSCP
 
@@ -151,7 +151,7 @@ def test_a_plain_port_is_a_temporary_failure_that_says_so(
 
 
 def test_a_closed_port_stays_connection_refused(pki: Pki, results: list[SendableFile]) -> None:
-    closed = DicomAddress("PACS", "127.0.0.1", free_port())
+    closed = DicomAddress("PACS", "127.0.0.1", refusing_port())
     with pytest.raises(PeerUnreachableError) as raised:
         scu_send_files(results, closed, settings(pki.ca.certificate, pki.client))
     assert not raised.value.permanent

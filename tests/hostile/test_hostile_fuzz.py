@@ -51,7 +51,7 @@ from dicomnode.store.database import Database
 from dicomnode.store.spool import Spool
 from dicomnode.store.tables import InstanceRow
 from dicomnode.testing import pdus
-from dicomnode.testing.hostile import PATHS, echo_succeeds, start_node
+from dicomnode.testing.hostile import PATHS, echo_problem, echo_succeeds, start_node, stuck_report
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.ports import LOOPBACK
 from dicomnode.testing.process import HarnessTimeoutError, poll_until
@@ -454,10 +454,19 @@ class FuzzTarget:
             assert answer.status is not None
             assert is_valid_store_status(answer.status), f"{what}: status 0x{answer.status:04X}"
         assert self.node.process.running, f"{what}: the node died\n{self.node.logs()[-3000:]}"
+        problem: list[str | None] = [None]
+
+        def echoes() -> bool:
+            problem[0] = echo_problem(self.node.port, "FUZZECHO")
+            return problem[0] is None
+
         try:
-            poll_until(lambda: echo_succeeds(self.node.port, "FUZZECHO"), timeout=60, what="C-ECHO")
+            poll_until(echoes, timeout=60, what="C-ECHO")
         except HarnessTimeoutError as exc:
-            raise AssertionError(f"{what}: C-ECHO fails after it") from exc
+            raise AssertionError(
+                f"{what}: C-ECHO fails after it ({problem[0]}); the node's threads:\n"
+                + stuck_report(self.node)
+            ) from exc
         rss = rss_bytes(self.pid)
         assert rss <= self.baseline_rss + RSS_ALLOWANCE, f"{what}: RSS {rss >> 20} MiB"
         if answer.status == SUCCESS:

@@ -37,7 +37,7 @@ from dicomnode.errors import (
     PeerError,
     PeerUnreachableError,
 )
-from dicomnode.testing.ports import LOOPBACK, free_port, wait_for_port
+from dicomnode.testing.ports import LOOPBACK, free_port, refusing_port, wait_for_port
 from dicomnode.testing.process import ManagedProcess
 from dicomnode.testing.rawpeer import ABORT_BY_USER, RawPeer
 from dicomnode.testing.result_files import write_result_files
@@ -179,11 +179,11 @@ def test_a_closed_port_is_connection_refused_and_temporary(
 ) -> None:
     ct, _results = ct_and_results
     with pytest.raises(PeerUnreachableError) as caught:
-        send_files(sendable(ct), DicomAddress("NOBODY", LOOPBACK, free_port()), FAST)
+        send_files(sendable(ct), DicomAddress("NOBODY", LOOPBACK, refusing_port()), FAST)
     assert str(caught.value).endswith(": connection refused")
     assert not caught.value.permanent
     with pytest.raises(PeerUnreachableError, match=r": connection refused$"):
-        echo(DicomAddress("NOBODY", LOOPBACK, free_port()), FAST)
+        echo(DicomAddress("NOBODY", LOOPBACK, refusing_port()), FAST)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from dicomnode.outbox import worker
 from dicomnode.outbox.queue import SendSummary
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.cli import config_beside, run_dicomnode
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import HeldPort, refusing_port
 from dicomnode.testing.process import poll_until
 from dicomnode.testing.rawpeer import ABORT_BY_USER, RawPeer
 from dicomnode.testing.result_files import write_result_files
@@ -153,7 +153,7 @@ def test_each_way_a_destination_fails_is_named_and_retried(
     ):
         node = node_factory(
             destinations={
-                "closed": destination("CLOSED", free_port()),
+                "closed": destination("CLOSED", refusing_port()),
                 "silent": destination("SILENT", silent.port),
                 "aborts": destination("ABORTS", aborts.port),
                 "midstore": destination("MID", midstore.port),
@@ -190,8 +190,8 @@ def test_a_missing_spool_file_fails_its_instance_and_delays_nothing_else(
     node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
     write_rule(tmp_path, "- {name: fwd, match: {Modality: CT}, forward_to: [late]}\n")
-    port = free_port()
-    node = node_factory(destinations={"late": destination("LATE", port)})
+    held = HeldPort()
+    node = node_factory(destinations={"late": destination("LATE", held.port)})
     first = write_ct_phantom(tmp_path / "a", CTPhantomSpec(slices=3, rows=16, columns=16, seed=1))
     send(list(first.paths), node)
     # The destination is down until the send has waited once; meanwhile a file goes.
@@ -208,7 +208,7 @@ def test_a_missing_spool_file_fails_its_instance_and_delays_nothing_else(
     second = write_ct_phantom(tmp_path / "b", CTPhantomSpec(slices=3, rows=16, columns=16, seed=2))
     send(list(second.paths), node)
     poll_until(lambda: len(sends_to(node, "late")) == 2, timeout=60, what="the second send")
-    with StoreSCP(ae_title="LATE", port=port) as late:
+    with StoreSCP(ae_title="LATE", port=held.release()) as late:
         late.wait_for_files(5, timeout=60)
         poll_until(
             lambda: sorted(s.state for s in sends_to(node, "late")) == ["done", "failed"],

@@ -20,7 +20,7 @@ from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.cli import config_beside, run_dicomnode
 from dicomnode.testing.dcmtk import StoreSCP, storescu
 from dicomnode.testing.orthanc import Orthanc
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import HeldPort
 from dicomnode.testing.process import poll_until
 
 # Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
@@ -182,8 +182,8 @@ def test_a_destination_down_at_completion_receives_everything_when_it_comes_up(
     node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
     write_rules(tmp_path / "rules", "- {name: fwd, match: {Modality: CT}, forward_to: [late]}\n")
-    port = free_port()
-    node = node_factory(destinations={"late": destination("LATE", port)})
+    held = HeldPort()
+    node = node_factory(destinations={"late": destination("LATE", held.port)})
     series = phantom(tmp_path / "ct", "LATE", seed=4)
     send(series.paths, node.scp.port)
     # The destination stays down over several attempts ("two minutes", shortened).
@@ -192,7 +192,7 @@ def test_a_destination_down_at_completion_receives_everything_when_it_comes_up(
         timeout=60,
         what="three failed attempts",
     )
-    with StoreSCP(ae_title="LATE", port=port) as late:
+    with StoreSCP(ae_title="LATE", port=held.release()) as late:
         late.wait_for_files(6, timeout=60)
         poll_until(lambda: sends_in_state(node, "done"), timeout=30, what="the send done")
     (send_row,) = sends_in_state(node, "done")
@@ -205,8 +205,8 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
     write_rules(tmp_path / "rules", "- {name: fwd, match: {Modality: CT}, forward_to: [gone]}\n")
-    port = free_port()
-    node = node_factory(destinations={"gone": destination("GONE", port, max_age_seconds=3)})
+    held = HeldPort()
+    node = node_factory(destinations={"gone": destination("GONE", held.port, max_age_seconds=3)})
     send(phantom(tmp_path / "ct", "GONE", seed=5).paths, node.scp.port)
     poll_until(lambda: sends_in_state(node, "failed"), timeout=60, what="the send to fail")
     (failed,) = sends_in_state(node, "failed")
@@ -216,7 +216,7 @@ def test_a_destination_down_for_too_long_fails_and_retry_delivers_once_fixed(
     config = config_beside(node.config, tmp_path)
     listed = run_dicomnode("jobs", "--state", "failed", "--config", str(config))
     assert f"send-{failed.id}\tsend\tgone" in listed.stdout
-    with StoreSCP(ae_title="GONE", port=port) as fixed:
+    with StoreSCP(ae_title="GONE", port=held.release()) as fixed:
         retried = run_dicomnode("retry", str(failed.id), "--config", str(config))
         assert retried.returncode == 0, retried.stderr
         fixed.wait_for_files(6, timeout=60)

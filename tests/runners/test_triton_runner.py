@@ -30,7 +30,7 @@ from dicomnode.models import ct_tissue_reference as design
 from dicomnode.pipeline.definition import reference_definitions
 from dicomnode.pipeline.engine import PipelineEngine
 from dicomnode.runners import ModelHost, parse_runner_config
-from dicomnode.testing.ports import LOOPBACK, free_port
+from dicomnode.testing.ports import LOOPBACK, refusing_port
 from dicomnode.testing.process import PeerStartError
 from dicomnode.testing.triton_server import PyTritonServer, ensure_venv
 
@@ -209,7 +209,7 @@ def test_a_request_past_its_limit_fails_without_a_retry(fake: FakeKServe) -> Non
 
 
 def test_an_unreachable_server_fails_load_after_the_retries() -> None:
-    url = f"{LOOPBACK}:{free_port()}"  # nothing listens there
+    url = f"{LOOPBACK}:{refusing_port()}"  # nothing listens there
     config = {"kind": "triton", "url": url, "model_name": "m", "retries": 2}
     host = ModelHost({"model": parse_runner_config({**config, "retry_backoff_seconds": 0})}, Path())
     with (

@@ -16,7 +16,7 @@ from dicomnode.dicom.scu import SendableFile, inspect_file, send_files
 from dicomnode.node import Node
 from dicomnode.phantom import CTPhantomSpec, ct_phantom_datasets, write_ct_phantom
 from dicomnode.testing.dcmtk import StoreSCP
-from dicomnode.testing.ports import free_port
+from dicomnode.testing.ports import refusing_port
 from dicomnode.testing.process import poll_until
 
 # Each test runs on every index backend (SQLite, PostgreSQL through both drivers).
@@ -54,7 +54,7 @@ def test_retention_deletes_a_delivered_series_and_keeps_one_whose_send_failed(
             storage=SHORT,
             destinations={
                 "archive": destination("ARCHIVE", archive.port),
-                "gone": destination("GONE", free_port(), max_age_seconds=1),
+                "gone": destination("GONE", refusing_port(), max_age_seconds=1),
             },
         )
         good = write_ct_phantom(
