@@ -152,6 +152,9 @@ class StorageConfig(_Frozen):
     # once every send and job for it has finished; never earlier.
     retention_hours: Annotated[float, Field(gt=0)] = 72.0
     retention_check_seconds: PositiveSeconds = 600.0
+    # The index rows of a series (instances, jobs, sends, decisions) are deleted this long
+    # after retention removed its files; the audit log is kept. null keeps them for ever.
+    index_retention_days: Annotated[float, Field(gt=0)] | None = 90.0
     # Above this share of the disk used, or below this many free bytes, new instances are
     # refused with 0xA700 (out of resources) until space returns.
     high_water_percent: Annotated[float, Field(gt=0, le=100)] = 90.0

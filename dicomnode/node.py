@@ -188,6 +188,11 @@ class Node:
             self.spool,
             timedelta(hours=config.storage.retention_hours),
             utc_now,
+            index_retention=(
+                None
+                if config.storage.index_retention_days is None
+                else timedelta(days=config.storage.index_retention_days)
+            ),
         )
         self.engine = PipelineEngine(
             self.pipelines, self.models, config.pipeline_limits, config.base_dir
@@ -237,7 +242,7 @@ class Node:
         self._every(self.membership.beat_seconds, self.membership.beat, "heartbeat")
         self._every(RULES_RELOAD_SECONDS, self.rules.refresh, "rules-reload")
         self._every(
-            self.config.storage.retention_check_seconds, self.retention.run_once, "retention"
+            self.config.storage.retention_check_seconds, self.retention.housekeeping, "retention"
         )
         if self.roles & {"receive", "route"}:
             self._every(COMPLETION_SWEEP_SECONDS, self.completion.sweep, "completion-sweep")

@@ -14,9 +14,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dicomnode.domain import Peer, ReceivedInstance, StoreOutcome
+from dicomnode.errors import StorageError
 from dicomnode.store import index_sql as sql
 from dicomnode.store.database import Database
 from dicomnode.store.deadline import Deadline, completion_deadline
@@ -204,8 +206,8 @@ class Index(IndexReads):
         uid = header.series_uid
         cached, new_instance = self._series_rows.get(uid), True
         # Each retry switches one guess off, or (a cluster) finds the series another node
-        # created meanwhile: four passes at most.
-        for _attempt in range(4):
+        # created meanwhile, or the remembered row is gone: five passes at most.
+        for _attempt in range(5):
             try:
                 with self.database.writing_core() as conn:
                     recorded, state = self._record(
@@ -214,6 +216,15 @@ class Index(IndexReads):
                     if before_commit is not None:
                         before_commit()
             except _StaleSeriesError:
+                self._series_rows.pop(uid, None)
+                cached = None
+                continue
+            except StorageError as exc:
+                if cached is None or not isinstance(exc.__cause__, IntegrityError):
+                    self._series_rows.pop(uid, None)
+                    raise
+                # The remembered row is gone (index pruning, here or on another node):
+                # the instance's foreign key names no series. Read it afresh.
                 self._series_rows.pop(uid, None)
                 cached = None
                 continue
@@ -227,7 +238,7 @@ class Index(IndexReads):
                 self._series_rows.clear()
             self._series_rows[uid] = state
             return recorded
-        raise AssertionError("unreachable: the fourth pass guesses nothing")
+        raise AssertionError("unreachable: the last pass guesses nothing")
 
     @staticmethod
     def _record(
