@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
+from dicomnode.cli.common import moment
 from dicomnode.store.index import Index
 from dicomnode.testing.cli import run_dicomnode as dicomnode
 from dicomnode.testing.ports import LOOPBACK, free_port, refusing_port
@@ -70,3 +75,18 @@ def test_a_peer_that_is_not_listening_is_connection_refused() -> None:
     result = dicomnode("echo", f"PACS@{LOOPBACK}:{refusing_port()}")
     assert result.returncode == 1
     assert "connection refused" in _said(result)
+
+
+def test_since_times_without_a_zone_are_local_in_series_and_reroute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`series --since` and `reroute --since` read a time the same way: local, as printed."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert moment("2026-12-07T14:00").utcoffset() == timedelta(hours=-5)
+        assert moment("2026-07-01").utcoffset() == timedelta(hours=-4)
+        assert moment("2026-12-07T14:00+01:00").utcoffset() == timedelta(hours=1)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,3 +44,15 @@ def existing_index(config: Config) -> str:
                 "give the node's configuration with --config"
             )
     return url
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone, this machine's local time (as
+    ``series`` prints times). For ``--since`` options: argparse exits 2 with the reason."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time such as 2026-12-07 or 2026-12-07T14:00"
+        ) from None
+    return when.astimezone() if when.tzinfo is None else when

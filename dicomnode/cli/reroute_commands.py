@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
+from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option, moment
 
 AUDIT_ACTION = "series.reroute"
 
@@ -33,9 +33,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     which.add_argument(
         "--since",
-        metavar="ISO_TIME",
-        help="every series completed at or after this time (e.g. 2024-05-01T08:00, UTC "
-        "unless it names its offset)",
+        type=moment,
+        metavar="TIME",
+        help="every series completed at or after TIME (ISO 8601, e.g. 2026-12-07 or "
+        "2026-12-07T14:00; local time unless it says otherwise, as `series --since`)",
     )
     reroute.add_argument(
         "--dry-run",
@@ -49,16 +50,7 @@ def reroute_command(args: argparse.Namespace) -> int:
     from dicomnode.config import load_config
     from dicomnode.store.index import Index
 
-    since = None
-    if args.since is not None:
-        since = _parse_time(args.since)
-        if since is None:
-            print(
-                f"dicomnode: --since {args.since!r} is not an ISO time such as "
-                "2024-05-01T08:00:00+00:00",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+    since: datetime | None = args.since
     config = load_config(args.config)
     index = Index(config.database_url)
     try:
@@ -78,14 +70,6 @@ def reroute_command(args: argparse.Namespace) -> int:
         return _queue(index, series)
     finally:
         index.close()
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _completed_since(index: Any, since: datetime) -> list[Any]:

@@ -15,7 +15,14 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option, existing_index
+from dicomnode.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    config_option,
+    existing_index,
+    moment,
+)
 
 PIPELINE_STATES = ("pending", "running", "done", "failed", "cancelled")
 SEND_STATES = ("pending", "sending", "done", "failed")
@@ -57,23 +64,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     series.add_argument("--modality", help="only this modality (CT, PT, SEG ...)")
     series.add_argument(
         "--since",
-        type=_moment,
+        type=moment,
         metavar="TIME",
         help="only series whose last instance came at or after TIME (ISO 8601, e.g. 2026-12-07 "
         "or 2026-12-07T14:00; local time unless it says otherwise)",
     )
     series.set_defaults(run=series_command)
-
-
-def _moment(text: str) -> datetime:
-    """An ISO 8601 date or date-time; without a zone, this machine's local time."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not an ISO 8601 time such as 2026-12-07 or 2026-12-07T14:00"
-        ) from None
-    return moment.astimezone() if moment.tzinfo is None else moment
 
 
 def series_command(args: argparse.Namespace) -> int:

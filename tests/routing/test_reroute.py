@@ -110,7 +110,10 @@ def test_a_series_stored_before_its_rule_is_routed_again_and_audited(
     # Usage errors: an unknown series, a time that is not one.
     assert main(["reroute", "--series", "1.2.3.999", "--config", config]) == 2
     assert "no stored series with UID 1.2.3.999" in capsys.readouterr().err
-    assert main(["reroute", "--since", "yesterday", "--config", config]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["reroute", "--since", "yesterday", "--config", config])
+    assert exited.value.code == 2
+    assert "'yesterday' is not an ISO 8601 time" in capsys.readouterr().err
 
 
 def test_a_version_not_yet_routed_is_refused_and_a_reroute_is_queued_once(
