@@ -34,6 +34,7 @@ def test_init_serve_and_send_give_a_seg_and_sr_at_the_pacs(tmp_path: Path) -> No
         config.write_text(edited, "utf-8")
         check = dicomnode("config", "check", "--config", str(config))
         assert check.returncode == 0, check.stderr
+        assert "oneDNN" not in check.stderr, check.stderr  # loaded quietly, once
 
         port = free_port()
         command = ["serve", "--config", str(config), "--port", str(port)]

@@ -28,6 +28,7 @@ from dicomnode.errors import RunnerError
 from dicomnode.logs import get_logger
 from dicomnode.runners.abc import Concurrency, InputArray, Prediction, Seconds
 from dicomnode.runners.batches import FileModelParams, check_channels, check_input_rank, feed
+from dicomnode.runners.native_stderr import quiet_start_up
 from dicomnode.runners.registry import register
 
 log = get_logger(__name__)
@@ -141,7 +142,8 @@ def _tensorflow() -> Any:
     started = time.monotonic()
     # TensorFlow's C++ logging reads this at import; an operator's own setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    with quiet_start_up():  # what the setting above does not reach (native_stderr)
+        import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
     # Intra-op: every core this process may use (its affinity, which a cpuset narrows).
