@@ -12,6 +12,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, timedelta
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -121,6 +122,7 @@ class Node:
     def __init__(self, config: Config) -> None:
         self.config = config
         checked = check_config(config)
+        _make_storage_folder(config.storage.path)  # before anything would open in it
         self.roles = frozenset(config.node.roles)
         self.storage_lock = StorageLock(config.lock_folder)
         self.database = Database(config.database_url)
@@ -427,3 +429,14 @@ def _next_signal(reader: socket.socket, handled: tuple[signal.Signals, ...]) -> 
             continue
         stops = [number for number in received if number != signal.SIGHUP]
         return stops[0] if stops else signal.SIGHUP
+
+
+def _make_storage_folder(path: Path) -> None:
+    """Create ``storage.path``, or say in one line why not and what to change."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"storage.path {path}: cannot create it ({exc.strerror or exc}); set storage.path "
+            "(or serve --storage) to a folder this user can write"
+        ) from exc

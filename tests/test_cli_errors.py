@@ -10,11 +10,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pynetdicom import AE
 
 from dicomnode.cli.common import moment
 from dicomnode.store.index import Index
 from dicomnode.testing.cli import run_dicomnode as dicomnode
+from dicomnode.testing.dcmtk import StoreSCP
 from dicomnode.testing.ports import LOOPBACK, free_port, refusing_port
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 
 def _said(result: subprocess.CompletedProcess[str]) -> str:
@@ -90,3 +94,34 @@ def test_since_times_without_a_zone_are_local_in_series_and_reroute(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_a_wrong_called_ae_title_is_a_rejection_that_names_the_fix() -> None:
+    with StoreSCP(ae_title="ARCHIVE", extra_args=["--refuse"]) as refusing:
+        result = dicomnode("echo", f"ARCHIVE@{LOOPBACK}:{refusing.port}")
+    assert result.returncode == 1
+    assert "association rejected" in _said(result)
+    peer = AE(ae_title="ARCHIVE")
+    peer.require_called_aet = True
+    peer.add_supported_context(VERIFICATION)
+    server = peer.start_server((LOOPBACK, 0), block=False)
+    try:
+        port = server.server_address[1]
+        wrong = dicomnode("echo", f"PACS@{LOOPBACK}:{port}")
+    finally:
+        server.shutdown()
+    assert wrong.returncode == 1
+    said = _said(wrong)
+    assert "association rejected (service-user, called-AE-title-not-recognized" in said
+    assert "check the AE title we call (ae_title)" in said
+
+
+def test_a_storage_folder_that_cannot_be_made_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = dicomnode(
+        "serve", "--storage", str(tmp_path / "a-file" / "var"), "--port", "0", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    said = _said(result)
+    assert f"storage.path {tmp_path / 'a-file' / 'var'}: cannot create it" in said
+    assert "serve --storage" in said

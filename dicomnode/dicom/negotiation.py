@@ -53,6 +53,11 @@ _REJECT_REASONS = {
     2: {1: "no-reason-given", 2: "protocol-version-not-supported"},
     3: {1: "temporary-congestion", 2: "local-limit-exceeded"},
 }
+# What to do about the rejections a configuration causes: (source, reason) -> the fix.
+_REJECTION_FIXES = {
+    (1, 3): "the peer does not know our AE title (calling_ae); add it on the peer",
+    (1, 7): "the peer is not called that; check the AE title we call (ae_title)",
+}
 # PS3.8 Table 9-26: A-ABORT Source, and Reason/Diag. (meaningful for source 2 only).
 _ABORT_SOURCES = {0: "service-user", 2: "service-provider"}
 _ABORT_REASONS = {
@@ -340,6 +345,8 @@ def failure(
         )
         if describe_proposal is not None and source_reason == _BARE_REJECTION:
             words += f"; we proposed {describe_proposal()}"
+        elif source_reason in _REJECTION_FIXES:
+            words += f": {_REJECTION_FIXES[source_reason]}"
         permanent = getattr(answer, "result", None) == 1  # PS3.8 9.3.4: 1 rejected-permanent
         return AssociationRejectedError(f"{address}: {words}", permanent)
     if not trace.connected:
