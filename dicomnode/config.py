@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -20,8 +21,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
     model_validator,
 )
@@ -258,8 +261,9 @@ class DestinationTLS(_Frozen):
 
 
 class Destination(_Frozen):
-    """A DICOM node we send to."""
+    """A DICOM node we send to by C-STORE (``kind: dimse``, the default)."""
 
+    kind: Literal["dimse"] = "dimse"
     ae_title: AETitle
     host: str
     port: Port
@@ -268,6 +272,82 @@ class Destination(_Frozen):
     connect_timeout_seconds: PositiveSeconds = 10.0
     network_timeout_seconds: PositiveSeconds = 60.0
     tls: DestinationTLS | None = None
+
+
+class DicomwebAuth(_Frozen):
+    """How we authenticate to a DICOMweb service: a bearer token, or a user and password.
+
+    Only file names are configured: the secrets are read (and refused when other users
+    may read them) when the node starts, as admin token files are, never at load.
+    """
+
+    bearer_token_file: Path | None = None
+    username: str | None = None
+    password_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check_one_scheme(self) -> DicomwebAuth:
+        basic = self.username is not None or self.password_file is not None
+        if self.bearer_token_file is not None and basic:
+            raise ValueError("give bearer_token_file, or username and password_file, not both")
+        if basic and (self.username is None or self.password_file is None):
+            raise ValueError("username and password_file go together")
+        if self.bearer_token_file is None and not basic:
+            raise ValueError("give bearer_token_file, or username and password_file")
+        if self.username is not None and (not self.username or ":" in self.username):
+            raise ValueError("username must not be empty or contain ':' (RFC 7617)")
+        return self
+
+
+def _check_service_url(value: str) -> str:
+    """An http(s) URL with a host: the DICOMweb service root, without query or fragment."""
+    parsed = urlsplit(value)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise ValueError(
+            "url must be http:// or https:// with a host, e.g. "
+            "http://127.0.0.1:8042/dicom-web (the DICOMweb service root)"
+        )
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise ValueError("url takes no query, fragment or credentials (use auth)")
+    return value.rstrip("/")
+
+
+class DicomwebDestination(_Frozen):
+    """A DICOMweb service we send to by STOW-RS (``kind: dicomweb``).
+
+    TLS (https) is always verified; there is no setting to turn that off.
+    """
+
+    kind: Literal["dicomweb"]
+    url: Annotated[str, AfterValidator(_check_service_url)]
+    auth: DicomwebAuth | None = None
+    # PEM bundle of the issuers trusted for the service's certificate; null: the system's.
+    ca_certificates: Path | None = None
+    timeout_seconds: PositiveSeconds = 60.0  # to connect, and between bytes of the answer
+    retry: RetryPolicy = RetryPolicy()
+    # Instances go in multipart STOW-RS requests of at most this many bytes (a larger
+    # instance goes alone).
+    max_request_bytes: Annotated[int, Field(ge=1024 * 1024)] = 64 * 1024 * 1024
+
+
+def _destination_kind(value: Any) -> str:
+    """``kind`` picks the model; left out, a destination is a DIMSE one (as before)."""
+    if isinstance(value, Mapping):
+        kind = value.get("kind", "dimse")
+        return kind if isinstance(kind, str) else "?"
+    return str(getattr(value, "kind", "dimse"))
+
+
+# The tags carry a "[" so that error locations drop them (``_is_validator_tag``).
+AnyDestination = Annotated[
+    Annotated[Destination, Tag("kind[dimse]")]
+    | Annotated[DicomwebDestination, Tag("kind[dicomweb]")],
+    Discriminator(
+        lambda v: f"kind[{_destination_kind(v)}]",
+        custom_error_type="destination_kind",
+        custom_error_message="kind must be dimse (the default) or dicomweb",
+    ),
+]
 
 
 class AdminToken(_Frozen):
@@ -337,7 +417,7 @@ class Config(_Frozen):
     database: DatabaseConfig = DatabaseConfig()
     completion: CompletionConfig = CompletionConfig()
     callers: tuple[Annotated[Caller, BeforeValidator(_caller_from_string)], ...] = ()
-    destinations: Mapping[str, Destination] = Field(default_factory=dict)
+    destinations: Mapping[str, AnyDestination] = Field(default_factory=dict)
     rules_dir: Path = Path("rules")
     # Models and pipelines beside the built-in reference ones; validated by the pipeline
     # stage (``dicomnode config check``), which knows the step and runner kinds.
@@ -418,10 +498,7 @@ class Config(_Frozen):
             }
         )
         node = self.node.model_copy(update={"tls": _paths_under(base, self.node.tls)})
-        destinations = {
-            name: d.model_copy(update={"tls": _paths_under(base, d.tls)})
-            for name, d in self.destinations.items()
-        }
+        destinations = {name: _destination_under(base, d) for name, d in self.destinations.items()}
         return self.model_copy(
             update={
                 "node": node,
@@ -448,6 +525,17 @@ def _under(base: Path, path: Path) -> Path:
 
 
 _Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _destination_under(
+    base: Path, destination: Destination | DicomwebDestination
+) -> Destination | DicomwebDestination:
+    if isinstance(destination, Destination):
+        return destination.model_copy(update={"tls": _paths_under(base, destination.tls)})
+    update: dict[str, Any] = {"auth": _paths_under(base, destination.auth)}
+    if destination.ca_certificates is not None:
+        update["ca_certificates"] = _under(base, destination.ca_certificates)
+    return destination.model_copy(update=update)
 
 
 def _paths_under(base: Path, model: _Model | None) -> _Model | None:

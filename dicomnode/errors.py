@@ -16,6 +16,7 @@
      |    +-- AssociationRejectedError  A-ASSOCIATE-RJ; ``permanent`` per its result
      |    +-- AssociationAbortedError   the peer or the network ended it (temporary)
      |    +-- PeerTLSError              DICOM-TLS failed; ``permanent`` unless the link dropped
+ |    +-- PeerHTTPError             a DICOMweb service refused a request; ``permanent`` per status
      +-- AddressError         an ``AE@HOST:PORT`` string or destination name is invalid
      +-- RoutingError         a completed series version cannot be routed (a file unreadable)
      +-- ExportError          a volume cannot be written in the asked format (NIfTI, PNG ...)
@@ -99,6 +100,15 @@ class AssociationAbortedError(PeerError):
 class PeerTLSError(PeerError):
     """The TLS handshake with the peer failed: its certificate did not verify, it refused
     ours, or no protocol or cipher was shared (permanent); or the connection dropped."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class PeerHTTPError(PeerError):
+    """A DICOMweb service refused a request as a whole (an HTTP error status, or its TLS
+    certificate did not verify); 4xx but 408 and 429 are permanent."""
 
     def __init__(self, message: str, permanent: bool) -> None:
         super().__init__(message)

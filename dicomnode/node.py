@@ -28,8 +28,8 @@ from dicomnode.admin import (
     admin_access,
     create_app,
 )
-from dicomnode.config import Config
-from dicomnode.dicom import tls
+from dicomnode.config import Config, DicomwebDestination
+from dicomnode.dicom import dicomweb, tls
 from dicomnode.dicom.scp import StorageSCP
 from dicomnode.errors import ConfigError
 from dicomnode.logs import get_logger
@@ -95,13 +95,16 @@ def check_config(config: Config, source: str = "configuration") -> CheckedConfig
 
 
 def _check_tls(config: Config, source: str) -> None:
-    """Load every DICOM-TLS certificate, key and trust file once, as the node would."""
+    """Load every DICOM-TLS certificate, key and trust file once, as the node would, and
+    every DICOMweb destination's credential files (refused when others may read them)."""
     try:
         if config.node.tls is not None:
             key = "node.tls"
             tls.server_context(config.node.tls)
         for name, destination in config.destinations.items():
-            if destination.tls is not None:
+            if isinstance(destination, DicomwebDestination):
+                dicomweb.check_credentials(name, destination)
+            elif destination.tls is not None:
                 key = f"destinations.{name}.tls"
                 tls.client_context(destination.tls)
     except tls.TLSConfigError as exc:

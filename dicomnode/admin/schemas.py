@@ -346,10 +346,12 @@ class EchoOut(_Model):
 
 class DestinationOut(_Model):
     name: str
-    ae_title: str
-    host: str
-    port: int
-    calling_ae: str
+    kind: Literal["dimse", "dicomweb"] = "dimse"
+    ae_title: str | None  # a DIMSE destination's; None for a DICOMweb one
+    host: str | None
+    port: int | None
+    calling_ae: str | None
+    url: str | None = None  # a DICOMweb destination's service root
     pending: int  # sends waiting or in progress
     failed: int
     oldest_pending_at: datetime | None

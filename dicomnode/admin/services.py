@@ -14,8 +14,9 @@ from typing import Any
 
 from dicomnode.admin.counters import ReceiveCounters
 from dicomnode.admin.health import DiskWatermark
-from dicomnode.config import Destination
+from dicomnode.config import Destination, DicomwebDestination
 from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.dicomweb import WebSettings, qido_echo
 from dicomnode.dicom.scu import EchoResult, ScuSettings, echo
 from dicomnode.outbox.queue import OutboxQueue
 from dicomnode.pipeline.jobs import JobQueue
@@ -27,6 +28,7 @@ from dicomnode.store.index import Index
 from dicomnode.store.spool import Spool
 
 Echo = Callable[[DicomAddress, ScuSettings], EchoResult]
+WebEcho = Callable[[WebSettings], float]  # a QIDO-RS check: seconds, or PeerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +48,7 @@ class AdminServices:
     sends: OutboxQueue
     rules: LiveRules
     decisions: Callable[[int], list[dict[str, Any]]]
-    destinations: Mapping[str, Destination]
+    destinations: Mapping[str, Destination | DicomwebDestination]
     pipelines: Collection[str]
     calling_ae: str
     scp_listening: Callable[[], bool]
@@ -60,6 +62,7 @@ class AdminServices:
     dicom_tls_port: Callable[[], int | None] = lambda: None  # the DICOM-TLS listener's
     started_at: datetime = field(default_factory=utc_now)
     echo: Echo = field(default=echo)
+    web_echo: WebEcho = field(default=qido_echo)  # a DICOMweb destination's check
     # This node in its cluster (docs/scaling.md): its id, roles and lease length.
     node_id: str = "local"
     roles: tuple[str, ...] = ("receive", "route", "pipeline", "send")

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import hmac
 import re
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from dicomnode.config import AdminConfig
 from dicomnode.errors import ConfigError
+from dicomnode.secretfiles import check_secret_file
 
 Role = Literal["viewer", "admin"]
 
-# Anyone but the owner may write it, or others may read it (the group may read).
-_UNSAFE_MODE = stat.S_IWGRP | stat.S_IRWXO
 # RFC 6750 2.1 b64token: what an Authorization header can carry unquoted.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -109,15 +107,7 @@ def read_tokens(admin: AdminConfig) -> Tokens:
 
 def check_token_file(path: Path, key: str) -> None:
     """Refuse a token file others may read, or anyone but its owner may change."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
-    if mode & _UNSAFE_MODE:
-        raise ConfigError(
-            f"{key}: {path} is {_who(mode)} (mode {stat.S_IMODE(mode):04o}); other users "
-            f"must not read or change a token file: run `chmod 600 {path}`"
-        )
+    check_secret_file(path, key, "a token file")
 
 
 def _from_file(path: Path, role: Role, name: str | None, key: str) -> Credential:
@@ -141,11 +131,3 @@ def _checked(token: str, where: str) -> bytes:
             "of `openssl rand -hex 32`)"
         )
     return token.encode("ascii")
-
-
-def _who(mode: int) -> str:
-    if mode & stat.S_IROTH:
-        return "readable by every user"
-    if mode & (stat.S_IWOTH | stat.S_IWGRP):
-        return "writable by other users"
-    return "open to other users"

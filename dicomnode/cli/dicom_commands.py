@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING
 from dicomnode.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, config_option
 
 if TYPE_CHECKING:
-    from dicomnode.config import DestinationTLS
+    from dicomnode.config import DestinationTLS, DicomwebDestination
     from dicomnode.dicom.scu import TlsSettings
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     echo = sub.add_parser(
-        "echo", help="C-ECHO a DICOM node: AE@HOST:PORT or a configured destination's name"
+        "echo",
+        help="C-ECHO a DICOM node: AE@HOST:PORT or a configured destination's name "
+        "(a DICOMweb one: a QIDO-RS query)",
     )
     echo.add_argument("address", help="AE@HOST:PORT, or NAME from destinations")
     echo.add_argument("--calling-ae", default=None, help="our AE title (default node.ae_title)")
@@ -87,7 +89,7 @@ def tls_settings(
 
 
 def echo_command(args: argparse.Namespace) -> int:
-    from dicomnode.config import load_config
+    from dicomnode.config import DicomwebDestination, load_config
     from dicomnode.dicom.address import DicomAddress, parse_address
     from dicomnode.dicom.scu import ScuSettings, echo
     from dicomnode.dicom.status import describe, is_success
@@ -98,7 +100,9 @@ def echo_command(args: argparse.Namespace) -> int:
     configured, source = None, ""
     if "@" in args.address:
         address = parse_address(args.address)
-    elif (destination := config.destinations.get(args.address)) is not None:
+    elif isinstance(destination := config.destinations.get(args.address), DicomwebDestination):
+        return _qido_echo(args.address, destination, args.timeout)
+    elif destination is not None:
         address = DicomAddress(destination.ae_title, destination.host, destination.port)
         calling_ae = args.calling_ae or destination.calling_ae or calling_ae
         configured, source = destination.tls, f"destinations.{args.address}.tls"
@@ -117,6 +121,19 @@ def echo_command(args: argparse.Namespace) -> int:
     verdict = "OK" if is_success(result.status) else describe(result.status)
     print(f"{address}: C-ECHO {verdict} (0x{result.status:04X}) in {result.seconds * 1000:.0f} ms")
     return EXIT_OK if is_success(result.status) else EXIT_FAILED
+
+
+def _qido_echo(name: str, destination: DicomwebDestination, timeout: float) -> int:
+    """A DICOMweb destination answers a QIDO-RS query (``GET {url}/studies?limit=1``);
+    PeerError (the CLI prints the reason, exit 1) when it cannot be reached or refuses us."""
+    from dataclasses import replace
+
+    from dicomnode.dicom.dicomweb import qido_echo, web_settings
+
+    settings = replace(web_settings(name, destination), timeout_seconds=timeout)
+    seconds = qido_echo(settings)
+    print(f"{destination.url}: QIDO-RS OK in {seconds * 1000:.0f} ms")
+    return EXIT_OK
 
 
 def send_command(args: argparse.Namespace) -> int:

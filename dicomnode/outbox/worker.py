@@ -1,8 +1,9 @@
 """Outbox workers: one thread per destination, so a dead destination delays no other.
 
 Each worker takes the destination's due sends one at a time, sends the unsent instances
-(as stored, streamed from the spool), records every acknowledgement in batches while it
-goes, and lets the queue decide what happens next (done, retry later, failed).
+(as stored, streamed from the spool; by C-STORE, or by STOW-RS to a DICOMweb service),
+records every acknowledgement in batches while it goes, and lets the queue decide what
+happens next (done, retry later, failed).
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from dicomnode.config import Destination
+from dicomnode.config import Destination, DicomwebDestination
 from dicomnode.dicom.address import DicomAddress
-from dicomnode.dicom.scu import FileResult, ScuSettings, SendableFile, TlsSettings, send_files
+from dicomnode.dicom.dicomweb import send_files_stow, web_settings
+from dicomnode.dicom.scu import (
+    FileResult,
+    ProgressCallback,
+    ScuSettings,
+    SendableFile,
+    TlsSettings,
+    send_files,
+)
 from dicomnode.dicom.tls import ReloadingContext
 from dicomnode.errors import PeerError
 from dicomnode.logs import get_logger
@@ -44,7 +53,7 @@ class Outbox:
         self,
         queue: OutboxQueue,
         spool: Spool,
-        destinations: Mapping[str, Destination],
+        destinations: Mapping[str, Destination | DicomwebDestination],
         calling_ae: str,
         clock: Clock = _utc_now,
     ) -> None:
@@ -87,7 +96,7 @@ class _DestinationWorker(threading.Thread):
     def __init__(
         self,
         name: str,
-        destination: Destination,
+        destination: Destination | DicomwebDestination,
         queue: OutboxQueue,
         spool: Spool,
         calling_ae: str,
@@ -96,25 +105,38 @@ class _DestinationWorker(threading.Thread):
         super().__init__(name=f"outbox-{name}", daemon=True)
         self.destination_name = name
         self.destination = destination
-        self.address = DicomAddress(destination.ae_title, destination.host, destination.port)
         self.tls: ReloadingContext | None = None
+        # The one thing that differs by kind: how a send's files go (C-STORE or STOW-RS).
+        self._transport: Callable[[list[SendableFile], ProgressCallback], object]
+        if isinstance(destination, DicomwebDestination):
+            web = web_settings(name, destination)  # its credentials, read once at start
+            self.label = destination.url
+            self._transport = lambda files, report: send_files_stow(files, web, report)
+        else:
+            self.label, self._transport = self._dimse(name, destination, calling_ae)
+        self.queue = queue
+        self.spool = spool
+        self.clock = clock
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+
+    def _dimse(
+        self, name: str, destination: Destination, calling_ae: str
+    ) -> tuple[str, Callable[[list[SendableFile], ProgressCallback], object]]:
+        address = DicomAddress(destination.ae_title, destination.host, destination.port)
         tls: TlsSettings | None = None
         if destination.tls is not None:
             # Files that change are picked up by the next association (``current``).
             self.tls = ReloadingContext.for_destination(name, destination.tls)
             source = f"destinations.{name}.tls"
             tls = TlsSettings(self.tls.current, destination.tls.server_name, source)
-        self.settings = ScuSettings(
+        settings = ScuSettings(
             calling_ae=destination.calling_ae or calling_ae,
             connect_timeout_seconds=destination.connect_timeout_seconds,
             network_timeout_seconds=destination.network_timeout_seconds,
             tls=tls,
         )
-        self.queue = queue
-        self.spool = spool
-        self.clock = clock
-        self.wake = threading.Event()
-        self.stopping = threading.Event()
+        return str(address), lambda files, report: send_files(files, address, settings, report)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -188,7 +210,7 @@ class _DestinationWorker(threading.Thread):
         failure: str | None = None
         permanent = False
         try:
-            send_files(files, self.address, self.settings, on_result)
+            self._transport(files, on_result)
         except PeerError as exc:
             failure, permanent = str(exc), exc.permanent
         except _Stopping:
@@ -199,7 +221,7 @@ class _DestinationWorker(threading.Thread):
             log.exception("send_raised", send_id=work.send_id, destination=self.destination_name)
             failure = f"{type(exc).__name__}: {exc}"
         if failure is None and unsent is not None:
-            failure = f"{self.address}: {unsent}"
+            failure = f"{self.label}: {unsent}"
         finish = Finish(failure=failure, permanent=permanent, sent=sent, refusal=refusal)
         self.queue.record_items(work.send_id, pending)
         summary = self.queue.finish(

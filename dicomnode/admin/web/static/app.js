@@ -296,7 +296,7 @@ async function dashboard() {
 
   const destinationRows = destinations.map((d) => h("tr", { "data-destination": d.name },
     h("td", {}, d.name),
-    h("td", { class: "mono" }, `${d.ae_title}@${d.host}:${d.port}`),
+    h("td", { class: "mono" }, d.kind === "dicomweb" ? d.url : `${d.ae_title}@${d.host}:${d.port}`),
     h("td", { class: "num" }, d.pending),
     h("td", { class: "num" }, d.failed ? h("span", { class: "error-text" }, d.failed) : 0),
     h("td", {}, d.oldest_pending_at ? ago(d.oldest_pending_at) : "—"),
