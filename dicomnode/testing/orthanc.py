@@ -14,11 +14,14 @@ trusted certificates for both sides; a modality declared with ``use_tls=True``
 (DCMTK underneath).
 
 With ``dicomweb=True`` Orthanc loads Debian's DICOMweb plugin (``orthanc-dicomweb``) and
-serves QIDO-RS/WADO-RS under ``/dicom-web/``, as a web viewer reads it.
+serves QIDO-RS/WADO-RS/STOW-RS under ``/dicom-web/`` (``dicomweb_url``). With
+``users`` (name: password) its HTTP server asks for HTTP basic authentication; the REST
+calls made here authenticate as the first user.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import tempfile
@@ -90,6 +93,7 @@ class Orthanc:
         extra_config: Mapping[str, Any] | None = None,
         tls: OrthancTLS | None = None,
         dicomweb: bool = False,
+        users: Mapping[str, str] | None = None,
         start_timeout: float = 30.0,
         stop_timeout: float = 15.0,
     ) -> None:
@@ -118,7 +122,8 @@ class Orthanc:
             "DicomPort": self.dicom_port,
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": dict(users or {}),
             "DicomServerEnabled": True,
             "DicomModalities": {name: list(m) for name, m in (modalities or {}).items()},
             "DicomAlwaysAllowStore": True,
@@ -143,6 +148,16 @@ class Orthanc:
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._authorization = ""
+        if users:
+            name, password = next(iter(users.items()))
+            pair = base64.b64encode(f"{name}:{password}".encode()).decode("ascii")
+            self._authorization = f"Basic {pair}"
+
+    @property
+    def dicomweb_url(self) -> str:
+        """The DICOMweb service root (with ``dicomweb=True``), without a final slash."""
+        return self.url + DICOMWEB_ROOT.rstrip("/")
 
     @property
     def pid(self) -> int:
@@ -208,6 +223,8 @@ class Orthanc:
         req = urllib.request.Request(self.url + path, data=body, method=method)  # noqa: S310 - URL is our own http://127.0.0.1
         if content_type:
             req.add_header("Content-Type", content_type)
+        if self._authorization:
+            req.add_header("Authorization", self._authorization)
         try:
             with self._opener.open(req, timeout=60) as response:
                 data: bytes = response.read()
