@@ -138,7 +138,7 @@ class Retention:
                 due = list(
                     session.scalars(
                         select(SeriesRow.id)
-                        .where(SeriesRow.purged_at < cutoff)
+                        .where(SeriesRow.purged_at < cutoff, SeriesRow.state == "complete")
                         .order_by(SeriesRow.id)
                         .limit(PRUNE_BATCH)
                     )

@@ -68,7 +68,12 @@ def new_series(header: InstanceHeader, now: datetime) -> SeriesState:
 
 
 def reopened(series: SeriesState, now: datetime) -> dict[str, Any]:
-    """A complete series that receives more becomes a new version; nothing otherwise."""
+    """A complete series that receives more becomes a new version; nothing otherwise.
+
+    Its files are live again: ``purged_at`` (retention removed the earlier version's
+    files) is cleared, so retention purges the new version in its turn and index pruning
+    never deletes the rows of instances that arrived after the purge.
+    """
     if series["state"] != "complete":
         return {}
     return {
@@ -76,6 +81,7 @@ def reopened(series: SeriesState, now: datetime) -> dict[str, Any]:
         "version_started_at": now,
         "state": "receiving",
         "completed_at": None,
+        "purged_at": None,
     }
 
 

@@ -10,7 +10,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 from test_retention_and_disk import destination, send
 
@@ -121,6 +123,31 @@ def test_the_rows_of_a_series_purged_long_ago_go_and_the_audit_log_stays(
     poll_until(
         lambda: len(node.index.list_series()) == 2, timeout=30, what="the series stored again"
     )
+
+
+def test_a_purged_series_that_receives_more_is_live_again_and_never_pruned(
+    node_factory: Callable[..., Node], tmp_path: Path
+) -> None:
+    node = node_factory()
+    first = write_ct_phantom(tmp_path / "a", CTPhantomSpec(slices=2, rows=16, columns=16, seed=7))
+    send(first.paths, node.scp.port)
+    later = utc_now() + timedelta(days=10)
+    purge = Retention(node.database, node.spool, timedelta(hours=72), lambda: later)
+    # Purged once it is complete and routed (unrouted: no rules).
+    poll_until(lambda: purge.run_once().series == 1, timeout=30, what="the series purged")
+    # The same series, one more slice: a new version whose file is live.
+    extra = pydicom.dcmread(first.paths[0])
+    extra.SOPInstanceUID = extra.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    extra.save_as(tmp_path / "extra.dcm")
+    send((tmp_path / "extra.dcm",), node.scp.port)
+    (series,) = node.index.list_series()
+    assert series.instance_count == 3 and series.version == 2
+    with node.database.reading() as session:
+        assert session.scalar(select(SeriesRow.purged_at)) is None
+    far = utc_now() + timedelta(days=200)
+    prune = Retention(node.database, node.spool, timedelta(hours=72), lambda: far, timedelta(90))
+    assert prune.prune_index().series == 0
+    assert len(node.index.instances_of(series.id)) == 3
 
 
 def test_null_keeps_the_rows_for_ever(node_factory: Callable[..., Node]) -> None:

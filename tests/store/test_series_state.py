@@ -69,6 +69,7 @@ def test_only_a_complete_series_opens_a_new_version() -> None:
         "version_started_at": later,
         "state": "receiving",
         "completed_at": None,
+        "purged_at": None,
     }
 
 
