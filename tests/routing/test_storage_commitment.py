@@ -30,7 +30,13 @@ RULES = """
 """
 
 
-def start(node_factory: Callable[..., Node], pacs: Orthanc, tmp_path: Path) -> Node:
+def start(
+    node_factory: Callable[..., Node],
+    pacs: Orthanc,
+    tmp_path: Path,
+    *,
+    declared: bool = True,
+) -> Node:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "rules.yaml").write_text(textwrap.dedent(RULES))
     pacs_destination = {
@@ -42,7 +48,8 @@ def start(node_factory: Callable[..., Node], pacs: Orthanc, tmp_path: Path) -> N
     }
     node = node_factory(destinations={"pacs": pacs_destination})
     assert node.scp.port is not None
-    pacs.put_modality("node", (node.config.node.ae_title, "127.0.0.1", node.scp.port))
+    if declared:
+        pacs.put_modality("node", (node.config.node.ae_title, "127.0.0.1", node.scp.port))
     return node
 
 
@@ -97,3 +104,16 @@ def test_an_instance_the_archive_lost_is_reported_and_the_send_fails(
     assert send.sent_count == 2
     assert send.reason is not None
     assert "1 instance(s) not committed" in send.reason, send.reason
+
+
+def test_an_archive_that_refuses_the_request_leaves_the_send_delivered_but_unproven(
+    node_factory: Callable[..., Node], tmp_path: Path
+) -> None:
+    # Orthanc answers no N-ACTION from a caller it does not know as a modality.
+    with Orthanc() as pacs:
+        node = start(node_factory, pacs, tmp_path, declared=False)
+        send_phantom(node, tmp_path / "ct")
+        send = the_send(node, "unrequested")
+    assert (send.state, send.sent_count) == ("done", 3)
+    assert send.reason is not None
+    assert send.reason.startswith("storage commitment not requested"), send.reason
