@@ -272,6 +272,10 @@ class Destination(_Frozen):
     connect_timeout_seconds: PositiveSeconds = 10.0
     network_timeout_seconds: PositiveSeconds = 60.0
     tls: DestinationTLS | None = None
+    # Proof of delivery (PS3.4 Annex J): after every instance is acknowledged, ask the
+    # destination to commit to keeping them; its N-EVENT-REPORT marks the send committed.
+    storage_commitment: bool = False
+    commitment_timeout_seconds: PositiveSeconds = 300.0
 
 
 class DicomwebAuth(_Frozen):

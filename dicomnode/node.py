@@ -158,6 +158,14 @@ class Node:
             self.counters.caller_policy(config.allows_caller),
             self.counters.sink(self.ingest),
             self.counters.refused,
+            # The outbox is made below; a report comes only once both run.
+            commitment_reports=(
+                (lambda report: self.outbox.commitment_report(report))
+                if any(
+                    getattr(d, "storage_commitment", False) for d in config.destinations.values()
+                )
+                else None
+            ),
         )
         self.tls_reloaders.append(self.scp.reload_tls)
         self.pipelines = dict(checked.pipelines)

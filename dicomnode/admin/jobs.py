@@ -71,6 +71,7 @@ def send_out(send: SendSummary, series_uid: str | None) -> SendJobOut:
         attempts=send.attempts,
         instance_count=send.instance_count,
         sent_count=send.sent_count,
+        commitment=send.commitment,
         created_at=send.created_at,
         next_attempt_at=send.next_attempt_at,
         finished_at=send.finished_at,

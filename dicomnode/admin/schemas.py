@@ -240,6 +240,9 @@ class SendJobOut(_Model):
     attempts: int
     instance_count: int
     sent_count: int
+    # storage commitment: null (not asked) | requested | committed | failed | timed_out |
+    # unrequested
+    commitment: str | None = None
     created_at: datetime
     next_attempt_at: datetime
     finished_at: datetime | None

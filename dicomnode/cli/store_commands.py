@@ -232,7 +232,8 @@ def jobs_command(args: argparse.Namespace) -> int:
         if kind == "send":
             what, progress, problem = (
                 job.destination,
-                f"{job.sent_count}/{job.instance_count}",
+                f"{job.sent_count}/{job.instance_count}"
+                + (f" commitment:{job.commitment}" if job.commitment else ""),
                 job.reason,
             )
         else:

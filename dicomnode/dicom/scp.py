@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, DEFAULT_TRANSFER_SYNTAXES, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
@@ -35,6 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dicomnode.config import NodeConfig
 from dicomnode.dicom import adapt, contexts, sockets, tls
 from dicomnode.dicom.adapt import cstore, direct
+from dicomnode.dicom.commitment import STORAGE_COMMITMENT_PUSH_MODEL, ReportSink, report_handler
 from dicomnode.dicom.guard import GuardedSocket, guarded
 from dicomnode.dicom.limits import DatasetBudget, refusal_comment
 from dicomnode.dicom.pending import PendingConnections
@@ -87,9 +88,12 @@ class StorageSCP:
         allows_caller: CallerPolicy,
         sink: InstanceSink,
         count_refusal: RefusalCounter | None = None,
+        commitment_reports: ReportSink | None = None,
     ) -> None:
         sockets.apply_library_settings()
         self._config = config
+        # Storage commitment reports a destination sends back (N-EVENT-REPORT), if any.
+        self._commitment_reports = commitment_reports
         self._allows_caller = allows_caller
         self._sink = sink
         self._refusals = Refusals(count_refusal)
@@ -113,6 +117,15 @@ class StorageSCP:
         # the syntax the sender proposes. Listing the 170 classes x 45 syntaxes here would
         # only make pynetdicom deep-copy them for every association (~0.1 s each).
         ae.add_supported_context(contexts.VERIFICATION_SOP_CLASS, list(contexts.TRANSFER_SYNTAXES))
+        if self._commitment_reports is not None:
+            # A destination answers our storage commitment requests on an association of
+            # its own, taking the SCP role for the class (PS3.4 J.3.3): accept either role.
+            ae.add_supported_context(
+                STORAGE_COMMITMENT_PUSH_MODEL,
+                list(DEFAULT_TRANSFER_SYNTAXES),
+                scu_role=True,
+                scp_role=True,
+            )
         ae.require_called_aet = True  # checked first in _on_requested; kept as a backstop
         ae.maximum_associations = self._config.max_associations + _THREAD_HEADROOM
         ae.maximum_pdu_size = self._config.max_pdu_bytes
@@ -213,6 +226,11 @@ class StorageSCP:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
+            *(
+                []
+                if self._commitment_reports is None
+                else [(evt.EVT_N_EVENT_REPORT, report_handler(self._commitment_reports))]
+            ),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, self._on_closed),

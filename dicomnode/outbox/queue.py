@@ -73,6 +73,9 @@ class SendSummary:
     created_at: datetime
     next_attempt_at: datetime
     finished_at: datetime | None
+    # Storage commitment: None (not asked) | requested | committed | failed | timed_out |
+    # unrequested (the request itself failed)
+    commitment: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,103 @@ class OutboxQueue:
             session.flush()
             return _summary(send)
 
+    # -- storage commitment (PS3.4 Annex J) ----------------------------------------------
+
+    def begin_commitment(
+        self, send_id: int, transaction_uid: str, due: datetime
+    ) -> list[tuple[str, str]]:
+        """Record the request before it goes (the report may race back); return the
+        send's instances as (SOP Class, SOP Instance) UIDs."""
+        with self._db.writing() as session:
+            send = session.get_one(SendRow, send_id)
+            send.commitment, send.commitment_uid, send.commitment_due = (
+                "requested",
+                transaction_uid,
+                due,
+            )
+            rows = session.execute(
+                select(InstanceRow.sop_class_uid, InstanceRow.sop_instance_uid)
+                .join(SendItemRow, SendItemRow.instance_id == InstanceRow.id)
+                .where(SendItemRow.send_id == send_id)
+                .order_by(SendItemRow.id)
+            )
+            return [(str(c), str(i)) for c, i in rows]
+
+    def commitment_unrequested(self, send_id: int, why: str) -> None:
+        """The N-ACTION failed: the send stays delivered, its reason says why unproven."""
+        with self._db.writing() as session:
+            send = session.get_one(SendRow, send_id)
+            if send.commitment == "requested":
+                send.commitment, send.commitment_due = "unrequested", None
+                send.reason = f"storage commitment not requested: {why}"
+
+    def record_commitment(
+        self, transaction_uid: str, failed: Sequence[tuple[str, int]]
+    ) -> SendSummary | None:
+        """Apply a report: committed, or failed naming how many and why; the failed
+        instances are marked failed, so ``dicomnode retry`` sends exactly those again.
+        None when no send waits for this transaction (unknown, late or repeated)."""
+        with self._db.writing() as session:
+            send = session.scalars(
+                select(SendRow).where(SendRow.commitment_uid == transaction_uid).limit(1)
+            ).first()
+            if send is None or send.commitment not in {"requested", "timed_out"}:
+                return None
+            send.commitment_due = None
+            if not failed:
+                send.commitment = "committed"
+                if send.state == "done":
+                    send.reason = None
+                session.flush()
+                return _summary(send)
+            reasons = sorted({reason for _uid, reason in failed})
+            failed_uids = [uid for uid, _reason in failed]
+            items = session.scalars(
+                select(SendItemRow.id)
+                .join(InstanceRow, InstanceRow.id == SendItemRow.instance_id)
+                .where(
+                    SendItemRow.send_id == send.id,
+                    InstanceRow.sop_instance_uid.in_(failed_uids),
+                )
+            ).all()
+            session.execute(
+                update(SendItemRow)
+                .where(SendItemRow.id.in_(items))
+                .values(state="failed", status=reasons[0])
+            )
+            send.sent_count = max(0, send.sent_count - len(items))
+            send.commitment, send.state = "failed", "failed"
+            send.reason = (
+                f"storage commitment: {len(failed)} instance(s) not committed by the "
+                f"destination (failure reason {', '.join(f'0x{r:04X}' for r in reasons)})"
+            )
+            session.flush()
+            return _summary(send)
+
+    def expire_commitments(self, destination: str, now: datetime) -> list[SendSummary]:
+        """Requests unanswered past their timeout: delivered, but unproven."""
+        with self._db.writing() as session:
+            sends = session.scalars(
+                select(SendRow).where(
+                    SendRow.destination == destination,
+                    SendRow.commitment == "requested",
+                    SendRow.commitment_due <= now,
+                )
+            ).all()
+            for send in sends:
+                send.commitment, send.commitment_due = "timed_out", None
+                send.reason = "commitment timed out: no storage commitment report came"
+            session.flush()
+            return [_summary(send) for send in sends]
+
+    def next_commitment_due(self, destination: str) -> datetime | None:
+        with self._db.reading() as session:
+            return session.scalar(
+                select(func.min(SendRow.commitment_due)).where(
+                    SendRow.destination == destination, SendRow.commitment == "requested"
+                )
+            )
+
     def retry(self, send_id: int, now: datetime) -> SendSummary | None:
         """Requeue a failed send now; its maximum age counts afresh. None if not failed."""
         with self._db.writing() as session:
@@ -277,6 +377,7 @@ class OutboxQueue:
                 .values(state="pending", status=None)
             )
             send.state, send.reason, send.finished_at = "pending", None, None
+            send.commitment = send.commitment_uid = send.commitment_due = None
             send.age_from = send.next_attempt_at = now
             notify(session, SEND_PREFIX + send.destination)
             session.flush()
@@ -322,4 +423,5 @@ def _summary(row: SendRow) -> SendSummary:
         created_at=row.created_at,
         next_attempt_at=row.next_attempt_at,
         finished_at=row.finished_at,
+        commitment=row.commitment,
     )

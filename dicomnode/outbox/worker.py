@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from dicomnode.config import Destination, DicomwebDestination
 from dicomnode.dicom.address import DicomAddress
+from dicomnode.dicom.commitment import CommitmentReport, new_transaction_uid, request_commitment
 from dicomnode.dicom.dicomweb import send_files_stow, web_settings
 from dicomnode.dicom.scu import (
     FileResult,
@@ -62,6 +63,8 @@ class Outbox:
             name: _DestinationWorker(name, dest, queue, spool, calling_ae, clock)
             for name, dest in destinations.items()
         }
+        for worker in self._workers.values():
+            worker.on_report = self.commitment_report
 
     def start(self) -> None:
         resumed = self.queue.resume_interrupted()
@@ -69,6 +72,22 @@ class Outbox:
             log.info("sends_resumed", count=resumed)
         for worker in self._workers.values():
             worker.start()
+
+    def commitment_report(self, report: CommitmentReport) -> None:
+        """A destination's storage commitment report (from the SCP, or the request's own
+        association): the send it answers is committed, or failed naming the instances."""
+        summary = self.queue.record_commitment(report.transaction_uid, report.failed)
+        if summary is None:
+            log.warning("commitment_report_unmatched", transaction_uid=report.transaction_uid)
+            return
+        log.info(
+            "send_committed" if summary.commitment == "committed" else "send_commitment_failed",
+            send_id=summary.id,
+            destination=summary.destination,
+            committed=len(report.committed),
+            failed=len(report.failed),
+            reason=summary.reason,
+        )
 
     def reload_tls(self) -> bool:
         """Load each TLS destination's certificate, key and trust files again (SIGHUP);
@@ -108,12 +127,15 @@ class _DestinationWorker(threading.Thread):
         self.tls: ReloadingContext | None = None
         # The one thing that differs by kind: how a send's files go (C-STORE or STOW-RS).
         self._transport: Callable[[list[SendableFile], ProgressCallback], object]
+        # Set by _dimse for a destination with storage_commitment: sends the N-ACTION.
+        self._commitment: Callable[[str, list[tuple[str, str]]], None] | None = None
         if isinstance(destination, DicomwebDestination):
             web = web_settings(name, destination)  # its credentials, read once at start
             self.label = destination.url
             self._transport = lambda files, report: send_files_stow(files, web, report)
         else:
             self.label, self._transport = self._dimse(name, destination, calling_ae)
+        self.on_report: Callable[[CommitmentReport], None] = lambda _report: None
         self.queue = queue
         self.spool = spool
         self.clock = clock
@@ -136,6 +158,10 @@ class _DestinationWorker(threading.Thread):
             network_timeout_seconds=destination.network_timeout_seconds,
             tls=tls,
         )
+        if destination.storage_commitment:
+            self._commitment = lambda uid, refs: request_commitment(
+                address, settings, uid, refs, self.on_report
+            )
         return str(address), lambda files, report: send_files(files, address, settings, report)
 
     def run(self) -> None:
@@ -153,11 +179,22 @@ class _DestinationWorker(threading.Thread):
 
     def _idle_seconds(self) -> float:
         due = self.queue.next_due_at(self.destination_name)
+        if self._commitment is not None:
+            answer_by = self.queue.next_commitment_due(self.destination_name)
+            if answer_by is not None:
+                due = answer_by if due is None else min(due, answer_by)
         if due is None:
             return _IDLE_POLL_SECONDS
         return min(_IDLE_POLL_SECONDS, max(0.05, (due - self.clock()).total_seconds()))
 
     def _step(self) -> bool:
+        if self._commitment is not None:
+            for expired in self.queue.expire_commitments(self.destination_name, self.clock()):
+                log.warning(
+                    "send_commitment_timed_out",
+                    send_id=expired.id,
+                    destination=self.destination_name,
+                )
         work = self.queue.claim_next(self.destination_name, self.clock())
         if work is None:
             return False
@@ -246,4 +283,32 @@ class _DestinationWorker(threading.Thread):
             if summary.state == "pending"
             else None,
             seconds=round((self.clock() - started).total_seconds(), 3),
+        )
+        if summary.state == "done" and self._commitment is not None:
+            self._request_commitment(summary.id)
+
+    def _request_commitment(self, send_id: int) -> None:
+        """Ask the destination to commit to the send's instances (recorded first)."""
+        assert isinstance(self.destination, Destination) and self._commitment is not None
+        uid = new_transaction_uid()
+        due = self.clock() + timedelta(seconds=self.destination.commitment_timeout_seconds)
+        references = self.queue.begin_commitment(send_id, uid, due)
+        try:
+            self._commitment(uid, references)
+        except Exception as exc:  # noqa: BLE001 - the root of this request
+            # A PeerError or whatever else: the send stays delivered, unproven, and says why.
+            why = str(exc) if isinstance(exc, PeerError) else f"{type(exc).__name__}: {exc}"
+            self.queue.commitment_unrequested(send_id, why)
+            log.warning(
+                "send_commitment_unrequested",
+                send_id=send_id,
+                destination=self.destination_name,
+                reason=why,
+            )
+            return
+        log.info(
+            "send_commitment_requested",
+            send_id=send_id,
+            destination=self.destination_name,
+            instance_count=len(references),
         )

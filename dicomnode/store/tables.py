@@ -218,6 +218,11 @@ class SendRow(Base):
     # The claim (docs/scaling.md): the node working on it, until when, unless renewed.
     owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    # Storage commitment (docs/admin-guide.md): None (not asked) | requested | committed |
+    # failed | timed_out | unrequested (the N-ACTION itself failed).
+    commitment: Mapped[str | None] = mapped_column(String(16), default=None)
+    commitment_uid: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    commitment_due: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SendItemRow(Base):

@@ -465,6 +465,7 @@ async function jobView(id) {
     h("dt", {}, "state"), h("dd", { id: "job-state" }, badge(job.state)),
     h("dt", {}, "attempts"), h("dd", {}, job.attempts),
     job.kind === "send" ? [h("dt", {}, "instances sent"), h("dd", {}, `${job.sent_count} of ${job.instance_count}`)] : null,
+    job.kind === "send" && job.commitment ? [h("dt", {}, "storage commitment"), h("dd", { id: "job-commitment" }, badge(job.commitment))] : null,
     job.kind === "send" ? [h("dt", {}, "origin"), h("dd", {}, job.origin)] : null,
     job.kind === "pipeline" && !job.shadow ? [h("dt", {}, "results go to"), h("dd", {}, job.send_to.join(", ") || "—")] : null,
     job.shadow ? [h("dt", {}, "shadow"), h("dd", { id: "job-shadow" }, badge("shadow", "warn"),
