@@ -21,6 +21,10 @@ REAL_CT_FOLDER = "ct-head-phantom-philips"
 # The index backends a suite runs on when it asks for ``database_url`` (a module opts in
 # with ``pytestmark = pytest.mark.usefixtures("database_url")``; its nodes then use it).
 BACKENDS = ("sqlite", "postgresql+psycopg", "postgresql+psycopg2")
+# The drivers differ only in what the store layer sends and reads back (RETURNING,
+# rowcount, types, locks), so psycopg2 runs the suites of that layer and of the cluster;
+# above it, routing, outbox, pipeline and admin run the same SQL on SQLite and psycopg 3.
+ALL_DRIVERS = ("tests/store/", "tests/cluster/")
 
 # Short clocks so completion tests finish in seconds; each test states what it relies on.
 FAST_COMPLETION = {"quiet_seconds": 4.0, "settle_seconds": 1.0, "max_wait_seconds": 120.0}
@@ -63,7 +67,19 @@ def postgres() -> Iterator[PostgresCluster]:
         yield cluster
 
 
-@pytest.fixture(params=BACKENDS)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each suite that asks for ``database_url`` gets its backends (see ``ALL_DRIVERS``)."""
+    if "database_url" not in metafunc.fixturenames:
+        return
+    if any("database_url" in m.args[:1] for m in metafunc.definition.iter_markers("parametrize")):
+        return  # the test names its own backends
+    where = Path(metafunc.definition.path).as_posix()
+    everywhere = any(f"/{folder}" in where for folder in ALL_DRIVERS)
+    backends = BACKENDS if everywhere else BACKENDS[:2]
+    metafunc.parametrize("database_url", backends, indirect=True, scope="function")
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The URL of an empty index database: SQLite in tmp_path, or a new PostgreSQL one."""
     backend: str = request.param
