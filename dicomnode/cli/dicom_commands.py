@@ -160,7 +160,7 @@ def send_command(args: argparse.Namespace) -> int:
 
     address = parse_address(args.to)
     settings = ScuSettings(calling_ae=args.calling_ae, tls=tls_settings(args))
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # a path stays one line, to copy
     missing = [str(path) for path in args.paths if not path.exists()]
     if missing:
         print(f"dicomnode: {', '.join(missing)}: no such file or folder", file=sys.stderr)

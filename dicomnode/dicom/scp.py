@@ -394,6 +394,7 @@ class StorageSCP:
                 + (f" (certificate {subject})" if subject else ""),
             )
         else:
+            self._forget_ended()
             with self._lock:
                 if len(self._admitted) < self._config.max_associations:
                     self._admitted.add(assoc)
@@ -411,6 +412,27 @@ class StorageSCP:
         self._refusals.report(
             "association_rejected", reason, peer_ae=calling, peer_host=host, detail=detail
         )
+
+    def _forget_ended(self) -> None:
+        """Free the slots of associations whose thread has ended without our seeing
+        their end (no released, aborted or closed event reached ``_close``).
+
+        Under load the fuzz tests found such ends on broken PDU streams: each one held a
+        slot for good, and after ``max_associations`` of them every caller was rejected
+        (local limit exceeded). A slot is a live association thread, whatever the events.
+        """
+        with self._lock:
+            ended = [a for a in self._admitted | set(self._associations) if not a.is_alive()]
+        for assoc in ended:
+            if assoc is threading.current_thread():
+                continue
+            log.warning("association_end_unseen", association_id=self._id_of(assoc))
+            self._close(assoc, released=False)
+
+    def _id_of(self, assoc: Association) -> int | None:
+        with self._lock:
+            opened = self._associations.get(assoc)
+        return None if opened is None else opened[0]
 
     def _on_rejected(self, event: Event) -> None:
         """EVT_REJECTED: pynetdicom's own rejection, past ours (its bound on threads)."""

@@ -32,7 +32,7 @@ def test_every_kind_in_the_union_is_registered_and_no_other() -> None:
 def test_all_names_what_the_package_exports() -> None:
     exported = {name for name in vars(dicomnode.runners) if not name.startswith("_")}
     modules = {"abc", "batches", "callables", "config", "host", "process", "python", "registry"}
-    modules |= {"onnx", "triton", "envelope"}
+    modules |= {"onnx", "triton", "envelope", "native_stderr"}
     assert set(dicomnode.runners.__all__) == exported - modules - {"annotations", "tensorflow"}
 
 
