@@ -19,6 +19,7 @@ from dicomnode.node import Node
 from dicomnode.outbox.queue import SendSummary
 from dicomnode.phantom import CTPhantomSpec, write_ct_phantom
 from dicomnode.testing.orthanc import Orthanc
+from dicomnode.testing.ports import refusing_port
 from dicomnode.testing.process import poll_until
 
 pytestmark = pytest.mark.usefixtures("database_url")
@@ -36,6 +37,8 @@ def start(
     tmp_path: Path,
     *,
     declared: bool = True,
+    timeout: float = 60,
+    report_port: int | None = None,
 ) -> Node:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "rules.yaml").write_text(textwrap.dedent(RULES))
@@ -44,12 +47,14 @@ def start(
         "host": "127.0.0.1",
         "port": pacs.dicom_port,
         "storage_commitment": True,
-        "commitment_timeout_seconds": 60,
+        "commitment_timeout_seconds": timeout,
     }
     node = node_factory(destinations={"pacs": pacs_destination})
     assert node.scp.port is not None
     if declared:
-        pacs.put_modality("node", (node.config.node.ae_title, "127.0.0.1", node.scp.port))
+        # Orthanc sends its report to this address (a refusing one: the report is lost).
+        port = node.scp.port if report_port is None else report_port
+        pacs.put_modality("node", (node.config.node.ae_title, "127.0.0.1", port))
     return node
 
 
@@ -117,3 +122,16 @@ def test_an_archive_that_refuses_the_request_leaves_the_send_delivered_but_unpro
     assert (send.state, send.sent_count) == ("done", 3)
     assert send.reason is not None
     assert send.reason.startswith("storage commitment not requested"), send.reason
+
+
+def test_no_report_within_the_timeout_leaves_the_send_delivered_and_says_so(
+    node_factory: Callable[..., Node], tmp_path: Path
+) -> None:
+    # Orthanc accepts the request, then cannot reach the node to report: nothing comes.
+    with Orthanc() as pacs:
+        node = start(node_factory, pacs, tmp_path, timeout=2, report_port=refusing_port())
+        send_phantom(node, tmp_path / "ct")
+        send = the_send(node, "timed_out")
+    assert (send.state, send.sent_count) == ("done", 3)
+    assert send.reason is not None
+    assert "commitment timed out" in send.reason, send.reason
