@@ -9,6 +9,7 @@ including those of libraries that log through the standard library, so a careles
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
@@ -42,6 +43,9 @@ PATIENT_IDENTIFIER_KEYS = frozenset(
 )
 
 REDACTED = "[redacted]"
+
+
+LOG_CACHE_VARIABLE = "DICOMNODE_LOG_CACHE"
 
 
 def drop_patient_identifiers(
@@ -90,7 +94,10 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=True,
+        # Caching binds each module's logger to these processors for good; a test process
+        # that configures logging in-process (the CLI's main()) and later captures events
+        # (structlog.testing.capture_logs) turns it off with DICOMNODE_LOG_CACHE=0.
+        cache_logger_on_first_use=os.environ.get(LOG_CACHE_VARIABLE, "1") != "0",
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(),

@@ -11,6 +11,11 @@ from typing import Any
 import pytest
 
 from dicomnode.config import Config
+from dicomnode.logs import LOG_CACHE_VARIABLE
+
+# Tests call the CLI's main() in-process (it configures logging) and, in other files on
+# the same pytest-xdist worker, capture log events: cached loggers would miss the capture.
+os.environ[LOG_CACHE_VARIABLE] = "0"
 from dicomnode.node import Node
 from dicomnode.testing.node import NodeProcess
 from dicomnode.testing.ports import LOOPBACK
