@@ -68,22 +68,35 @@ def stuck_report(node: NodeProcess, timeout: float = 10.0) -> str:
     """What a node that stopped answering is doing: every thread's stack (SIGUSR1, see
     ``docs/logs.md``) and its last log lines, for a test's failure message."""
     logs = node.logs()
-    before, dumps = logs.count("most recent call first"), logs.count("Current thread 0x")
+    before = logs.count("most recent call first")
     try:
         os.kill(node.process.pid, signal.SIGUSR1)
-        poll_until(  # the thread that took the signal is written last, or nearly
-            lambda: node.logs().count("Current thread 0x") > dumps,
+        # Any thread may take the signal (a native one prints no "Current thread"), but
+        # the main thread, waiting in run_until_signalled, is in every dump.
+        poll_until(
+            lambda: "run_until_signalled" in _after(node.logs(), before),
             timeout=timeout,
             what="the node's thread dump",
         )
     except (OSError, TimeoutError) as exc:
         return f"no thread dump ({exc!r})\n{node.logs()[-4000:]}"
     logs = node.logs()
-    start = -1
-    for _ in range(before + 1):  # the first line of this dump
-        start = logs.find("most recent call first", start + 1)
-    start = logs.rfind("\n", 0, start) + 1
+    start = _dump_start(logs, before)
     return f"{logs[max(0, start - 3000) : start]}\n{logs[start : start + 12000]}"
+
+
+def _dump_start(logs: str, before: int) -> int:
+    """Where the dump after the first ``before`` ones starts (end of text if none yet)."""
+    start = -1
+    for _ in range(before + 1):
+        start = logs.find("most recent call first", start + 1)
+        if start < 0:
+            return len(logs)
+    return logs.rfind("\n", 0, start) + 1
+
+
+def _after(logs: str, before: int) -> str:
+    return logs[_dump_start(logs, before) :]
 
 
 def events(node: NodeProcess, event: str | None = None) -> list[dict[str, Any]]:
