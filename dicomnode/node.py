@@ -233,8 +233,7 @@ class Node:
         The storage lock comes first: recovery beside another live node on the same
         storage would remove the files it is writing and abort its associations.
         """
-        self.config.storage.path.mkdir(parents=True, exist_ok=True)
-        self.storage_lock.acquire()
+        self.storage_lock.acquire()  # in the folder __init__ made (_make_storage_folder)
         self.spool.open()
         self.index.open()
         self.membership.join()

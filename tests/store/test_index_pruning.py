@@ -14,7 +14,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import func, select
-from test_retention_and_disk import destination, send
+from test_retention_and_disk import destination, send, write_good_and_bad_rules
 
 from dicomnode.admin.audit import AuditLog
 from dicomnode.node import Node
@@ -58,12 +58,7 @@ def counts(node: Node) -> dict[str, int]:
 def test_the_rows_of_a_series_purged_long_ago_go_and_the_audit_log_stays(
     node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yaml").write_text(
-        "- {name: ok, match: {SeriesDescription: GOOD}, forward_to: [archive]}\n"
-        "- {name: bad, match: {SeriesDescription: BAD}, forward_to: [gone]}\n"
-    )
+    write_good_and_bad_rules(tmp_path)
     good = write_ct_phantom(
         tmp_path / "good", CTPhantomSpec(slices=3, rows=16, columns=16, series_description="GOOD")
     )

@@ -31,6 +31,16 @@ def send(paths: tuple[Path, ...], port: int) -> None:
     assert all(r.ok for r in send_files(files, parse_address(f"DICOMNODE@127.0.0.1:{port}")))
 
 
+def write_good_and_bad_rules(tmp_path: Path) -> None:
+    """GOOD series forward to ``archive``, BAD ones to ``gone`` (a destination that fails)."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "r.yaml").write_text(
+        "- {name: ok, match: {SeriesDescription: GOOD}, forward_to: [archive]}\n"
+        "- {name: bad, match: {SeriesDescription: BAD}, forward_to: [gone]}\n"
+    )
+
+
 def destination(ae: str, port: int, **retry: float) -> dict[str, object]:
     return {
         "ae_title": ae,
@@ -43,12 +53,7 @@ def destination(ae: str, port: int, **retry: float) -> dict[str, object]:
 def test_retention_deletes_a_delivered_series_and_keeps_one_whose_send_failed(
     node_factory: Callable[..., Node], tmp_path: Path
 ) -> None:
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "r.yaml").write_text(
-        "- {name: ok, match: {SeriesDescription: GOOD}, forward_to: [archive]}\n"
-        "- {name: bad, match: {SeriesDescription: BAD}, forward_to: [gone]}\n"
-    )
+    write_good_and_bad_rules(tmp_path)
     with StoreSCP(ae_title="ARCHIVE") as archive:
         node = node_factory(
             storage=SHORT,
